@@ -1,0 +1,40 @@
+"""sparsecode: fast sparse coding (MP, OMP, gradient pursuit) on NumPy arrays.
+
+Importing the package is cheap: the Numba kernels load on first use (or all at once with
+:func:`warmup`).
+"""
+
+from sparsecode.codes import SparseCodes
+from sparsecode.pursuit import gp, gram, mp, omp
+
+__version__ = "0.1.0"
+
+__all__ = ["SparseCodes", "gp", "gram", "mp", "omp", "warmup", "__version__"]
+
+
+def warmup(dtypes=("float32", "float64")):
+    """Compile (or load from the on-disk cache) every CPU kernel for ``dtypes``.
+
+    Runs each solver on a tiny problem through both the Gram and the no-Gram path, so
+    the first real call pays no compilation.
+
+    Parameters
+    ----------
+    dtypes : sequence of str or dtype
+        Float dtypes to compile for.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for dt in dtypes:
+        X = rng.standard_normal((4, 6)).astype(dt)
+        for D in (rng.standard_normal((8, 6)).astype(dt),):
+            Du = D / np.linalg.norm(D, axis=1, keepdims=True)
+            for gram_ in (True, False):
+                for atoms in (D, Du):
+                    for sel in ("abs", "positive", "signed"):
+                        mp(X, atoms, k=2, selection=sel, gram=gram_)
+                    for pos in (False, True):
+                        omp(X, atoms, k=2, positive=pos, gram=gram_)
+                        for variant in ("gp", "acgp"):
+                            gp(X, atoms, k=2, variant=variant, positive=pos, gram=gram_)

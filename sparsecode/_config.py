@@ -1,0 +1,32 @@
+"""Numeric knobs in one place, patched in tests.
+
+Everything here is read at call time (``from sparsecode import _config`` then
+``_config.NAME``), so tests and users can change a value for a whole session.
+"""
+
+import numpy as np
+
+#: Largest Gram matrix ``G = D D^T`` that ``gram="auto"`` will build, in bytes.
+GRAM_BUDGET_BYTES = 1 << 30
+
+#: Largest block of correlations ``X_block D^T`` held at once, in bytes.  Signals are
+#: encoded block by block; a block is at least ``MIN_BLOCK_ROWS`` signals.
+BLOCK_BYTES = 128 << 20
+MIN_BLOCK_ROWS = 16
+
+#: Relative tolerance below which a pivot of the incremental Cholesky factor counts as
+#: zero (the new atom is linearly dependent on the selected ones) and a correlation counts
+#: as vanished (the residual is orthogonal to every atom), per dtype.
+RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+#: Relative tolerance for checking that a user-supplied Gram matrix matches ``D``
+#: (its diagonal must equal the squared atom norms).
+GRAM_CHECK_RTOL = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-8}
+
+#: Atoms whose squared norm is within this of 1 take the unit-norm fast path.
+UNIT_NORM_ATOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-12}
+
+
+def rtol(dtype):
+    """Return the relative tolerance used by the kernels for ``dtype``."""
+    return RTOL[np.dtype(dtype)]

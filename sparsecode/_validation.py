@@ -1,0 +1,166 @@
+"""Checks at the public boundary.
+
+Every check raises ``ValueError`` or ``TypeError`` with the argument's name, what was
+expected and what was given.  Kernels never validate: they trust what passes here.
+"""
+
+import numbers
+
+import numpy as np
+
+from sparsecode import _config
+
+
+def _describe(x):
+    if isinstance(x, np.ndarray):
+        return f"array of shape {x.shape} and dtype {x.dtype}"
+    return f"{type(x).__name__} {x!r}"
+
+
+def float_dtype(*arrays):
+    """Return the dtype the computation runs in.
+
+    float32 and float64 are kept, float16 is computed in float32, integers and booleans
+    in float64.  Mixed inputs are computed in the wider type.
+    """
+    out = []
+    for a in arrays:
+        dt = a.dtype
+        if dt == np.float16:
+            dt = np.dtype(np.float32)
+        elif dt.kind in "biu":
+            dt = np.dtype(np.float64)
+        out.append(dt)
+    return np.result_type(*out)
+
+
+def check_array(x, name, *, ndim=2):
+    """Return ``x`` as a real NumPy array of ``ndim`` dimensions, without copying.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not array-like of real numbers.
+    ValueError
+        If ``x`` has the wrong number of dimensions, is empty, or holds NaN or inf.
+    """
+    if x is None:
+        raise TypeError(f"{name} must be an array of shape (n, m); got None")
+    try:
+        a = np.asarray(x)
+    except Exception as exc:  # noqa: BLE001 - any conversion failure is a type error
+        raise TypeError(f"{name} must be array-like; got {type(x).__name__}") from exc
+    if a.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must hold real numbers (float32, float64, float16 or integers); "
+            f"got dtype {a.dtype}. Convert it with {name}.astype(numpy.float32)."
+        )
+    if a.ndim != ndim:
+        hint = f" Use {name}.reshape(1, -1) for a single signal." if a.ndim == 1 else ""
+        raise ValueError(f"{name} must be {ndim}-D; got {_describe(a)}.{hint}")
+    if a.size == 0:
+        raise ValueError(f"{name} must not be empty; got {_describe(a)}")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(
+            f"{name} must be finite; got NaN or inf, first at index {tuple(int(i) for i in bad)}"
+        )
+    return a
+
+
+def check_signals_and_dictionary(X, D):
+    """Validate signals and dictionary and bring them to one float dtype.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    D : array-like of shape (n_atoms, n_features)
+
+    Returns
+    -------
+    X, D : ndarray
+        Same dtype (float32 or float64); copied only when the dtype had to change.
+    norms2 : ndarray of shape (n_atoms,)
+        Squared atom norms, in float64.
+    """
+    X = check_array(X, "X")
+    D = check_array(D, "D")
+    if X.shape[1] != D.shape[1]:
+        raise ValueError(
+            f"X and D must have the same number of features (columns); got X with "
+            f"{X.shape[1]} (shape {X.shape}) and D with {D.shape[1]} (shape {D.shape}). "
+            "D holds one atom per row: shape (n_atoms, n_features)."
+        )
+    dt = float_dtype(X, D)
+    X = X.astype(dt, copy=False)
+    D = D.astype(dt, copy=False)
+    norms2 = np.einsum("ij,ij->i", D, D, dtype=np.float64)
+    zero = np.flatnonzero(norms2 <= np.finfo(dt).tiny)
+    if zero.size:
+        raise ValueError(
+            f"D must not contain zero-norm atoms; atom(s) {zero[:10].tolist()} "
+            f"{'(and more) ' if zero.size > 10 else ''}have norm 0. Remove them or "
+            "replace them with random unit vectors."
+        )
+    return X, D, norms2
+
+
+def check_k_tol(k, tol, n_atoms, n_features, *, k_may_exceed_atoms=False):
+    """Validate the stopping rule and return ``(k, tol)`` with defaults filled in.
+
+    ``k`` defaults to ``n_features`` when only ``tol`` is given; ``tol`` defaults to 0.
+    """
+    if k is None and tol is None:
+        raise ValueError("give k (maximum number of steps/atoms), tol, or both; got neither")
+    if k is not None:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise TypeError(f"k must be a positive integer; got {_describe(k)}")
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"k must be >= 1; got {k}")
+        if not k_may_exceed_atoms and k > n_atoms:
+            raise ValueError(f"k must be <= n_atoms = {n_atoms}; got k = {k}")
+    if tol is not None:
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+            raise TypeError(f"tol must be a real number in [0, 1); got {_describe(tol)}")
+        tol = float(tol)
+        if not (0.0 <= tol < 1.0):
+            raise ValueError(
+                f"tol must be in [0, 1) (a fraction of ||x||^2 left in the residual); got {tol}"
+            )
+    if k is None:
+        k = n_features if k_may_exceed_atoms else min(n_atoms, n_features)
+    return k, (0.0 if tol is None else tol)
+
+
+def check_choice(value, name, choices):
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def check_gram(gram, D, norms2):
+    """Validate a precomputed Gram matrix against ``D``.
+
+    Returns the Gram as an array of ``D``'s dtype; it is copied only when its dtype
+    differs (pass a Gram of the same dtype as the signals to reuse it without copies).
+    """
+    G = check_array(gram, "gram")
+    K = D.shape[0]
+    if G.shape != (K, K):
+        raise ValueError(
+            f"gram must have shape (n_atoms, n_atoms) = {(K, K)} to match D; got shape {G.shape}"
+        )
+    G = G.astype(D.dtype, copy=False)
+    diag = np.diagonal(G).astype(np.float64)
+    rtol = _config.GRAM_CHECK_RTOL[D.dtype]
+    bad = np.flatnonzero(np.abs(diag - norms2) > rtol * norms2)
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(
+            "gram does not match D: its diagonal must be the squared atom norms; "
+            f"at atom {j} expected {norms2[j]:.6g}, got {diag[j]:.6g}. "
+            "Build it with sparsecode.gram(D)."
+        )
+    return G

@@ -1,0 +1,254 @@
+"""Numba helpers shared by the pursuit kernels: selection, support bookkeeping, the
+incremental Cholesky factor, small non-negative least squares, and the row update that
+is the inner loop of every pursuit.
+
+Every pursuit step produces a change ``delta`` of the coefficients on the support.  The
+correlations ``c = D r`` then change by ``-G[I]^T delta`` (Gram path) and the residual by
+``-D[I]^T delta`` (no-Gram path): both are :func:`sub_rows` with ``S = G`` or ``S = D``.
+Small linear algebra (Cholesky factor, support Gram, coefficients) is kept in float64
+whatever the input dtype; the O(n_atoms) loops run in the input dtype.
+"""
+
+import numpy as np
+from numba import njit
+
+from sparsecode.pursuit._rules import ABS, DEPENDENT, DONE, POSITIVE, RUNNING, SIGNED  # noqa: F401
+
+#: Atoms per chunk in :func:`sub_rows`: the chunk of the target stays in L1 while the
+#: selected rows stream through.
+CHUNK = 512
+
+
+@njit(cache=True, inline="always")
+def _score(v, rule):
+    if rule == ABS:
+        return abs(v)
+    if rule == POSITIVE:
+        return v if v > 0 else 0.0
+    return v
+
+
+@njit(cache=True)
+def select(c, w, unit, rule):
+    """Index of the best atom for correlations ``c``.
+
+    ``abs``: argmax |c_j| w_j; ``positive``: argmax max(c_j, 0) w_j; ``signed``:
+    argmax c_j w_j, where ``w_j = 1 / ||d_j||`` (skipped when ``unit``).  Ties go to the
+    lowest index.
+    """
+    best = -np.inf
+    jb = 0
+    if unit:
+        for m in range(c.shape[0]):
+            v = _score(c[m], rule)
+            if v > best:
+                best = v
+                jb = m
+    else:
+        for m in range(c.shape[0]):
+            v = _score(c[m], rule) * w[m]
+            if v > best:
+                best = v
+                jb = m
+    return jb
+
+
+@njit(cache=True, inline="always")
+def vanished(cj, wj, thr, rule):
+    """True when the selected correlation cannot make progress.
+
+    ``thr`` is the smallest normalised correlation worth a step (a tiny fraction of
+    ||x||); the positive rule also stops when no correlation is positive.
+    """
+    if rule == POSITIVE and cj <= 0:
+        return True
+    return abs(cj) * wj <= thr
+
+
+@njit(cache=True, inline="always")
+def find(I, s, j):
+    """Position of atom ``j`` in the support ``I[:s]``, or -1."""
+    for m in range(s):
+        if I[m] == j:
+            return m
+    return -1
+
+
+@njit(cache=True, inline="always")
+def gram_entry(S, is_gram, a, b):
+    """``<d_a, d_b>``: read from the Gram matrix, or a dot product of two atoms."""
+    if is_gram:
+        return np.float64(S[a, b])
+    acc = 0.0
+    for q in range(S.shape[1]):
+        acc += np.float64(S[a, q]) * np.float64(S[b, q])
+    return acc
+
+
+@njit(cache=True)
+def sub_rows(vec, S, I, delta, s):
+    """``vec -= sum_m delta[m] * S[I[m]]`` over the support ``m < s`` (zeros skipped).
+
+    The work of every pursuit step: O(len(vec) * s) multiply-adds, reading ``s`` rows of
+    ``S``.  Done chunk by chunk so the chunk of ``vec`` stays in cache.
+    """
+    n = vec.shape[0]
+    for q0 in range(0, n, CHUNK):
+        q1 = min(q0 + CHUNK, n)
+        for m in range(s):
+            dm = delta[m]
+            if dm == 0.0:
+                continue
+            dmt = vec.dtype.type(dm)
+            row = S[I[m]]
+            for q in range(q0, q1):
+                vec[q] -= dmt * row[q]
+
+
+@njit(cache=True)
+def add_to_support_gram(GII, S, is_gram, I, s, j):
+    """Append atom ``j`` to the support Gram ``GII`` (float64, k x k, lower part used).
+
+    Returns the new row ``GII[s, :s+1]`` (a view).
+    """
+    for m in range(s):
+        GII[s, m] = gram_entry(S, is_gram, j, I[m])
+        GII[m, s] = GII[s, m]
+    GII[s, s] = gram_entry(S, is_gram, j, j)
+    return GII[s, : s + 1]
+
+
+@njit(cache=True)
+def chol_append(L, s, grow, rtol):
+    """Grow the lower Cholesky factor ``L`` of the support Gram by one row.
+
+    ``grow`` is ``[<d_j, d_I[m]> for m < s] + [||d_j||^2]``.  Returns False (and leaves
+    ``L`` as a factor of the first ``s`` atoms) when the new atom is numerically in the
+    span of the support.
+    """
+    for m in range(s):
+        acc = grow[m]
+        for p in range(m):
+            acc -= L[s, p] * L[m, p]
+        L[s, m] = acc / L[m, m]
+    d2 = grow[s]
+    for p in range(s):
+        d2 -= L[s, p] * L[s, p]
+    if d2 <= rtol * grow[s]:
+        return False
+    L[s, s] = np.sqrt(d2)
+    return True
+
+
+@njit(cache=True)
+def chol_solve(L, s, b, out):
+    """Solve ``L L^T out = b`` for the first ``s`` unknowns."""
+    for m in range(s):
+        acc = b[m]
+        for p in range(m):
+            acc -= L[m, p] * out[p]
+        out[m] = acc / L[m, m]
+    for m in range(s - 1, -1, -1):
+        acc = out[m]
+        for p in range(m + 1, s):
+            acc -= L[p, m] * out[p]
+        out[m] = acc / L[m, m]
+
+
+@njit(cache=True)
+def _solve_subset(A, b, P, p, out):
+    """Solve ``A[P, P] y = b[P]`` (A symmetric positive definite) into ``out[P]``."""
+    Lp = np.zeros((p, p))
+    for m in range(p):
+        for q in range(m + 1):
+            acc = A[P[m], P[q]]
+            for r in range(q):
+                acc -= Lp[m, r] * Lp[q, r]
+            if m == q:
+                Lp[m, m] = np.sqrt(max(acc, 1e-300))
+            else:
+                Lp[m, q] = acc / Lp[q, q]
+    y = np.empty(p)
+    for m in range(p):
+        acc = b[P[m]]
+        for r in range(m):
+            acc -= Lp[m, r] * y[r]
+        y[m] = acc / Lp[m, m]
+    for m in range(p - 1, -1, -1):
+        acc = y[m]
+        for r in range(m + 1, p):
+            acc -= Lp[r, m] * y[r]
+        y[m] = acc / Lp[m, m]
+    for m in range(p):
+        out[P[m]] = y[m]
+
+
+@njit(cache=True)
+def nnls_gram(A, b, s, x):
+    """Non-negative least squares in Gram form (Lawson and Hanson).
+
+    Minimises ``0.5 x^T A x - b^T x`` over ``x >= 0`` for the leading ``s x s`` block of
+    ``A``; ``x`` (length >= s) receives the solution.
+    """
+    passive = np.zeros(s, dtype=np.bool_)
+    P = np.empty(s, dtype=np.int64)
+    z = np.zeros(s)
+    wgrad = np.empty(s)
+    for m in range(s):
+        x[m] = 0.0
+    tol = 1e-12 * max(1.0, np.abs(b[:s]).max())
+    for _outer in range(3 * s + 3):
+        # gradient of the objective, negated
+        for m in range(s):
+            acc = b[m]
+            for q in range(s):
+                acc -= A[m, q] * x[q]
+            wgrad[m] = acc
+        jb = -1
+        best = tol
+        for m in range(s):
+            if not passive[m] and wgrad[m] > best:
+                best = wgrad[m]
+                jb = m
+        if jb < 0:
+            return
+        passive[jb] = True
+        for _inner in range(3 * s + 3):
+            p = 0
+            for m in range(s):
+                if passive[m]:
+                    P[p] = m
+                    p += 1
+            for m in range(s):
+                z[m] = 0.0
+            _solve_subset(A, b, P, p, z)
+            ok = True
+            for m in range(p):
+                if z[P[m]] <= 0.0:
+                    ok = False
+            if ok:
+                for m in range(s):
+                    x[m] = z[m]
+                break
+            alpha = 1.0
+            for m in range(p):
+                q = P[m]
+                if z[q] <= 0.0:
+                    alpha = min(alpha, x[q] / (x[q] - z[q]))
+            for m in range(s):
+                x[m] += alpha * (z[m] - x[m])
+                if passive[m] and x[m] <= 1e-15:
+                    passive[m] = False
+                    x[m] = 0.0
+
+
+@njit(cache=True)
+def quad(A, s, u, v):
+    """``u[:s]^T A[:s, :s] v[:s]``."""
+    acc = 0.0
+    for m in range(s):
+        t = 0.0
+        for q in range(s):
+            t += A[m, q] * v[q]
+        acc += u[m] * t
+    return acc

@@ -1,0 +1,221 @@
+"""What MP, OMP and GP share: validation, the Gram decision, encoding block by block,
+and assembling :class:`~sparsecode.codes.SparseCodes`.
+
+Each solver supplies two callables working on one block of signals:
+
+``gram_block(C, G, ctx, out)``
+    ``C = X_block D^T`` (overwritten); runs the whole pursuit in one kernel call.
+``nogram_block(Xb, ctx, out)``
+    Steps in Python, one GEMM ``C = R_active D^T`` per step, a kernel call per step.
+
+``ctx`` is a :class:`Problem`; ``out`` is a :class:`BlockOutput` whose ``I``/``Z``
+rows the kernels fill.
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparsecode import _config
+from sparsecode._validation import (
+    check_choice,
+    check_gram,
+    check_k_tol,
+    check_signals_and_dictionary,
+)
+from sparsecode.codes import SparseCodes
+from sparsecode.pursuit._rules import DEPENDENT
+
+
+@dataclass
+class Problem:
+    """Validated inputs and per-dictionary constants shared by every block."""
+
+    D: np.ndarray
+    norms2: np.ndarray  # float64, (n_atoms,)
+    w: np.ndarray  # 1 / ||d_j||, input dtype
+    inv_n2: np.ndarray  # 1 / ||d_j||^2, float64
+    unit: bool
+    k: int
+    width: int
+    tol: float
+    rtol: float
+    G: np.ndarray | None
+    options: dict
+
+    @property
+    def dtype(self):
+        return self.D.dtype
+
+    @property
+    def n_atoms(self):
+        return self.D.shape[0]
+
+
+@dataclass
+class BlockOutput:
+    """Codes of one block and the per-signal numbers every kernel needs."""
+
+    I: np.ndarray  # int32 (n, width), -1 filled
+    Z: np.ndarray  # float64 (n, width), 0 filled
+    xnorm2: np.ndarray  # ||x||^2
+    tol2: np.ndarray  # residual energy at which to stop
+    thr: np.ndarray  # smallest normalised correlation worth a step
+    status: np.ndarray  # int8, why each signal stopped
+
+
+def gram(D):
+    """Gram matrix ``G = D D^T`` of a dictionary, for reuse across calls.
+
+    Parameters
+    ----------
+    D : array-like of shape (n_atoms, n_features)
+
+    Returns
+    -------
+    G : ndarray of shape (n_atoms, n_atoms)
+        In ``D``'s float dtype.  Pass it as ``gram=G`` to :func:`sparsecode.mp`,
+        :func:`sparsecode.omp` or :func:`sparsecode.gp` with signals of the same dtype.
+    """
+    from sparsecode._validation import check_array, float_dtype
+
+    D = check_array(D, "D")
+    D = D.astype(float_dtype(D), copy=False)
+    return D @ D.T
+
+
+def _want_gram(gram, n_samples, k, D):
+    K = D.shape[0]
+    if isinstance(gram, str):
+        check_choice(gram, "gram", ("auto",))
+        fits = K * K * D.dtype.itemsize <= _config.GRAM_BUDGET_BYTES
+        # building G costs n_atoms^2 n_features; it pays once the pursuit does more
+        # correlation work than that (n_samples * k updates of n_atoms entries each).
+        return fits and n_samples * k >= K
+    if isinstance(gram, (bool, np.bool_)):
+        return bool(gram)
+    return None  # an array: validated by the caller
+
+
+def prepare(X, D, *, k, tol, gram, backend, k_may_exceed_atoms=False, **options):
+    """Validate the common arguments; return ``(X, Problem)``."""
+    check_choice(backend, "backend", ("auto", "cpu", "gpu"))
+    on_gpu = type(X).__module__.startswith("cupy") or type(D).__module__.startswith("cupy")
+    if backend == "gpu" or (backend == "auto" and on_gpu):
+        raise NotImplementedError(
+            "the GPU backend is not available in this version of sparsecode; pass NumPy "
+            "arrays (cupy_array.get()) or backend='cpu'"
+        )
+    X, D, norms2 = check_signals_and_dictionary(X, D)
+    n, n_features = X.shape
+    K = D.shape[0]
+    k_given = k
+    k, tol = check_k_tol(k, tol, K, n_features, k_may_exceed_atoms=k_may_exceed_atoms)
+    dt = X.dtype
+    want = _want_gram(gram, n, k, D)
+    if want is None:
+        G = check_gram(gram, D, norms2)
+    elif want:
+        G = D @ D.T
+    else:
+        G = None
+    unit = bool(np.all(np.abs(norms2 - 1.0) <= _config.UNIT_NORM_ATOL[dt]))
+    prob = Problem(
+        D=D,
+        norms2=norms2,
+        w=(1.0 / np.sqrt(norms2)).astype(dt),
+        inv_n2=1.0 / norms2,
+        unit=unit,
+        k=k,
+        width=min(k, K),
+        tol=tol,
+        rtol=_config.rtol(dt),
+        G=G,
+        options=dict(options, k_given=k_given),
+    )
+    return X, prob
+
+
+def _rows_per_block(prob, extra_bytes_per_row=0):
+    per_row = prob.n_atoms * prob.dtype.itemsize + extra_bytes_per_row
+    return max(_config.MIN_BLOCK_ROWS, _config.BLOCK_BYTES // max(per_row, 1))
+
+
+def run(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0, name="pursuit"):
+    """Encode ``X`` block by block and return :class:`SparseCodes`."""
+    n = X.shape[0]
+    I = np.full((n, prob.width), -1, dtype=np.int32)
+    Z = np.zeros((n, prob.width), dtype=np.float64)
+    status = np.zeros(n, dtype=np.int8)
+    use_gram = prob.G is not None
+    extra = 0 if use_gram else nogram_bytes_per_row + X.shape[1] * prob.dtype.itemsize
+    B = _rows_per_block(prob, extra)
+    DT = prob.D.T
+    for b0 in range(0, n, B):
+        b1 = min(b0 + B, n)
+        Xb = X[b0:b1]
+        xnorm2 = np.einsum("ij,ij->i", Xb, Xb, dtype=np.float64)
+        out = BlockOutput(
+            I=I[b0:b1],
+            Z=Z[b0:b1],
+            xnorm2=xnorm2,
+            tol2=prob.tol * xnorm2,
+            thr=prob.rtol * np.sqrt(xnorm2),
+            status=status[b0:b1],
+        )
+        if use_gram:
+            gram_block(np.matmul(Xb, DT), prob.G, prob, out)
+        else:
+            nogram_block(Xb, prob, out)
+    n_dep = int(np.count_nonzero(status == DEPENDENT))
+    if n_dep:
+        warnings.warn(
+            f"{name} stopped early for {n_dep} of {n} signal(s): the next atom is linearly "
+            "dependent on the atoms already selected (duplicated or dependent atoms in D)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    values = Z.astype(prob.dtype)
+    if prob.options.get("k_given") is None and n:
+        width = max(1, int((I >= 0).sum(axis=1).max()))
+        I, values = I[:, :width].copy(), values[:, :width].copy()
+    return SparseCodes(I, values, prob.n_atoms)
+
+
+def nogram_steps(Xb, prob, out, step, max_steps):
+    """The no-Gram loop: per step one GEMM for the active signals, then ``step``.
+
+    ``step(C, rows, R, status)`` advances the signals ``rows`` (int64) whose correlations
+    are ``C`` and updates their residual rows in ``R`` and their ``status`` (0 = running).
+    """
+    R = np.array(Xb, dtype=prob.dtype, order="C")
+    active = np.flatnonzero(out.xnorm2 > out.tol2)
+    out.status[:] = 1
+    out.status[active] = 0
+    DT = prob.D.T
+    for _ in range(max_steps):
+        if active.size == 0:
+            break
+        C = np.matmul(R[active], DT)
+        step(C, active, R, out.status)
+        active = active[out.status[active] == 0]
+    out.status[out.status == 0] = 1
+
+
+def compact_nonzero(codes):
+    """Drop zero coefficients from each row of ``codes`` in place, keeping order.
+
+    Used by the non-negative solvers, where an atom can end at exactly 0.
+    """
+    keep = (codes.values != 0) & (codes.indices >= 0)
+    if keep.all() or not keep.size:
+        return codes
+    order = np.argsort(~keep, axis=1, kind="stable")
+    idx = np.take_along_axis(codes.indices, order, axis=1)
+    val = np.take_along_axis(codes.values, order, axis=1)
+    kept = np.take_along_axis(keep, order, axis=1)
+    idx[~kept] = -1
+    val[~kept] = 0
+    codes.indices, codes.values = idx, val
+    return codes

@@ -1,0 +1,142 @@
+"""Gradient pursuit kernels (Numba).  Called only from :mod:`sparsecode.pursuit.gp`.
+
+Per signal and step (s = support size): select like MP (n_atoms reads), take the
+gradient ``g = c[I]`` on the support, optionally make the direction conjugate to the
+previous one (ACGP), and take the exact line-search step along it.  Everything about the
+direction needs only the support Gram (O(s^2)); the correlations are then updated with
+``c -= G[I]^T delta`` (Gram path, 2 n_atoms s flops) or the residual with
+``r -= D[I]^T delta`` (no-Gram path).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from sparsecode.pursuit._common_numba import (
+    DONE,
+    RUNNING,
+    add_to_support_gram,
+    find,
+    quad,
+    select,
+    sub_rows,
+    vanished,
+)
+
+
+@njit(cache=True, inline="always")
+def _project(d, z, s):
+    """Zero the direction where a coefficient sits at 0 and would go negative."""
+    for m in range(s):
+        if z[m] <= 0.0 and d[m] < 0.0:
+            d[m] = 0.0
+
+
+@njit(cache=True)
+def gp_step(c, S, is_gram, w, unit, rule, acgp, positive, thr, I, z, s, GII, dprev,
+            state, g, d, delta):
+    """One gradient-pursuit step for one signal.
+
+    ``state`` is a float64 array of length 2: the curvature ``dprev^T GII dprev`` of the
+    previous direction (0 before the first step) and, on return, the decrease of the
+    residual energy.  Returns ``(s, status)``; ``delta`` receives the coefficient change.
+    """
+    j = select(c, w, unit, rule)
+    cj = c[j]
+    state[1] = 0.0
+    if vanished(cj, w[j], thr, rule):
+        return s, DONE
+    if find(I, s, j) < 0:
+        add_to_support_gram(GII, S, is_gram, I, s, j)
+        I[s] = j
+        z[s] = 0.0
+        dprev[s] = 0.0
+        s += 1
+    for m in range(s):
+        g[m] = c[I[m]]
+        d[m] = g[m]
+    if positive:
+        _project(d, z, s)
+    if acgp and state[0] > 0.0:
+        beta = -quad(GII, s, g, dprev) / state[0]
+        dg = 0.0
+        for m in range(s):
+            d[m] = g[m] + beta * dprev[m]
+        if positive:
+            _project(d, z, s)
+        for m in range(s):
+            dg += d[m] * g[m]
+        if dg <= 0.0:  # lost descent (projection): fall back to the gradient
+            for m in range(s):
+                d[m] = g[m]
+            if positive:
+                _project(d, z, s)
+    dg = 0.0
+    for m in range(s):
+        dg += d[m] * g[m]
+    curv = quad(GII, s, d, d)
+    if dg <= 0.0 or curv <= 0.0:
+        return s, DONE
+    step = dg / curv
+    if positive:
+        for m in range(s):
+            if d[m] < 0.0:
+                step = min(step, -z[m] / d[m])
+    for m in range(s):
+        delta[m] = step * d[m]
+        z[m] += delta[m]
+        if positive and z[m] < 0.0:
+            delta[m] -= z[m]
+            z[m] = 0.0
+        dprev[m] = d[m]
+    state[0] = curv
+    state[1] = 2.0 * step * dg - step * step * curv
+    return s, RUNNING
+
+
+@njit(parallel=True, cache=True)
+def gp_gram(C, G, w, unit, rule, acgp, positive, k, xnorm2, tol2, thr, I, Z, status):
+    """Run up to ``k`` GP/ACGP steps on every row of ``C`` (overwritten)."""
+    n = C.shape[0]
+    for i in prange(n):
+        c = C[i]
+        GII = np.empty((k, k))
+        dprev = np.zeros(k)
+        g = np.empty(k)
+        d = np.empty(k)
+        delta = np.empty(k)
+        state = np.zeros(2)
+        z = Z[i]
+        s = 0
+        st = DONE
+        energy = xnorm2[i]
+        for _t in range(k):
+            if energy <= tol2[i]:
+                st = DONE
+                break
+            s, st = gp_step(c, G, True, w, unit, rule, acgp, positive, thr[i], I[i], z, s,
+                            GII, dprev, state, g, d, delta)
+            if st != RUNNING:
+                break
+            energy -= state[1]
+            sub_rows(c, G, I[i], delta, s)
+        status[i] = st
+
+
+@njit(parallel=True, cache=True)
+def gp_nogram_step(C, rows, R, D, w, unit, rule, acgp, positive, tol2, thr,
+                   I, Z, ns, GII, dprev, state, g, d, delta, status):
+    """One GP/ACGP step for the active rows; ``C[a]`` holds ``R[rows[a]] D^T``."""
+    for a in prange(rows.shape[0]):
+        i = rows[a]
+        s, st = gp_step(C[a], D, False, w, unit, rule, acgp, positive, thr[i], I[i], Z[i],
+                        ns[i], GII[i], dprev[i], state[i], g[i], d[i], delta[i])
+        ns[i] = s
+        if st == RUNNING:
+            r = R[i]
+            sub_rows(r, D, I[i], delta[i], s)
+            energy = 0.0
+            for q in range(r.shape[0]):
+                energy += np.float64(r[q]) * np.float64(r[q])
+            if energy <= tol2[i]:
+                st = DONE
+        status[i] = st

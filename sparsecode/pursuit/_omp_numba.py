@@ -1,0 +1,133 @@
+"""Batch-OMP kernels (Numba).  Called only from :mod:`sparsecode.pursuit.omp`.
+
+Per signal and step s (support size after the step):
+select (n_atoms reads), grow the Cholesky factor of the support Gram (O(s^2)), solve for
+the coefficients (O(s^2)), then update the correlations with the coefficient change:
+``c -= G[I]^T delta`` (Gram path, 2 n_atoms s flops, reads s rows of G) or the residual
+``r -= D[I]^T delta`` (no-Gram path, 2 n_features s flops; the caller then recomputes
+``C = R D^T`` by GEMM).  The correlation of ``x`` with the new atom, needed by the
+normal equations, is recovered as ``c_j + G[j, I] z`` so ``X D^T`` need not be kept.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from sparsecode.pursuit._common_numba import (
+    DEPENDENT,
+    DONE,
+    RUNNING,
+    add_to_support_gram,
+    chol_append,
+    chol_solve,
+    nnls_gram,
+    quad,
+    select,
+    sub_rows,
+    vanished,
+)
+
+
+@njit(cache=True)
+def omp_step(c, S, is_gram, w, unit, rule, positive, thr, rtol, I, z, s, L, GII, a0, work, delta):
+    """One OMP step for one signal.
+
+    Parameters
+    ----------
+    c : ndarray of shape (n_atoms,)
+        Correlations of the current residual with the atoms.
+    S : ndarray
+        The Gram matrix (``is_gram``) or the dictionary, to read support Gram entries.
+    I, z : ndarray of shape (k,)
+        Support and float64 coefficients; ``s`` entries used.
+    L, GII : ndarray of shape (k, k), float64
+        Cholesky factor and Gram matrix of the support.
+    a0 : ndarray of shape (k,), float64
+        Correlations of the signal with the support atoms.
+    work, delta : ndarray of shape (k,), float64
+        Scratch; ``delta`` receives the coefficient change.
+
+    Returns
+    -------
+    s : int
+        New support size.
+    status : int
+        RUNNING, DONE (nothing left to select) or DEPENDENT (the best atom is in the span of
+        the support).
+    """
+    j = select(c, w, unit, rule)
+    cj = c[j]
+    if vanished(cj, w[j], thr, rule):
+        return s, DONE
+    grow = add_to_support_gram(GII, S, is_gram, I, s, j)
+    if not chol_append(L, s, grow, rtol):
+        return s, DEPENDENT
+    acc = np.float64(cj)
+    for m in range(s):
+        acc += z[m] * grow[m]
+    a0[s] = acc
+    I[s] = j
+    z[s] = 0.0
+    s += 1
+    chol_solve(L, s, a0, work)
+    if positive:
+        neg = False
+        for m in range(s):
+            if work[m] < 0.0:
+                neg = True
+        if neg:
+            nnls_gram(GII, a0, s, work)
+    for m in range(s):
+        delta[m] = work[m] - z[m]
+        z[m] = work[m]
+    return s, RUNNING
+
+
+@njit(parallel=True, cache=True)
+def omp_gram(C, G, w, unit, rule, positive, k, xnorm2, tol2, thr, rtol, I, Z, status):
+    """Run Batch-OMP on every row of ``C`` (correlations ``X D^T``, overwritten).
+
+    ``I`` (int32, -1 filled) and ``Z`` (float64) of shape (n, k) receive the codes,
+    ``status`` the reason each signal stopped.
+    """
+    n = C.shape[0]
+    for i in prange(n):
+        c = C[i]
+        L = np.empty((k, k))
+        GII = np.empty((k, k))
+        a0 = np.empty(k)
+        work = np.empty(k)
+        delta = np.empty(k)
+        z = Z[i]
+        s = 0
+        st = DONE
+        energy = xnorm2[i]
+        while s < k and energy > tol2[i]:
+            s, st = omp_step(c, G, True, w, unit, rule, positive, thr[i], rtol,
+                             I[i], z, s, L, GII, a0, work, delta)
+            if st != RUNNING:
+                break
+            # ||x - D_I^T z||^2 = ||x||^2 - 2 a0.z + z^T GII z
+            energy = xnorm2[i] - 2.0 * np.dot(a0[:s], z[:s]) + quad(GII, s, z, z)
+            if s < k and energy > tol2[i]:
+                sub_rows(c, G, I[i], delta, s)
+        status[i] = st
+
+
+@njit(parallel=True, cache=True)
+def omp_nogram_step(C, rows, R, D, w, unit, rule, positive, k, tol2, thr, rtol,
+                    I, Z, ns, L, GII, a0, work, delta, status):
+    """One OMP step for the active rows; ``C[a]`` holds ``R[rows[a]] D^T``."""
+    for a in prange(rows.shape[0]):
+        i = rows[a]
+        s, st = omp_step(C[a], D, False, w, unit, rule, positive, thr[i], rtol,
+                         I[i], Z[i], ns[i], L[i], GII[i], a0[i], work[i], delta[i])
+        ns[i] = s
+        if st == RUNNING:
+            r = R[i]
+            sub_rows(r, D, I[i], delta[i], s)
+            energy = 0.0
+            for q in range(r.shape[0]):
+                energy += np.float64(r[q]) * np.float64(r[q])
+            if s >= k or energy <= tol2[i]:
+                st = DONE
+        status[i] = st

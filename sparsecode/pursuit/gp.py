@@ -1,0 +1,85 @@
+"""Gradient pursuit and approximate conjugate gradient pursuit."""
+
+import numpy as np
+
+from sparsecode._validation import check_choice
+from sparsecode.pursuit import _driver
+from sparsecode.pursuit._rules import ABS, POSITIVE
+
+
+def _gram_block(C, G, p, out):
+    from sparsecode.pursuit._gp_numba import gp_gram
+
+    o = p.options
+    gp_gram(C, G, p.w, p.unit, o["rule"], o["acgp"], o["positive"], p.width, out.xnorm2,
+            out.tol2, out.thr, out.I, out.Z, out.status)
+
+
+def _nogram_block(Xb, p, out):
+    from sparsecode.pursuit._gp_numba import gp_nogram_step
+
+    o = p.options
+    n, k = Xb.shape[0], p.width
+    ns = np.zeros(n, dtype=np.int64)
+    GII, dprev = np.empty((n, k, k)), np.zeros((n, k))
+    state = np.zeros((n, 2))
+    g, d, delta = np.empty((n, k)), np.empty((n, k)), np.empty((n, k))
+
+    def step(C, rows, R, status):
+        gp_nogram_step(C, rows, R, p.D, p.w, p.unit, o["rule"], o["acgp"], o["positive"],
+                       out.tol2, out.thr, out.I, out.Z, ns, GII, dprev, state, g, d, delta,
+                       status)
+
+    _driver.nogram_steps(Xb, p, out, step, k)
+
+
+def gp(X, D, *, k=None, tol=None, variant="gp", positive=False, gram="auto",
+       backend="auto"):
+    """Gradient pursuit (Blumensath and Davies, 2008).
+
+    Each step selects an atom like MP (``|<r, d_j>| / ||d_j||``), adds it to the support,
+    and takes one exact line-search step along the gradient of ``||x - z D||^2``
+    restricted to the support.  ``variant="acgp"`` makes each direction conjugate to the
+    previous one (approximate conjugate gradient pursuit), which approaches OMP's
+    accuracy at MP-like cost.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Signals, one per row.  Never written to.
+    D : array-like of shape (n_atoms, n_features)
+        Dictionary, one atom per row.
+    k : int, optional
+        Number of steps (``<= n_atoms``); each step adds at most one atom, so this bounds
+        the support size.  Defaults to ``min(n_atoms, n_features)`` when only ``tol`` is
+        given.
+    tol : float, optional
+        Stop a signal once ``||r||^2 <= tol * ||x||^2``.
+    variant : {"gp", "acgp"}
+    positive : bool
+        Select only positively correlated atoms and keep every coefficient
+        non-negative (the step is projected and shortened at the boundary).
+    gram : "auto", bool or ndarray of shape (n_atoms, n_atoms)
+        See :func:`sparsecode.mp`.
+    backend : {"auto", "cpu", "gpu"}
+
+    Returns
+    -------
+    codes : SparseCodes
+        ``n_samples`` rows of width ``k``.
+
+    Notes
+    -----
+    With the Gram matrix every step is O(n_atoms * s) (``s`` the support size),
+    independent of ``n_features``: the step length and the conjugate direction need only
+    the support Gram.
+    """
+    check_choice(variant, "variant", ("gp", "acgp"))
+    positive = bool(positive)
+    X, p = _driver.prepare(X, D, k=k, tol=tol, gram=gram, backend=backend,
+                           rule=POSITIVE if positive else ABS, positive=positive,
+                           acgp=variant == "acgp")
+    k = p.width
+    codes = _driver.run(X, p, _gram_block, _nogram_block, name="gp",
+                        nogram_bytes_per_row=8 * (k * k + 5 * k))
+    return _driver.compact_nonzero(codes) if positive else codes

@@ -1,0 +1,80 @@
+"""Matching pursuit."""
+
+import numpy as np
+
+from sparsecode._validation import check_choice
+from sparsecode.pursuit import _driver
+from sparsecode.pursuit._rules import RULES
+
+
+def _gram_block(C, G, p, out):
+    from sparsecode.pursuit._mp_numba import mp_gram
+
+    ns = np.zeros(C.shape[0], dtype=np.int64)
+    mp_gram(C, G, p.w, p.inv_n2, p.unit, p.options["rule"], p.k, out.xnorm2, out.tol2,
+            out.thr, out.I, out.Z, ns)
+
+
+def _nogram_block(Xb, p, out):
+    from sparsecode.pursuit._mp_numba import mp_nogram_step
+
+    ns = np.zeros(Xb.shape[0], dtype=np.int64)
+
+    def step(C, rows, R, status):
+        mp_nogram_step(C, rows, R, p.D, p.w, p.inv_n2, p.unit, p.options["rule"], out.tol2,
+                       out.thr, out.I, out.Z, ns, status)
+
+    _driver.nogram_steps(Xb, p, out, step, p.k)
+
+
+def mp(X, D, *, k=None, tol=None, selection="abs", gram="auto", backend="auto"):
+    """Matching pursuit.
+
+    At each step select an atom from the correlations of the residual with the atoms,
+    subtract its projection from the residual, and add the coefficient to the code (an
+    atom selected again has its coefficients summed).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Signals, one per row.  float32 and float64 are kept; float16 runs in float32,
+        integers in float64.  Never written to.
+    D : array-like of shape (n_atoms, n_features)
+        Dictionary, one atom per row.  Atoms need not have unit norm.
+    k : int, optional
+        Maximum number of steps per signal (may exceed ``n_atoms``: atoms can be selected
+        again).  Defaults to ``n_features`` when only ``tol`` is given.
+    tol : float, optional
+        Stop a signal once ``||r||^2 <= tol * ||x||^2``.  At least one of ``k`` and
+        ``tol`` is required.
+    selection : {"abs", "positive", "signed"}
+        ``"abs"``: classic MP, the atom maximising ``|<r, d_j>| / ||d_j||``, with a signed
+        coefficient ``<r, d_j> / ||d_j||^2``.
+        ``"positive"``: non-negative MP, the atom maximising ``max(<r, d_j>, 0) / ||d_j||``
+        with a non-negative coefficient; a signal also stops when no correlation is
+        positive or when the step re-selects an atom already in its support (the rule of
+        the MP-SAE paper's code and of SAELens' ``matching_pursuit`` SAE).
+        ``"signed"``: the atom maximising ``<r, d_j> / ||d_j||`` (no absolute value); the
+        coefficient may be negative (overcomplete's ``MpSAE``).
+    gram : "auto", bool or ndarray of shape (n_atoms, n_atoms)
+        Use the Gram matrix ``G = D D^T`` to update correlations (``True``), recompute
+        them from the residual with one GEMM per step (``False``), or decide by memory
+        and amount of work (``"auto"``).  A precomputed ``G`` (see
+        :func:`sparsecode.gram`) is used as given.
+    backend : {"auto", "cpu", "gpu"}
+
+    Returns
+    -------
+    codes : SparseCodes
+        ``n_samples`` rows of width ``min(k, n_atoms)`` in the dtype of the computation.
+
+    Notes
+    -----
+    Gram path cost per signal and step: ``2 n_atoms`` reads (select) plus ``2 n_atoms``
+    flops reading one Gram row (update).  The up-front correlations ``X D^T`` cost
+    ``2 n_samples n_atoms n_features`` flops.
+    """
+    check_choice(selection, "selection", tuple(RULES))
+    X, p = _driver.prepare(X, D, k=k, tol=tol, gram=gram, backend=backend,
+                           k_may_exceed_atoms=True, rule=RULES[selection])
+    return _driver.run(X, p, _gram_block, _nogram_block, name="mp")
