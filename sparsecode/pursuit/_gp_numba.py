@@ -94,8 +94,10 @@ def gp_step(c, S, is_gram, w, unit, rule, acgp, positive, thr, I, z, s, GII, dpr
 
 
 @njit(parallel=True, cache=True)
-def gp_gram(C, G, w, unit, rule, acgp, positive, k, xnorm2, tol2, thr, I, Z, status):
-    """Run up to ``k`` GP/ACGP steps on every row of ``C`` (overwritten)."""
+def gp_gram(C, G, w, unit, rule, acgp, positive, k, max_steps, xnorm2, tol2, thr, I, Z,
+            status):
+    """Run GP/ACGP on every row of ``C`` (overwritten) until the support holds ``k``
+    atoms, the residual energy reaches ``tol2`` or ``max_steps`` steps were taken."""
     n = C.shape[0]
     for i in prange(n):
         c = C[i]
@@ -109,8 +111,8 @@ def gp_gram(C, G, w, unit, rule, acgp, positive, k, xnorm2, tol2, thr, I, Z, sta
         s = 0
         st = DONE
         energy = xnorm2[i]
-        for _t in range(k):
-            if energy <= tol2[i]:
+        for _t in range(max_steps):
+            if energy <= tol2[i] or s >= k:
                 st = DONE
                 break
             s, st = gp_step(c, G, True, w, unit, rule, acgp, positive, thr[i], I[i], z, s,
@@ -123,7 +125,7 @@ def gp_gram(C, G, w, unit, rule, acgp, positive, k, xnorm2, tol2, thr, I, Z, sta
 
 
 @njit(parallel=True, cache=True)
-def gp_nogram_step(C, rows, R, D, w, unit, rule, acgp, positive, tol2, thr,
+def gp_nogram_step(C, rows, R, D, w, unit, rule, acgp, positive, k, tol2, thr,
                    I, Z, ns, GII, dprev, state, g, d, delta, status):
     """One GP/ACGP step for the active rows; ``C[a]`` holds ``R[rows[a]] D^T``."""
     for a in prange(rows.shape[0]):
@@ -137,6 +139,6 @@ def gp_nogram_step(C, rows, R, D, w, unit, rule, acgp, positive, tol2, thr,
             energy = 0.0
             for q in range(r.shape[0]):
                 energy += np.float64(r[q]) * np.float64(r[q])
-            if energy <= tol2[i]:
+            if energy <= tol2[i] or s >= k:
                 st = DONE
         status[i] = st

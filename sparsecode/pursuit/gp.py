@@ -7,12 +7,17 @@ from sparsecode.pursuit import _driver
 from sparsecode.pursuit._rules import ABS, POSITIVE
 
 
+def max_steps(k):
+    """Step cap: a step that re-selects an atom of the support does not grow it."""
+    return 4 * k
+
+
 def _gram_block(C, G, p, out):
     from sparsecode.pursuit._gp_numba import gp_gram
 
     o = p.options
-    gp_gram(C, G, p.w, p.unit, o["rule"], o["acgp"], o["positive"], p.width, out.xnorm2,
-            out.tol2, out.thr, out.I, out.Z, out.status)
+    gp_gram(C, G, p.w, p.unit, o["rule"], o["acgp"], o["positive"], p.width,
+            max_steps(p.width), out.xnorm2, out.tol2, out.thr, out.I, out.Z, out.status)
 
 
 def _nogram_block(Xb, p, out):
@@ -27,10 +32,10 @@ def _nogram_block(Xb, p, out):
 
     def step(C, rows, R, status):
         gp_nogram_step(C, rows, R, p.D, p.w, p.unit, o["rule"], o["acgp"], o["positive"],
-                       out.tol2, out.thr, out.I, out.Z, ns, GII, dprev, state, g, d, delta,
+                       k, out.tol2, out.thr, out.I, out.Z, ns, GII, dprev, state, g, d, delta,
                        status)
 
-    _driver.nogram_steps(Xb, p, out, step, k)
+    _driver.nogram_steps(Xb, p, out, step, max_steps(k))
 
 
 def gp(X, D, *, k=None, tol=None, variant="gp", positive=False, gram="auto",
@@ -50,9 +55,10 @@ def gp(X, D, *, k=None, tol=None, variant="gp", positive=False, gram="auto",
     D : array-like of shape (n_atoms, n_features)
         Dictionary, one atom per row.
     k : int, optional
-        Number of steps (``<= n_atoms``); each step adds at most one atom, so this bounds
-        the support size.  Defaults to ``min(n_atoms, n_features)`` when only ``tol`` is
-        given.
+        Maximum number of atoms per signal (``<= n_atoms``).  A step adds at most one atom
+        (it may re-select one already in the support), so a signal stops when its support
+        holds ``k`` atoms, after at most ``4 k`` steps.  Defaults to
+        ``min(n_atoms, n_features)`` when only ``tol`` is given.
     tol : float, optional
         Stop a signal once ``||r||^2 <= tol * ||x||^2``.
     variant : {"gp", "acgp"}

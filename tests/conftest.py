@@ -1,0 +1,28 @@
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+# Few examples in CI, more locally: HYPOTHESIS_PROFILE=dev (default outside CI) or ci.
+settings.register_profile(
+    "ci", max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "dev", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Make every call span several blocks of signals."""
+    from sparsecode import _config
+
+    monkeypatch.setattr(_config, "BLOCK_BYTES", 1)
+    monkeypatch.setattr(_config, "MIN_BLOCK_ROWS", 3)

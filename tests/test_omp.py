@@ -1,0 +1,133 @@
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import sparsecode
+from tests import naive
+from tests.helpers import MARGIN, assert_codes_equal_reference, residual
+from tests.strategies import planted, problems
+
+
+@given(problems(), st.integers(1, 10), st.sampled_from([0.0, 0.05, 0.5]), st.booleans(),
+       st.booleans())
+def test_omp_equals_reference(problem, k, tol, positive, use_gram):
+    X, D = problem
+    k = min(k, D.shape[0])
+    ref_i, ref_v, margin = naive.encode(naive.omp, X, D, k=k, tol=tol, positive=positive,
+                                        dtype=X.dtype)
+    assume(margin > MARGIN[X.dtype])
+    # keep to well-conditioned supports: tiny pivots make float32 coefficients unstable
+    for idx in ref_i:
+        if len(idx):
+            assume(np.linalg.cond(D[idx].astype(np.float64)) < 30)
+    codes = sparsecode.omp(X, D, k=k, tol=tol or None, positive=positive, gram=use_gram)
+    assert codes.values.dtype == X.dtype
+    assert_codes_equal_reference(codes, ref_i, ref_v, D, X.dtype)
+
+
+@pytest.mark.parametrize("use_gram", [True, False])
+def test_omp_equals_scikit_learn(use_gram, rng):
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    X, D, _ = planted(rng, 50, 32, 64, 5, noise=0.05)
+    codes = sparsecode.omp(X, D, k=5, gram=use_gram)
+    ref = linear_model.orthogonal_mp(D.T, X.T, n_nonzero_coefs=5).T
+    np.testing.assert_allclose(codes.toarray(), ref, atol=1e-10)
+    # sklearn's tol is an absolute squared norm; ours is relative to ||x||^2
+    tol = 0.05
+    codes = sparsecode.omp(X[:1], D, tol=tol, gram=use_gram)
+    ref = linear_model.orthogonal_mp(D.T, X[0], tol=tol * float(X[0] @ X[0]))
+    np.testing.assert_allclose(codes.toarray()[0], ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("use_gram", [True, False])
+def test_omp_residual_orthogonal_to_selected_atoms(dtype, use_gram, rng):
+    X, D, _ = planted(rng, 40, 30, 80, 6, noise=0.3, dtype=dtype)
+    codes = sparsecode.omp(X, D, k=8, gram=use_gram)
+    r = residual(X, codes, D)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for i in range(len(X)):
+        sel = codes.indices[i, : codes.l0[i]]
+        assert np.abs(D[sel].astype(np.float64) @ r[i]).max() <= tol * np.linalg.norm(X[i])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("use_gram", [True, False])
+def test_omp_exact_recovery_from_incoherent_dictionary(dtype, use_gram, rng):
+    # spikes + Hadamard in d = 64: coherence mu = 1/8, so OMP provably recovers every
+    # k-sparse signal with k < (1 + 1/mu) / 2 = 4.5
+    import scipy.linalg
+
+    d, k = 64, 4
+    D = np.vstack([np.eye(d), scipy.linalg.hadamard(d) / np.sqrt(d)])
+    supports = np.array([rng.choice(2 * d, size=k, replace=False) for _ in range(300)])
+    coef = rng.uniform(0.5, 2.0, size=(300, k)) * rng.choice([-1.0, 1.0], size=(300, k))
+    X = np.einsum("nk,nkd->nd", coef, D[supports]).astype(dtype)
+    codes = sparsecode.omp(X, D.astype(dtype), k=k, gram=use_gram)
+    got = np.sort(codes.indices, axis=1)
+    np.testing.assert_array_equal(got, np.sort(supports, axis=1))
+
+
+def test_omp_k_equals_n_features_is_least_squares(rng):
+    d = 12
+    D = rng.standard_normal((d, d))
+    X = rng.standard_normal((5, d))
+    codes = sparsecode.omp(X, D, k=d)
+    lsq = np.linalg.solve(D.T, X.T).T
+    np.testing.assert_allclose(codes.toarray(), lsq, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("use_gram", [True, False])
+def test_omp_zero_signal_gives_empty_code(use_gram, rng):
+    D = rng.standard_normal((10, 5))
+    X = np.zeros((3, 5))
+    X[1] = rng.standard_normal(5)
+    codes = sparsecode.omp(X, D, k=3, gram=use_gram)
+    assert codes.l0.tolist() == [0, 3, 0]
+    assert np.all(codes.values[[0, 2]] == 0)
+
+
+@pytest.mark.parametrize("use_gram", [True, False])
+def test_omp_duplicated_atom_does_not_crash(use_gram, rng):
+    D = rng.standard_normal((6, 4))
+    D[3] = D[1]
+    X = np.vstack([D[1:2] * 2.5 + 1e-3, rng.standard_normal((4, 4))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a dependent pick may warn
+        codes = sparsecode.omp(X, D, k=6, gram=use_gram)
+    assert np.all(np.isfinite(codes.values))
+    for i in range(len(X)):
+        sel = codes.indices[i, : codes.l0[i]]
+        assert len(set(sel.tolist())) == len(sel)
+        assert not {1, 3} <= set(sel.tolist())  # never both copies
+    # four independent atoms span R^4: every signal is reconstructed
+    np.testing.assert_allclose(codes.decode(D), X, atol=1e-8)
+
+
+@pytest.mark.parametrize("solver", ["mp", "omp", "gp"])
+def test_read_only_and_fortran_inputs_are_never_written(solver, rng):
+    X, D, _ = planted(rng, 20, 16, 32, 3)
+    Xf, Df = np.asfortranarray(X), np.asfortranarray(D)
+    Xf.flags.writeable = False
+    Df.flags.writeable = False
+    X0, D0 = Xf.copy(), Df.copy()
+    fn = getattr(sparsecode, solver)
+    for use_gram in (True, False):
+        got = fn(Xf, Df, k=3, gram=use_gram)
+        want = fn(np.ascontiguousarray(X), np.ascontiguousarray(D), k=3, gram=use_gram)
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_allclose(got.values, want.values, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(Xf, X0)
+    np.testing.assert_array_equal(Df, D0)
+
+
+@given(problems(), st.integers(1, 8))
+def test_omp_positive_is_non_negative_and_not_worse_than_positive_mp(problem, k):
+    X, D = problem
+    k = min(k, D.shape[0])
+    codes = sparsecode.omp(X, D, k=k, positive=True)
+    assert np.all(codes.values >= 0)
+    assert np.all(codes.l0 <= k)

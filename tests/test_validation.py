@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+import sparsecode
+
+SOLVERS = [sparsecode.mp, sparsecode.omp, sparsecode.gp]
+
+
+@pytest.fixture
+def XD(rng):
+    return rng.standard_normal((5, 4)), rng.standard_normal((6, 4))
+
+
+@pytest.mark.parametrize("fn", SOLVERS)
+def test_bad_inputs_name_argument_expected_and_actual(fn, XD):
+    X, D = XD
+    cases = [
+        (dict(X=X[0], D=D, k=2), ValueError, r"X must be 2-D.*reshape\(1, -1\)"),
+        (dict(X=X, D=D[:, :3], k=2), ValueError, r"same number of features.*4.*3"),
+        (dict(X=np.where(np.eye(5, 4) > 0, np.nan, X), D=D, k=2), ValueError, "X must be finite"),
+        (dict(X=X, D=np.where(np.eye(6, 4) > 0, np.inf, D), k=2), ValueError, "D must be finite"),
+        (dict(X=X[:0], D=D, k=2), ValueError, "X must not be empty"),
+        (dict(X=X, D=np.vstack([D, np.zeros(4)]), k=2), ValueError, r"zero-norm atoms.*\[6\]"),
+        (dict(X=X, D=D, k=0), ValueError, "k must be >= 1; got 0"),
+        (dict(X=X, D=D, k=2.5), TypeError, "k must be a positive integer"),
+        (dict(X=X, D=D), ValueError, "give k .*tol, or both"),
+        (dict(X=X, D=D, tol=1.5), ValueError, r"tol must be in \[0, 1\).*1.5"),
+        (dict(X=X.astype(complex), D=D, k=2), TypeError, "X must hold real numbers"),
+        (dict(X=X, D=D, k=2, gram="yes"), ValueError, "gram must be one of 'auto'"),
+        (dict(X=X, D=D, k=2, gram=np.eye(5)), ValueError, r"gram must have shape .*\(6, 6\)"),
+        (dict(X=X, D=D, k=2, gram=np.eye(6)), ValueError, "gram does not match D"),
+        (dict(X=X, D=D, k=2, backend="tpu"), ValueError, "backend must be one of"),
+        (dict(X=X, D=D, k=2, backend="gpu"), NotImplementedError, "GPU backend"),
+    ]
+    if fn is not sparsecode.mp:
+        cases.append((dict(X=X, D=D, k=7), ValueError, "k must be <= n_atoms = 6; got k = 7"))
+    for kwargs, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            fn(kwargs.pop("X"), kwargs.pop("D"), **kwargs)
+
+
+def test_solver_specific_choices(XD):
+    X, D = XD
+    with pytest.raises(ValueError, match="selection must be one of 'abs', 'positive', 'signed'"):
+        sparsecode.mp(X, D, k=2, selection="max")
+    with pytest.raises(ValueError, match="variant must be one of 'gp', 'acgp'"):
+        sparsecode.gp(X, D, k=2, variant="cg")
+
+
+def test_dtypes_are_kept_or_promoted(XD):
+    X, D = XD
+    assert sparsecode.omp(X.astype(np.float32), D.astype(np.float32), k=2).dtype == np.float32
+    assert sparsecode.omp(X.astype(np.float16), D.astype(np.float32), k=2).dtype == np.float32
+    assert sparsecode.omp(np.round(X * 10).astype(int), D, k=2).dtype == np.float64
+    assert sparsecode.omp(X.astype(np.float32), D, k=2).dtype == np.float64
+
+
+@pytest.mark.parametrize("fn", SOLVERS)
+def test_precomputed_gram_is_used_and_gives_the_same_codes(fn, rng):
+    X = rng.standard_normal((30, 8))
+    D = rng.standard_normal((20, 8))
+    G = sparsecode.gram(D)
+    a = fn(X, D, k=4, gram=G)
+    b = fn(X, D, k=4, gram=False)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-9, atol=1e-9)
+    # the Gram really is read: a corrupted off-diagonal changes the result
+    Gbad = G.copy()
+    Gbad[~np.eye(20, dtype=bool)] *= 0.5
+    c = fn(X, D, k=4, gram=Gbad)
+    assert not np.allclose(c.toarray(), a.toarray())
