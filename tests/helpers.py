@@ -21,7 +21,7 @@ def assert_codes_equal_reference(codes, ref_idx, ref_val, D, dtype):
     """
     dtype = np.dtype(dtype)
     D = np.asarray(D, dtype=np.float64)
-    for i, (ri, rv) in enumerate(zip(ref_idx, ref_val)):
+    for i, (ri, rv) in enumerate(zip(ref_idx, ref_val, strict=True)):
         l0 = int(codes.l0[i])
         assert l0 == len(ri), f"row {i}: {l0} atoms, reference {len(ri)}"
         got = codes.indices[i, :l0]

@@ -43,5 +43,6 @@ def planted(rng, n, d, K, k, noise=0.0, dtype=np.float64):
     supports = np.array([rng.choice(K, size=k, replace=False) for _ in range(n)])
     coef = rng.uniform(1.0, 2.0, size=(n, k)) * rng.choice([-1.0, 1.0], size=(n, k))
     X = np.einsum("nk,nkd->nd", coef, D[supports])
-    X += noise * rng.standard_normal(X.shape) * np.linalg.norm(X, axis=1, keepdims=True) / np.sqrt(d)
+    scale = np.linalg.norm(X, axis=1, keepdims=True) / np.sqrt(d)
+    X += noise * rng.standard_normal(X.shape) * scale
     return X.astype(dtype), D.astype(dtype), supports
