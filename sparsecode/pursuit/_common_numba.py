@@ -28,29 +28,69 @@ def _score(v, rule):
     return v
 
 
+# Finite inputs are guaranteed at the boundary, so the max reductions may assume no NaN:
+# that lets them vectorise.
+_FAST = {"nnan", "ninf", "nsz"}
+
+
+@njit(cache=True, fastmath=_FAST)
+def max_score(c, w, unit, rule):
+    best = -np.inf
+    if unit:
+        for m in range(c.shape[0]):
+            best = max(best, _score(c[m], rule))
+    else:
+        for m in range(c.shape[0]):
+            best = max(best, _score(c[m], rule) * w[m])
+    return best
+
+
+@njit(cache=True)
+def first_with_score(c, w, unit, rule, best):
+    if unit:
+        for m in range(c.shape[0]):
+            if _score(c[m], rule) == best:
+                return m
+    else:
+        for m in range(c.shape[0]):
+            if _score(c[m], rule) * w[m] == best:
+                return m
+    return 0
+
+
 @njit(cache=True)
 def select(c, w, unit, rule):
     """Index of the best atom for correlations ``c``.
 
     ``abs``: argmax |c_j| w_j; ``positive``: argmax max(c_j, 0) w_j; ``signed``:
     argmax c_j w_j, where ``w_j = 1 / ||d_j||`` (skipped when ``unit``).  Ties go to the
-    lowest index.
+    lowest index.  Two passes: a vectorised max, then the first index reaching it.
     """
+    return first_with_score(c, w, unit, rule, max_score(c, w, unit, rule))
+
+
+@njit(cache=True, fastmath=_FAST)
+def axpy_max(c, row, coef, w, unit, rule):
+    """``c -= coef * row`` and return the best score of the updated ``c`` (one pass)."""
     best = -np.inf
-    jb = 0
     if unit:
         for m in range(c.shape[0]):
-            v = _score(c[m], rule)
-            if v > best:
-                best = v
-                jb = m
+            v = c[m] - coef * row[m]
+            c[m] = v
+            best = max(best, _score(v, rule))
     else:
         for m in range(c.shape[0]):
-            v = _score(c[m], rule) * w[m]
-            if v > best:
-                best = v
-                jb = m
-    return jb
+            v = c[m] - coef * row[m]
+            c[m] = v
+            best = max(best, _score(v, rule) * w[m])
+    return best
+
+
+@njit(cache=True)
+def chunk_bounds(ch, nch, n):
+    """Rows ``[lo, hi)`` of chunk ``ch`` when ``n`` rows are cut into ``nch`` chunks."""
+    return ch * n // nch, (ch + 1) * n // nch
+
 
 
 @njit(cache=True, inline="always")
@@ -240,6 +280,15 @@ def nnls_gram(A, b, s, x):
                 if passive[m] and x[m] <= 1e-15:
                     passive[m] = False
                     x[m] = 0.0
+
+
+@njit(cache=True)
+def dot(u, v, s):
+    """``u[:s] . v[:s]`` (a loop: BLAS calls cost more than they save at this size)."""
+    acc = 0.0
+    for m in range(s):
+        acc += u[m] * v[m]
+    return acc
 
 
 @njit(cache=True)

@@ -183,6 +183,14 @@ def run(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0, name="purs
     return SparseCodes(I, values, prob.n_atoms)
 
 
+def n_chunks(n):
+    """Chunks for a parallel loop over ``n`` signals: a few per thread for load balance;
+    each chunk allocates its scratch once."""
+    import numba
+
+    return max(1, min(n, 8 * numba.get_num_threads()))
+
+
 def nogram_steps(Xb, prob, out, step, max_steps):
     """The no-Gram loop: per step one GEMM for the active signals, then ``step``.
 

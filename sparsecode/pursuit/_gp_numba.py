@@ -15,6 +15,7 @@ from sparsecode.pursuit._common_numba import (
     DONE,
     RUNNING,
     add_to_support_gram,
+    chunk_bounds,
     find,
     quad,
     select,
@@ -94,34 +95,37 @@ def gp_step(c, S, is_gram, w, unit, rule, acgp, positive, thr, I, z, s, GII, dpr
 
 
 @njit(parallel=True, cache=True)
-def gp_gram(C, G, w, unit, rule, acgp, positive, k, max_steps, xnorm2, tol2, thr, I, Z,
+def gp_gram(nch, C, G, w, unit, rule, acgp, positive, k, max_steps, xnorm2, tol2, thr, I, Z,
             status):
     """Run GP/ACGP on every row of ``C`` (overwritten) until the support holds ``k``
     atoms, the residual energy reaches ``tol2`` or ``max_steps`` steps were taken."""
     n = C.shape[0]
-    for i in prange(n):
-        c = C[i]
+    for ch in prange(nch):
         GII = np.empty((k, k))
         dprev = np.zeros(k)
         g = np.empty(k)
         d = np.empty(k)
         delta = np.empty(k)
         state = np.zeros(2)
-        z = Z[i]
-        s = 0
-        st = DONE
-        energy = xnorm2[i]
-        for _t in range(max_steps):
-            if energy <= tol2[i] or s >= k:
-                st = DONE
-                break
-            s, st = gp_step(c, G, True, w, unit, rule, acgp, positive, thr[i], I[i], z, s,
-                            GII, dprev, state, g, d, delta)
-            if st != RUNNING:
-                break
-            energy -= state[1]
-            sub_rows(c, G, I[i], delta, s)
-        status[i] = st
+        lo, hi = chunk_bounds(ch, nch, n)
+        for i in range(lo, hi):
+            c = C[i]
+            z = Z[i]
+            s = 0
+            st = DONE
+            state[0] = 0.0
+            energy = xnorm2[i]
+            for _t in range(max_steps):
+                if energy <= tol2[i] or s >= k:
+                    st = DONE
+                    break
+                s, st = gp_step(c, G, True, w, unit, rule, acgp, positive, thr[i], I[i], z,
+                                s, GII, dprev, state, g, d, delta)
+                if st != RUNNING:
+                    break
+                energy -= state[1]
+                sub_rows(c, G, I[i], delta, s)
+            status[i] = st
 
 
 @njit(parallel=True, cache=True)

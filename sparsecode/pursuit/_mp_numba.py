@@ -15,7 +15,11 @@ from sparsecode.pursuit._common_numba import (
     DONE,
     POSITIVE,
     RUNNING,
+    axpy_max,
+    chunk_bounds,
     find,
+    first_with_score,
+    max_score,
     select,
     vanished,
 )
@@ -34,7 +38,7 @@ def _record(I, Z, s, j, coef):
 
 
 @njit(parallel=True, cache=True)
-def mp_gram(C, G, w, inv_n2, unit, rule, k, xnorm2, tol2, thr, I, Z, ns):
+def mp_gram(nch, C, G, w, inv_n2, unit, rule, k, xnorm2, tol2, thr, I, Z, ns):
     """Run up to ``k`` MP steps for every row of ``C`` on the Gram path.
 
     Parameters
@@ -60,28 +64,28 @@ def mp_gram(C, G, w, inv_n2, unit, rule, k, xnorm2, tol2, thr, I, Z, ns):
     ns : ndarray of shape (n,), int64
         Output: support size.
     """
-    n, K = C.shape
-    for i in prange(n):
-        c = C[i]
-        energy = xnorm2[i]
-        s = 0
-        t = 0
-        while t < k and energy > tol2[i]:
-            j = select(c, w, unit, rule)
-            cj = c[j]
-            if vanished(cj, w[j], thr[i], rule):
-                break
-            coef = cj * inv_n2[j]
-            s, again = _record(I[i], Z[i], s, j, coef)
-            energy -= coef * cj
-            t += 1
-            if again and rule == POSITIVE:
-                break  # support did not change
-            cf = c.dtype.type(coef)
-            row = G[j]
-            for q in range(K):
-                c[q] -= cf * row[q]
-        ns[i] = s
+    n = C.shape[0]
+    for ch in prange(nch):
+        lo, hi = chunk_bounds(ch, nch, n)
+        for i in range(lo, hi):
+            c = C[i]
+            energy = xnorm2[i]
+            s = 0
+            t = 0
+            best = max_score(c, w, unit, rule)
+            while t < k and energy > tol2[i]:
+                j = first_with_score(c, w, unit, rule, best)
+                cj = c[j]
+                if vanished(cj, w[j], thr[i], rule):
+                    break
+                coef = cj * inv_n2[j]
+                s, again = _record(I[i], Z[i], s, j, coef)
+                energy -= coef * cj
+                t += 1
+                if again and rule == POSITIVE:
+                    break  # support did not change
+                best = axpy_max(c, G[j], c.dtype.type(coef), w, unit, rule)
+            ns[i] = s
 
 
 @njit(parallel=True, cache=True)

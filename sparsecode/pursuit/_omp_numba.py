@@ -18,6 +18,8 @@ from sparsecode.pursuit._common_numba import (
     RUNNING,
     add_to_support_gram,
     chol_append,
+    chunk_bounds,
+    dot,
     chol_solve,
     nnls_gram,
     quad,
@@ -83,34 +85,36 @@ def omp_step(c, S, is_gram, w, unit, rule, positive, thr, rtol, I, z, s, L, GII,
 
 
 @njit(parallel=True, cache=True)
-def omp_gram(C, G, w, unit, rule, positive, k, xnorm2, tol2, thr, rtol, I, Z, status):
+def omp_gram(nch, C, G, w, unit, rule, positive, k, xnorm2, tol2, thr, rtol, I, Z, status):
     """Run Batch-OMP on every row of ``C`` (correlations ``X D^T``, overwritten).
 
     ``I`` (int32, -1 filled) and ``Z`` (float64) of shape (n, k) receive the codes,
     ``status`` the reason each signal stopped.
     """
     n = C.shape[0]
-    for i in prange(n):
-        c = C[i]
+    for ch in prange(nch):
         L = np.empty((k, k))
         GII = np.empty((k, k))
         a0 = np.empty(k)
         work = np.empty(k)
         delta = np.empty(k)
-        z = Z[i]
-        s = 0
-        st = DONE
-        energy = xnorm2[i]
-        while s < k and energy > tol2[i]:
-            s, st = omp_step(c, G, True, w, unit, rule, positive, thr[i], rtol,
-                             I[i], z, s, L, GII, a0, work, delta)
-            if st != RUNNING:
-                break
-            # ||x - D_I^T z||^2 = ||x||^2 - 2 a0.z + z^T GII z
-            energy = xnorm2[i] - 2.0 * np.dot(a0[:s], z[:s]) + quad(GII, s, z, z)
-            if s < k and energy > tol2[i]:
-                sub_rows(c, G, I[i], delta, s)
-        status[i] = st
+        lo, hi = chunk_bounds(ch, nch, n)
+        for i in range(lo, hi):
+            c = C[i]
+            z = Z[i]
+            s = 0
+            st = DONE
+            energy = xnorm2[i]
+            while s < k and energy > tol2[i]:
+                s, st = omp_step(c, G, True, w, unit, rule, positive, thr[i], rtol,
+                                 I[i], z, s, L, GII, a0, work, delta)
+                if st != RUNNING:
+                    break
+                # ||x - D_I^T z||^2 = ||x||^2 - 2 a0.z + z^T GII z
+                energy = xnorm2[i] - 2.0 * dot(a0, z, s) + quad(GII, s, z, z)
+                if s < k and energy > tol2[i]:
+                    sub_rows(c, G, I[i], delta, s)
+            status[i] = st
 
 
 @njit(parallel=True, cache=True)

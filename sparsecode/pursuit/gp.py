@@ -16,7 +16,7 @@ def _gram_block(C, G, p, out):
     from sparsecode.pursuit._gp_numba import gp_gram
 
     o = p.options
-    gp_gram(C, G, p.w, p.unit, o["rule"], o["acgp"], o["positive"], p.width,
+    gp_gram(_driver.n_chunks(C.shape[0]), C, G, p.w, p.unit, o["rule"], o["acgp"], o["positive"], p.width,
             max_steps(p.width), out.xnorm2, out.tol2, out.thr, out.I, out.Z, out.status)
 
 

@@ -11,7 +11,7 @@ def _gram_block(C, G, p, out):
     from sparsecode.pursuit._mp_numba import mp_gram
 
     ns = np.zeros(C.shape[0], dtype=np.int64)
-    mp_gram(C, G, p.w, p.inv_n2, p.unit, p.options["rule"], p.k, out.xnorm2, out.tol2,
+    mp_gram(_driver.n_chunks(C.shape[0]), C, G, p.w, p.inv_n2, p.unit, p.options["rule"], p.k, out.xnorm2, out.tol2,
             out.thr, out.I, out.Z, ns)
 
 

@@ -10,7 +10,7 @@ def _gram_block(C, G, p, out):
     from sparsecode.pursuit._omp_numba import omp_gram
 
     o = p.options
-    omp_gram(C, G, p.w, p.unit, o["rule"], o["positive"], p.width, out.xnorm2, out.tol2,
+    omp_gram(_driver.n_chunks(C.shape[0]), C, G, p.w, p.unit, o["rule"], o["positive"], p.width, out.xnorm2, out.tol2,
              out.thr, p.rtol, out.I, out.Z, out.status)
 
 

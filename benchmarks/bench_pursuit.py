@@ -1,0 +1,175 @@
+"""Pursuit speed: sparsecode against scikit-learn, SPAMS and overcomplete on the same data.
+
+Problems (k-sparse signals from a unit-norm Gaussian dictionary, 1% noise, float32):
+
+    P1  d=64,  256 atoms,   20000 signals, k=8
+    P2  d=384, 4096 atoms,  8192 signals,  k=32
+    P3  d=768, 16384 atoms, 4096 signals,  k=64
+
+Every timing is the median of ``--repeats`` runs after one warm-up run, at 1 and at 2
+threads (BLAS, Numba and SPAMS limited alike).  scikit-learn's ``orthogonal_mp_gram``
+loops over signals in Python and copies the Gram per signal, so it is timed on a subset
+and reported per signal.  SPAMS' ``omp`` uses the ORMP selection rule (it picks the atom
+that most reduces the residual after re-fitting), so its supports can differ from OMP's.
+
+Output: one JSON object per line; ratios are anchor time / sparsecode time per signal
+(> 1 means sparsecode is faster).
+
+    python benchmarks/bench_pursuit.py [--problems P1 P2 P3] [--threads 1 2] [--repeats 5]
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numba
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import sparsecode
+from sparsecode.datasets import make_sparse_signals, support_recovery
+
+PROBLEMS = {
+    "P1": dict(n_features=64, n_atoms=256, n_samples=20000, k=8),
+    "P2": dict(n_features=384, n_atoms=4096, n_samples=8192, k=32),
+    "P3": dict(n_features=768, n_atoms=16384, n_samples=4096, k=64),
+}
+# signals given to scikit-learn (it copies the Gram for every signal)
+SKLEARN_SUBSET = {"P1": 2000, "P2": 128, "P3": 8}
+
+
+def median_time(fn, repeats):
+    fn()  # warm-up: compilation, caches, thread pools
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def emit(**row):
+    print(json.dumps(row), flush=True)
+
+
+def run_sklearn(G, X, D, k):
+    from sklearn.linear_model import orthogonal_mp_gram
+
+    Xy = (X @ D.T).T
+    return orthogonal_mp_gram(G, Xy, n_nonzero_coefs=k)
+
+
+def run_spams(Xf, Df, k, threads):
+    import spams
+
+    return spams.omp(Xf, Df, L=k, eps=0.0, numThreads=threads)
+
+
+def overcomplete_encoder(D):
+    """overcomplete's MpSAE with our dictionary loaded, or None if not installed."""
+    try:
+        import importlib
+        import types
+
+        import torch
+
+        # importing the top-level package pulls in vision dependencies; load the SAE
+        # subpackage alone
+        if "overcomplete" not in sys.modules:
+            spec = importlib.util.find_spec("overcomplete")
+            if spec is None:
+                return None
+            pkg = types.ModuleType("overcomplete")
+            pkg.__path__ = list(spec.submodule_search_locations)
+            sys.modules["overcomplete"] = pkg
+        from overcomplete.sae import MpSAE
+    except Exception as exc:  # noqa: BLE001 - the anchor is optional
+        print(f"# overcomplete unavailable: {exc!r}", file=sys.stderr)
+        return None
+    K, d = D.shape
+    model = MpSAE(d, K, k=1)
+    with torch.no_grad():
+        W = model.get_dictionary()
+        W.copy_(torch.from_numpy(D))
+    model.eval()
+    return model
+
+
+def bench_problem(name, threads, repeats, with_overcomplete):
+    p = PROBLEMS[name]
+    k = p["k"]
+    X, D, truth = make_sparse_signals(p["n_samples"], p["n_features"], p["n_atoms"], k,
+                                      noise=0.01, dtype=np.float32, random_state=0)
+    n = X.shape[0]
+    base = dict(problem=name, threads=threads, n_samples=n, n_features=p["n_features"],
+                n_atoms=p["n_atoms"], k=k, dtype="float32")
+    numba.set_num_threads(threads)
+    with threadpool_limits(limits=threads):
+        t_gram = median_time(lambda: sparsecode.gram(D), repeats)
+        G = sparsecode.gram(D)
+        t_gemm = median_time(lambda: X @ D.T, repeats)
+        emit(**base, solver="gemm X D^T", seconds=t_gemm, signals_per_s=n / t_gemm)
+        emit(**base, solver="gram D D^T", seconds=t_gram)
+
+        results = {}
+        for solver, fn in [
+            ("sparsecode.omp", lambda: sparsecode.omp(X, D, k=k, gram=G)),
+            ("sparsecode.mp", lambda: sparsecode.mp(X, D, k=k, gram=G)),
+            ("sparsecode.gp", lambda: sparsecode.gp(X, D, k=k, gram=G)),
+            ("sparsecode.acgp", lambda: sparsecode.gp(X, D, k=k, variant="acgp", gram=G)),
+        ]:
+            t = median_time(fn, repeats)
+            results[solver] = t
+            extra = {}
+            if solver == "sparsecode.mp":
+                extra["ratio_time_vs_gemm"] = t / t_gemm
+            emit(**base, solver=solver, seconds=t, signals_per_s=n / t,
+                 support_recovery=support_recovery(fn(), truth), **extra)
+        t_omp = results["sparsecode.omp"] / n  # per signal
+
+        Xf, Df = np.asfortranarray(X.T), np.asfortranarray(D.T)
+        t = median_time(lambda: run_spams(Xf, Df, k, threads), repeats)
+        emit(**base, solver="spams.omp (ORMP)", seconds=t, signals_per_s=n / t,
+             omp_speedup=(t / n) / t_omp)
+
+        m = SKLEARN_SUBSET[name]
+        t = median_time(lambda: run_sklearn(G, X[:m], D, k), max(1, repeats))
+        emit(**base, solver="sklearn.orthogonal_mp_gram", signals_timed=m, seconds=t,
+             signals_per_s=m / t, omp_speedup=(t / m) / t_omp)
+
+        if with_overcomplete:
+            import torch
+
+            torch.set_num_threads(threads)
+            model = overcomplete_encoder(D)
+            if model is not None:
+                model.k = k
+                xt = torch.from_numpy(X)
+
+                def enc():
+                    with torch.no_grad():
+                        return model.encode(xt)
+
+                t = median_time(enc, repeats)
+                emit(**base, solver="overcomplete MpSAE.encode", seconds=t, signals_per_s=n / t,
+                     mp_speedup=t / results["sparsecode.mp"])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problems", nargs="+", default=["P1", "P2", "P3"], choices=list(PROBLEMS))
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--overcomplete", nargs="*", default=["P2"],
+                    help="problems on which to time overcomplete's MpSAE (needs torch)")
+    args = ap.parse_args(argv)
+    sparsecode.warmup(["float32"])
+    for name in args.problems:
+        for threads in args.threads:
+            bench_problem(name, threads, args.repeats, name in args.overcomplete)
+
+
+if __name__ == "__main__":
+    main()
