@@ -140,21 +140,21 @@ def check_choice(value, name, choices):
     return value
 
 
-def check_gram(gram, D, norms2):
-    """Validate a precomputed Gram matrix against ``D``.
+def check_gram(gram, norms2, dtype):
+    """Validate a precomputed Gram matrix against the atoms' squared norms.
 
-    Returns the Gram as an array of ``D``'s dtype; it is copied only when its dtype
-    differs (pass a Gram of the same dtype as the signals to reuse it without copies).
+    Returns the Gram as an array of ``dtype``; it is copied only when its dtype differs
+    (pass a Gram of the signals' dtype to reuse it without copies).
     """
     G = check_array(gram, "gram")
-    K = D.shape[0]
+    K = norms2.shape[0]
     if G.shape != (K, K):
         raise ValueError(
             f"gram must have shape (n_atoms, n_atoms) = {(K, K)} to match D; got shape {G.shape}"
         )
-    G = G.astype(D.dtype, copy=False)
+    G = G.astype(dtype, copy=False)
     diag = np.diagonal(G).astype(np.float64)
-    rtol = _config.GRAM_CHECK_RTOL[D.dtype]
+    rtol = _config.GRAM_CHECK_RTOL[np.dtype(dtype)]
     bad = np.flatnonzero(np.abs(diag - norms2) > rtol * norms2)
     if bad.size:
         j = int(bad[0])

@@ -122,10 +122,16 @@ def omp(x, D, k, tol=0.0, positive=False, dtype=np.float64):
 
 def gp(x, D, k, tol=0.0, variant="gp", positive=False, dtype=np.float64):
     """Gradient pursuit (``variant="gp"``) or approximate conjugate gradient pursuit
-    (``"acgp"``) for one signal; ``positive`` keeps coefficients non-negative."""
+    (``"acgp"``) for one signal; ``positive`` keeps coefficients non-negative.
+
+    Gradient steps are taken in the coordinates of the normalised atoms (so the result
+    does not depend on how the atoms are scaled), then mapped back.
+    """
     x, xn2, tol2, thr = _start(x, tol, dtype)
     D = np.asarray(D, dtype=np.float64)
-    norms = np.sqrt((D * D).sum(axis=1))
+    atom_norms = np.sqrt((D * D).sum(axis=1))
+    D = D / atom_norms[:, None]
+    norms = np.ones(D.shape[0])
     rule = "positive" if positive else "abs"
     r = x.copy()
     idx = []
@@ -181,7 +187,7 @@ def gp(x, D, k, tol=0.0, variant="gp", positive=False, dtype=np.float64):
     if positive:
         keep = z != 0
         idx, z = idx[keep], z[keep]
-    return idx, z, margin
+    return idx, z / atom_norms[idx], margin
 
 
 def encode(fn, X, D, **kw):

@@ -2,6 +2,9 @@
 incremental Cholesky factor, small non-negative least squares, and the row update that
 is the inner loop of every pursuit.
 
+The kernels see unit-norm atoms only: the caller normalises the dictionary (and Gram)
+and rescales the coefficients afterwards.
+
 Every pursuit step produces a change ``delta`` of the coefficients on the support.  The
 correlations ``c = D r`` then change by ``-G[I]^T delta`` (Gram path) and the residual by
 ``-D[I]^T delta`` (no-Gram path): both are :func:`sub_rows` with ``S = G`` or ``S = D``.
@@ -19,90 +22,75 @@ from sparsecode.pursuit._rules import ABS, DEPENDENT, DONE, POSITIVE, RUNNING, S
 CHUNK = 512
 
 
-@njit(cache=True, inline="always")
-def _score(v, rule):
+# Selection works on the bits of the correlations.  For IEEE floats, the integer view of
+# |v| (sign bit cleared) is ordered like |v|, the view of v itself is ordered like v for
+# v >= 0, and flipping the magnitude bits of negative values orders every v.  Integer max
+# reductions vectorise where float ones do not, so a select costs one SIMD pass plus a
+# scan to the first index reaching the maximum.  ``ci`` is the integer view of ``c``
+# (int32 for float32, int64 for float64) and ``mask`` its magnitude mask (0x7f..f).
+
+
+@njit(cache=True)
+def best_key(ci, rule, mask):
+    """Largest selection key of the correlations whose integer view is ``ci``."""
+    best = ci[0] & mask
     if rule == ABS:
-        return abs(v)
-    if rule == POSITIVE:
-        return v if v > 0 else 0.0
-    return v
-
-
-# Finite inputs are guaranteed at the boundary, so the max reductions may assume no NaN:
-# that lets them vectorise.
-_FAST = {"nnan", "ninf", "nsz"}
-
-
-@njit(cache=True, fastmath=_FAST)
-def max_score(c, w, unit, rule):
-    best = -np.inf
-    if unit:
-        for m in range(c.shape[0]):
-            best = max(best, _score(c[m], rule))
+        for m in range(ci.shape[0]):
+            a = ci[m] & mask
+            best = a if a > best else best
+    elif rule == POSITIVE:
+        best = ci[0]
+        for m in range(ci.shape[0]):
+            a = ci[m]
+            best = a if a > best else best
     else:
-        for m in range(c.shape[0]):
-            best = max(best, _score(c[m], rule) * w[m])
+        best = ci[0] if ci[0] >= 0 else ci[0] ^ mask
+        for m in range(ci.shape[0]):
+            a = ci[m]
+            a = a if a >= 0 else a ^ mask
+            best = a if a > best else best
     return best
 
 
 @njit(cache=True)
-def first_with_score(c, w, unit, rule, best):
-    if unit:
-        for m in range(c.shape[0]):
-            if _score(c[m], rule) == best:
-                return m
-    else:
-        for m in range(c.shape[0]):
-            if _score(c[m], rule) * w[m] == best:
-                return m
+def select(ci, rule, mask):
+    """Index of the best atom: argmax |c_j| (``ABS``), max(c_j, 0) (``POSITIVE``) or
+    c_j (``SIGNED``) for unit atoms; ties go to the lowest index."""
+    best = best_key(ci, rule, mask)
+    for m in range(ci.shape[0]):
+        a = ci[m]
+        if rule == ABS:
+            a = a & mask
+        elif rule == SIGNED and a < 0:
+            a = a ^ mask
+        if a == best:
+            return m
     return 0
 
 
 @njit(cache=True)
-def select(c, w, unit, rule):
-    """Index of the best atom for correlations ``c``.
+def axpy(c, row, coef):
+    """``c -= coef * row`` (vectorised)."""
+    for m in range(c.shape[0]):
+        c[m] -= coef * row[m]
 
-    ``abs``: argmax |c_j| w_j; ``positive``: argmax max(c_j, 0) w_j; ``signed``:
-    argmax c_j w_j, where ``w_j = 1 / ||d_j||`` (skipped when ``unit``).  Ties go to the
-    lowest index.  Two passes: a vectorised max, then the first index reaching it.
+
+@njit(cache=True, inline="always")
+def vanished(cj, thr, rule):
+    """True when the selected correlation cannot make progress.
+
+    ``thr`` is the smallest correlation worth a step (a tiny fraction of ||x||); the
+    positive rule also stops when no correlation is positive.
     """
-    return first_with_score(c, w, unit, rule, max_score(c, w, unit, rule))
-
-
-@njit(cache=True, fastmath=_FAST)
-def axpy_max(c, row, coef, w, unit, rule):
-    """``c -= coef * row`` and return the best score of the updated ``c`` (one pass)."""
-    best = -np.inf
-    if unit:
-        for m in range(c.shape[0]):
-            v = c[m] - coef * row[m]
-            c[m] = v
-            best = max(best, _score(v, rule))
-    else:
-        for m in range(c.shape[0]):
-            v = c[m] - coef * row[m]
-            c[m] = v
-            best = max(best, _score(v, rule) * w[m])
-    return best
+    if rule == POSITIVE and cj <= 0:
+        return True
+    return abs(cj) <= thr
 
 
 @njit(cache=True)
 def chunk_bounds(ch, nch, n):
     """Rows ``[lo, hi)`` of chunk ``ch`` when ``n`` rows are cut into ``nch`` chunks."""
     return ch * n // nch, (ch + 1) * n // nch
-
-
-
-@njit(cache=True, inline="always")
-def vanished(cj, wj, thr, rule):
-    """True when the selected correlation cannot make progress.
-
-    ``thr`` is the smallest normalised correlation worth a step (a tiny fraction of
-    ||x||); the positive rule also stops when no correlation is positive.
-    """
-    if rule == POSITIVE and cj <= 0:
-        return True
-    return abs(cj) * wj <= thr
 
 
 @njit(cache=True, inline="always")

@@ -3,8 +3,9 @@ and assembling :class:`~sparsecode.codes.SparseCodes`.
 
 Each solver supplies two callables working on one block of signals:
 
-``gram_block(C, G, ctx, out)``
-    ``C = X_block D^T`` (overwritten); runs the whole pursuit in one kernel call.
+``gram_block(C, Ci, G, ctx, out)``
+    ``C = X_block D^T`` (overwritten; ``Ci`` its integer view); runs the whole pursuit
+    in one kernel call.
 ``nogram_block(Xb, ctx, out)``
     Steps in Python, one GEMM ``C = R_active D^T`` per step, a kernel call per step.
 
@@ -32,11 +33,8 @@ from sparsecode.pursuit._rules import DEPENDENT
 class Problem:
     """Validated inputs and per-dictionary constants shared by every block."""
 
-    D: np.ndarray
-    norms2: np.ndarray  # float64, (n_atoms,)
-    w: np.ndarray  # 1 / ||d_j||, input dtype
-    inv_n2: np.ndarray  # 1 / ||d_j||^2, float64
-    unit: bool
+    D: np.ndarray  # unit-norm atoms (normalised here when they were not)
+    scale: np.ndarray | None  # 1 / ||d_j|| of the given atoms, or None when unit norm
     k: int
     width: int
     tol: float
@@ -51,6 +49,13 @@ class Problem:
     @property
     def n_atoms(self):
         return self.D.shape[0]
+
+    @property
+    def int_view(self):
+        """``(dtype, mask)``: the integer type of the same width as the float dtype, and
+        its magnitude mask, for the kernels' bitwise selection."""
+        it = np.dtype(np.int32 if self.dtype == np.float32 else np.int64)
+        return it, it.type(np.iinfo(it).max)
 
 
 @dataclass
@@ -113,20 +118,25 @@ def prepare(X, D, *, k, tol, gram, backend, k_may_exceed_atoms=False, **options)
     k_given = k
     k, tol = check_k_tol(k, tol, K, n_features, k_may_exceed_atoms=k_may_exceed_atoms)
     dt = X.dtype
+    # The kernels work on unit-norm atoms: normalise here (a copy) when needed, and
+    # rescale the coefficients at the end.  Selection by |<r, d_j>| / ||d_j|| and every
+    # residual are unchanged by this.
+    unit = bool(np.all(np.abs(norms2 - 1.0) <= _config.UNIT_NORM_ATOL[dt]))
+    scale = None if unit else 1.0 / np.sqrt(norms2)
+    if scale is not None:
+        D = D * scale[:, None].astype(dt)
     want = _want_gram(gram, n, k, D)
     if want is None:
-        G = check_gram(gram, D, norms2)
+        G = check_gram(gram, norms2, dt)
+        if scale is not None:
+            G = G * np.outer(scale, scale).astype(dt)
     elif want:
         G = D @ D.T
     else:
         G = None
-    unit = bool(np.all(np.abs(norms2 - 1.0) <= _config.UNIT_NORM_ATOL[dt]))
     prob = Problem(
         D=D,
-        norms2=norms2,
-        w=(1.0 / np.sqrt(norms2)).astype(dt),
-        inv_n2=1.0 / norms2,
-        unit=unit,
+        scale=scale,
         k=k,
         width=min(k, K),
         tol=tol,
@@ -165,7 +175,8 @@ def run(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0, name="purs
             status=status[b0:b1],
         )
         if use_gram:
-            gram_block(np.matmul(Xb, DT), prob.G, prob, out)
+            C = np.matmul(Xb, DT)
+            gram_block(C, C.view(prob.int_view[0]), prob.G, prob, out)
         else:
             nogram_block(Xb, prob, out)
     n_dep = int(np.count_nonzero(status == DEPENDENT))
@@ -176,6 +187,8 @@ def run(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0, name="purs
             RuntimeWarning,
             stacklevel=3,
         )
+    if prob.scale is not None:
+        Z *= np.where(I >= 0, prob.scale[np.maximum(I, 0)], 0.0)
     values = Z.astype(prob.dtype)
     if prob.options.get("k_given") is None and n:
         width = max(1, int((I >= 0).sum(axis=1).max()))
@@ -194,8 +207,9 @@ def n_chunks(n):
 def nogram_steps(Xb, prob, out, step, max_steps):
     """The no-Gram loop: per step one GEMM for the active signals, then ``step``.
 
-    ``step(C, rows, R, status)`` advances the signals ``rows`` (int64) whose correlations
-    are ``C`` and updates their residual rows in ``R`` and their ``status`` (0 = running).
+    ``step(C, Ci, rows, R, status)`` advances the signals ``rows`` (int64) whose
+    correlations are ``C`` (``Ci`` their integer view) and updates their residual rows in
+    ``R`` and their ``status`` (0 = running).
     """
     R = np.array(Xb, dtype=prob.dtype, order="C")
     active = np.flatnonzero(out.xnorm2 > out.tol2)
@@ -206,7 +220,7 @@ def nogram_steps(Xb, prob, out, step, max_steps):
         if active.size == 0:
             break
         C = np.matmul(R[active], DT)
-        step(C, active, R, out.status)
+        step(C, C.view(prob.int_view[0]), active, R, out.status)
         active = active[out.status[active] == 0]
     out.status[out.status == 0] = 1
 

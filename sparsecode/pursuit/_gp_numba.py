@@ -33,7 +33,7 @@ def _project(d, z, s):
 
 
 @njit(cache=True)
-def gp_step(c, S, is_gram, w, unit, rule, acgp, positive, thr, I, z, s, GII, dprev,
+def gp_step(c, ci, mask, S, is_gram, rule, acgp, positive, thr, I, z, s, GII, dprev,
             state, g, d, delta):
     """One gradient-pursuit step for one signal.
 
@@ -41,10 +41,10 @@ def gp_step(c, S, is_gram, w, unit, rule, acgp, positive, thr, I, z, s, GII, dpr
     previous direction (0 before the first step) and, on return, the decrease of the
     residual energy.  Returns ``(s, status)``; ``delta`` receives the coefficient change.
     """
-    j = select(c, w, unit, rule)
+    j = select(ci, rule, mask)
     cj = c[j]
     state[1] = 0.0
-    if vanished(cj, w[j], thr, rule):
+    if vanished(cj, thr, rule):
         return s, DONE
     if find(I, s, j) < 0:
         add_to_support_gram(GII, S, is_gram, I, s, j)
@@ -95,8 +95,8 @@ def gp_step(c, S, is_gram, w, unit, rule, acgp, positive, thr, I, z, s, GII, dpr
 
 
 @njit(parallel=True, cache=True)
-def gp_gram(nch, C, G, w, unit, rule, acgp, positive, k, max_steps, xnorm2, tol2, thr, I, Z,
-            status):
+def gp_gram(nch, C, Ci, mask, G, rule, acgp, positive, k, max_steps, xnorm2, tol2, thr, I,
+            Z, status):
     """Run GP/ACGP on every row of ``C`` (overwritten) until the support holds ``k``
     atoms, the residual energy reaches ``tol2`` or ``max_steps`` steps were taken."""
     n = C.shape[0]
@@ -119,8 +119,8 @@ def gp_gram(nch, C, G, w, unit, rule, acgp, positive, k, max_steps, xnorm2, tol2
                 if energy <= tol2[i] or s >= k:
                     st = DONE
                     break
-                s, st = gp_step(c, G, True, w, unit, rule, acgp, positive, thr[i], I[i], z,
-                                s, GII, dprev, state, g, d, delta)
+                s, st = gp_step(c, Ci[i], mask, G, True, rule, acgp, positive, thr[i], I[i],
+                                z, s, GII, dprev, state, g, d, delta)
                 if st != RUNNING:
                     break
                 energy -= state[1]
@@ -129,12 +129,12 @@ def gp_gram(nch, C, G, w, unit, rule, acgp, positive, k, max_steps, xnorm2, tol2
 
 
 @njit(parallel=True, cache=True)
-def gp_nogram_step(C, rows, R, D, w, unit, rule, acgp, positive, k, tol2, thr,
+def gp_nogram_step(C, Ci, mask, rows, R, D, rule, acgp, positive, k, tol2, thr,
                    I, Z, ns, GII, dprev, state, g, d, delta, status):
     """One GP/ACGP step for the active rows; ``C[a]`` holds ``R[rows[a]] D^T``."""
     for a in prange(rows.shape[0]):
         i = rows[a]
-        s, st = gp_step(C[a], D, False, w, unit, rule, acgp, positive, thr[i], I[i], Z[i],
+        s, st = gp_step(C[a], Ci[a], mask, D, False, rule, acgp, positive, thr[i], I[i], Z[i],
                         ns[i], GII[i], dprev[i], state[i], g[i], d[i], delta[i])
         ns[i] = s
         if st == RUNNING:

@@ -30,13 +30,15 @@ from sparsecode.pursuit._common_numba import (
 
 
 @njit(cache=True)
-def omp_step(c, S, is_gram, w, unit, rule, positive, thr, rtol, I, z, s, L, GII, a0, work, delta):
+def omp_step(c, ci, mask, S, is_gram, rule, positive, thr, rtol, I, z, s, L, GII, a0, work,
+             delta):
     """One OMP step for one signal.
 
     Parameters
     ----------
-    c : ndarray of shape (n_atoms,)
-        Correlations of the current residual with the atoms.
+    c, ci : ndarray of shape (n_atoms,)
+        Correlations of the current residual with the (unit-norm) atoms, and their
+        integer view; ``mask`` is the view's magnitude mask.
     S : ndarray
         The Gram matrix (``is_gram``) or the dictionary, to read support Gram entries.
     I, z : ndarray of shape (k,)
@@ -56,9 +58,9 @@ def omp_step(c, S, is_gram, w, unit, rule, positive, thr, rtol, I, z, s, L, GII,
         RUNNING, DONE (nothing left to select) or DEPENDENT (the best atom is in the span of
         the support).
     """
-    j = select(c, w, unit, rule)
+    j = select(ci, rule, mask)
     cj = c[j]
-    if vanished(cj, w[j], thr, rule):
+    if vanished(cj, thr, rule):
         return s, DONE
     grow = add_to_support_gram(GII, S, is_gram, I, s, j)
     if not chol_append(L, s, grow, rtol):
@@ -85,7 +87,7 @@ def omp_step(c, S, is_gram, w, unit, rule, positive, thr, rtol, I, z, s, L, GII,
 
 
 @njit(parallel=True, cache=True)
-def omp_gram(nch, C, G, w, unit, rule, positive, k, xnorm2, tol2, thr, rtol, I, Z, status):
+def omp_gram(nch, C, Ci, mask, G, rule, positive, k, xnorm2, tol2, thr, rtol, I, Z, status):
     """Run Batch-OMP on every row of ``C`` (correlations ``X D^T``, overwritten).
 
     ``I`` (int32, -1 filled) and ``Z`` (float64) of shape (n, k) receive the codes,
@@ -106,7 +108,7 @@ def omp_gram(nch, C, G, w, unit, rule, positive, k, xnorm2, tol2, thr, rtol, I, 
             st = DONE
             energy = xnorm2[i]
             while s < k and energy > tol2[i]:
-                s, st = omp_step(c, G, True, w, unit, rule, positive, thr[i], rtol,
+                s, st = omp_step(c, Ci[i], mask, G, True, rule, positive, thr[i], rtol,
                                  I[i], z, s, L, GII, a0, work, delta)
                 if st != RUNNING:
                     break
@@ -118,12 +120,12 @@ def omp_gram(nch, C, G, w, unit, rule, positive, k, xnorm2, tol2, thr, rtol, I, 
 
 
 @njit(parallel=True, cache=True)
-def omp_nogram_step(C, rows, R, D, w, unit, rule, positive, k, tol2, thr, rtol,
+def omp_nogram_step(C, Ci, mask, rows, R, D, rule, positive, k, tol2, thr, rtol,
                     I, Z, ns, L, GII, a0, work, delta, status):
     """One OMP step for the active rows; ``C[a]`` holds ``R[rows[a]] D^T``."""
     for a in prange(rows.shape[0]):
         i = rows[a]
-        s, st = omp_step(C[a], D, False, w, unit, rule, positive, thr[i], rtol,
+        s, st = omp_step(C[a], Ci[a], mask, D, False, rule, positive, thr[i], rtol,
                          I[i], Z[i], ns[i], L[i], GII[i], a0[i], work[i], delta[i])
         ns[i] = s
         if st == RUNNING:

@@ -12,12 +12,13 @@ def max_steps(k):
     return 4 * k
 
 
-def _gram_block(C, G, p, out):
+def _gram_block(C, Ci, G, p, out):
     from sparsecode.pursuit._gp_numba import gp_gram
 
     o = p.options
-    gp_gram(_driver.n_chunks(C.shape[0]), C, G, p.w, p.unit, o["rule"], o["acgp"], o["positive"], p.width,
-            max_steps(p.width), out.xnorm2, out.tol2, out.thr, out.I, out.Z, out.status)
+    gp_gram(_driver.n_chunks(C.shape[0]), C, Ci, p.int_view[1], G, o["rule"], o["acgp"],
+            o["positive"], p.width, max_steps(p.width), out.xnorm2, out.tol2, out.thr, out.I,
+            out.Z, out.status)
 
 
 def _nogram_block(Xb, p, out):
@@ -30,8 +31,8 @@ def _nogram_block(Xb, p, out):
     state = np.zeros((n, 2))
     g, d, delta = np.empty((n, k)), np.empty((n, k)), np.empty((n, k))
 
-    def step(C, rows, R, status):
-        gp_nogram_step(C, rows, R, p.D, p.w, p.unit, o["rule"], o["acgp"], o["positive"],
+    def step(C, Ci, rows, R, status):
+        gp_nogram_step(C, Ci, p.int_view[1], rows, R, p.D, o["rule"], o["acgp"], o["positive"],
                        k, out.tol2, out.thr, out.I, out.Z, ns, GII, dprev, state, g, d, delta,
                        status)
 

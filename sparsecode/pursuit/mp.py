@@ -7,12 +7,11 @@ from sparsecode.pursuit import _driver
 from sparsecode.pursuit._rules import RULES
 
 
-def _gram_block(C, G, p, out):
+def _gram_block(C, Ci, G, p, out):
     from sparsecode.pursuit._mp_numba import mp_gram
 
-    ns = np.zeros(C.shape[0], dtype=np.int64)
-    mp_gram(_driver.n_chunks(C.shape[0]), C, G, p.w, p.inv_n2, p.unit, p.options["rule"], p.k, out.xnorm2, out.tol2,
-            out.thr, out.I, out.Z, ns)
+    mp_gram(_driver.n_chunks(C.shape[0]), C, Ci, p.int_view[1], G, p.options["rule"], p.k,
+            out.xnorm2, out.tol2, out.thr, out.I, out.Z)
 
 
 def _nogram_block(Xb, p, out):
@@ -20,8 +19,8 @@ def _nogram_block(Xb, p, out):
 
     ns = np.zeros(Xb.shape[0], dtype=np.int64)
 
-    def step(C, rows, R, status):
-        mp_nogram_step(C, rows, R, p.D, p.w, p.inv_n2, p.unit, p.options["rule"], out.tol2,
+    def step(C, Ci, rows, R, status):
+        mp_nogram_step(C, Ci, p.int_view[1], rows, R, p.D, p.options["rule"], out.tol2,
                        out.thr, out.I, out.Z, ns, status)
 
     _driver.nogram_steps(Xb, p, out, step, p.k)

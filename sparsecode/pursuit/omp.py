@@ -6,12 +6,12 @@ from sparsecode.pursuit import _driver
 from sparsecode.pursuit._rules import ABS, POSITIVE
 
 
-def _gram_block(C, G, p, out):
+def _gram_block(C, Ci, G, p, out):
     from sparsecode.pursuit._omp_numba import omp_gram
 
     o = p.options
-    omp_gram(_driver.n_chunks(C.shape[0]), C, G, p.w, p.unit, o["rule"], o["positive"], p.width, out.xnorm2, out.tol2,
-             out.thr, p.rtol, out.I, out.Z, out.status)
+    omp_gram(_driver.n_chunks(C.shape[0]), C, Ci, p.int_view[1], G, o["rule"], o["positive"],
+             p.width, out.xnorm2, out.tol2, out.thr, p.rtol, out.I, out.Z, out.status)
 
 
 def _nogram_block(Xb, p, out):
@@ -23,9 +23,10 @@ def _nogram_block(Xb, p, out):
     L, GII = np.empty((n, k, k)), np.empty((n, k, k))
     a0, work, delta = np.empty((n, k)), np.empty((n, k)), np.empty((n, k))
 
-    def step(C, rows, R, status):
-        omp_nogram_step(C, rows, R, p.D, p.w, p.unit, o["rule"], o["positive"], k, out.tol2,
-                        out.thr, p.rtol, out.I, out.Z, ns, L, GII, a0, work, delta, status)
+    def step(C, Ci, rows, R, status):
+        omp_nogram_step(C, Ci, p.int_view[1], rows, R, p.D, o["rule"], o["positive"], k,
+                        out.tol2, out.thr, p.rtol, out.I, out.Z, ns, L, GII, a0, work, delta,
+                        status)
 
     _driver.nogram_steps(Xb, p, out, step, k)
 
