@@ -13,7 +13,8 @@ whatever the input dtype; the O(n_atoms) loops run in the input dtype.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from sparsecode.pursuit._rules import ABS, DEPENDENT, DONE, POSITIVE, RUNNING, SIGNED  # noqa: F401
 
@@ -87,6 +88,30 @@ def vanished(cj, thr, rule):
     return abs(cj) <= thr
 
 
+def int_view(c):
+    """Integer view of a float32 (int32) or float64 (int64) array (jitted code only)."""
+    raise NotImplementedError
+
+
+@overload(int_view)
+def _int_view(c):
+    if c.dtype == types.float32:
+        return lambda c: c.view(np.int32)
+    return lambda c: c.view(np.int64)
+
+
+@njit(cache=True)
+def correlations(X, DT, lo, hi):
+    """``X[lo:hi] D^T`` for one chunk of signals, and its integer view.
+
+    Called inside the parallel loops, so each thread runs its own single-threaded GEMM
+    on its chunk (the caller limits BLAS to one thread) and the chunk's correlations stay
+    in that core's cache for the pursuit that follows.
+    """
+    C = np.dot(X[lo:hi], DT)
+    return C, int_view(C)
+
+
 @njit(cache=True)
 def chunk_bounds(ch, nch, n):
     """Rows ``[lo, hi)`` of chunk ``ch`` when ``n`` rows are cut into ``nch`` chunks."""
@@ -118,19 +143,15 @@ def sub_rows(vec, S, I, delta, s):
     """``vec -= sum_m delta[m] * S[I[m]]`` over the support ``m < s`` (zeros skipped).
 
     The work of every pursuit step: O(len(vec) * s) multiply-adds, reading ``s`` rows of
-    ``S``.  Done chunk by chunk so the chunk of ``vec`` stays in cache.
+    ``S``.  Done chunk by chunk so the chunk of ``vec`` stays in L1 while the rows stream.
     """
     n = vec.shape[0]
     for q0 in range(0, n, CHUNK):
         q1 = min(q0 + CHUNK, n)
+        part = vec[q0:q1]
         for m in range(s):
-            dm = delta[m]
-            if dm == 0.0:
-                continue
-            dmt = vec.dtype.type(dm)
-            row = S[I[m]]
-            for q in range(q0, q1):
-                vec[q] -= dmt * row[q]
+            if delta[m] != 0.0:
+                axpy(part, S[I[m], q0:q1], vec.dtype.type(delta[m]))
 
 
 @njit(cache=True)

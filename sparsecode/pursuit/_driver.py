@@ -3,9 +3,10 @@ and assembling :class:`~sparsecode.codes.SparseCodes`.
 
 Each solver supplies two callables working on one block of signals:
 
-``gram_block(C, Ci, G, ctx, out)``
-    ``C = X_block D^T`` (overwritten; ``Ci`` its integer view); runs the whole pursuit
-    in one kernel call.
+``gram_block(X_block, G, ctx, out)``
+    Runs the whole pursuit in one kernel call; each thread computes the correlations of
+    its chunk of signals with a single-threaded GEMM (BLAS is held to one thread around
+    the call, so its idle threads do not compete with the kernel's).
 ``nogram_block(Xb, ctx, out)``
     Steps in Python, one GEMM ``C = R_active D^T`` per step, a kernel call per step.
 
@@ -17,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from sparsecode import _config
 from sparsecode._validation import (
@@ -161,7 +163,6 @@ def run(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0, name="purs
     use_gram = prob.G is not None
     extra = 0 if use_gram else nogram_bytes_per_row + X.shape[1] * prob.dtype.itemsize
     B = _rows_per_block(prob, extra)
-    DT = prob.D.T
     for b0 in range(0, n, B):
         b1 = min(b0 + B, n)
         Xb = X[b0:b1]
@@ -175,8 +176,8 @@ def run(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0, name="purs
             status=status[b0:b1],
         )
         if use_gram:
-            C = np.matmul(Xb, DT)
-            gram_block(C, C.view(prob.int_view[0]), prob.G, prob, out)
+            with threadpool_limits(1, user_api="blas"):
+                gram_block(np.ascontiguousarray(Xb), prob.G, prob, out)
         else:
             nogram_block(Xb, prob, out)
     n_dep = int(np.count_nonzero(status == DEPENDENT))

@@ -16,6 +16,7 @@ from sparsecode.pursuit._common_numba import (
     RUNNING,
     add_to_support_gram,
     chunk_bounds,
+    correlations,
     find,
     quad,
     select,
@@ -95,11 +96,11 @@ def gp_step(c, ci, mask, S, is_gram, rule, acgp, positive, thr, I, z, s, GII, dp
 
 
 @njit(parallel=True, cache=True)
-def gp_gram(nch, C, Ci, mask, G, rule, acgp, positive, k, max_steps, xnorm2, tol2, thr, I,
+def gp_gram(nch, X, DT, mask, G, rule, acgp, positive, k, max_steps, xnorm2, tol2, thr, I,
             Z, status):
-    """Run GP/ACGP on every row of ``C`` (overwritten) until the support holds ``k``
+    """Run GP/ACGP on every row of ``X`` (see :func:`mp_gram`) until the support holds ``k``
     atoms, the residual energy reaches ``tol2`` or ``max_steps`` steps were taken."""
-    n = C.shape[0]
+    n = X.shape[0]
     for ch in prange(nch):
         GII = np.empty((k, k))
         dprev = np.zeros(k)
@@ -108,8 +109,9 @@ def gp_gram(nch, C, Ci, mask, G, rule, acgp, positive, k, max_steps, xnorm2, tol
         delta = np.empty(k)
         state = np.zeros(2)
         lo, hi = chunk_bounds(ch, nch, n)
+        C, Ci = correlations(X, DT, lo, hi)
         for i in range(lo, hi):
-            c = C[i]
+            c = C[i - lo]
             z = Z[i]
             s = 0
             st = DONE
@@ -119,7 +121,7 @@ def gp_gram(nch, C, Ci, mask, G, rule, acgp, positive, k, max_steps, xnorm2, tol
                 if energy <= tol2[i] or s >= k:
                     st = DONE
                     break
-                s, st = gp_step(c, Ci[i], mask, G, True, rule, acgp, positive, thr[i], I[i],
+                s, st = gp_step(c, Ci[i - lo], mask, G, True, rule, acgp, positive, thr[i], I[i],
                                 z, s, GII, dprev, state, g, d, delta)
                 if st != RUNNING:
                     break

@@ -17,6 +17,7 @@ from sparsecode.pursuit._common_numba import (
     RUNNING,
     axpy,
     chunk_bounds,
+    correlations,
     find,
     select,
     vanished,
@@ -36,18 +37,19 @@ def _record(I, Z, s, j, coef):
 
 
 @njit(parallel=True, cache=True)
-def mp_gram(nch, C, Ci, mask, G, rule, k, xnorm2, tol2, thr, I, Z):
+def mp_gram(nch, X, DT, mask, G, rule, k, xnorm2, tol2, thr, I, Z):
     """Run up to ``k`` MP steps for every row of ``C`` on the Gram path.
 
     Parameters
     ----------
     nch : int
         Number of chunks the rows are split into for the parallel loop.
-    C : ndarray of shape (n, n_atoms)
-        Correlations ``X D^T`` of the block; overwritten.
-    Ci : ndarray of shape (n, n_atoms)
-        Integer view of ``C`` (int32 for float32, int64 for float64); ``mask`` is its
-        magnitude mask.
+    X : ndarray of shape (n, n_features), C-contiguous
+        Signals of the block.
+    DT : ndarray of shape (n_features, n_atoms)
+        Transposed unit-norm dictionary.
+    mask : int32 or int64
+        Magnitude mask of the integer view of the correlations (0x7f..f).
     G : ndarray of shape (n_atoms, n_atoms)
         Gram matrix of the unit-norm atoms.
     rule : int
@@ -62,12 +64,13 @@ def mp_gram(nch, C, Ci, mask, G, rule, k, xnorm2, tol2, thr, I, Z):
     Z : ndarray of shape (n, k_max), float64
         Output coefficients, pre-filled with 0.
     """
-    n = C.shape[0]
+    n = X.shape[0]
     for ch in prange(nch):
         lo, hi = chunk_bounds(ch, nch, n)
+        C, Ci = correlations(X, DT, lo, hi)
         for i in range(lo, hi):
-            c = C[i]
-            ci = Ci[i]
+            c = C[i - lo]
+            ci = Ci[i - lo]
             energy = xnorm2[i]
             s = 0
             t = 0

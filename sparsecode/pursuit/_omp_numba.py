@@ -19,6 +19,7 @@ from sparsecode.pursuit._common_numba import (
     add_to_support_gram,
     chol_append,
     chunk_bounds,
+    correlations,
     dot,
     chol_solve,
     nnls_gram,
@@ -87,13 +88,13 @@ def omp_step(c, ci, mask, S, is_gram, rule, positive, thr, rtol, I, z, s, L, GII
 
 
 @njit(parallel=True, cache=True)
-def omp_gram(nch, C, Ci, mask, G, rule, positive, k, xnorm2, tol2, thr, rtol, I, Z, status):
-    """Run Batch-OMP on every row of ``C`` (correlations ``X D^T``, overwritten).
+def omp_gram(nch, X, DT, mask, G, rule, positive, k, xnorm2, tol2, thr, rtol, I, Z, status):
+    """Run Batch-OMP on every row of ``X`` (see :func:`mp_gram` for the arguments).
 
     ``I`` (int32, -1 filled) and ``Z`` (float64) of shape (n, k) receive the codes,
     ``status`` the reason each signal stopped.
     """
-    n = C.shape[0]
+    n = X.shape[0]
     for ch in prange(nch):
         L = np.empty((k, k))
         GII = np.empty((k, k))
@@ -101,14 +102,15 @@ def omp_gram(nch, C, Ci, mask, G, rule, positive, k, xnorm2, tol2, thr, rtol, I,
         work = np.empty(k)
         delta = np.empty(k)
         lo, hi = chunk_bounds(ch, nch, n)
+        C, Ci = correlations(X, DT, lo, hi)
         for i in range(lo, hi):
-            c = C[i]
+            c = C[i - lo]
             z = Z[i]
             s = 0
             st = DONE
             energy = xnorm2[i]
             while s < k and energy > tol2[i]:
-                s, st = omp_step(c, Ci[i], mask, G, True, rule, positive, thr[i], rtol,
+                s, st = omp_step(c, Ci[i - lo], mask, G, True, rule, positive, thr[i], rtol,
                                  I[i], z, s, L, GII, a0, work, delta)
                 if st != RUNNING:
                     break

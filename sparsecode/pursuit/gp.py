@@ -12,11 +12,11 @@ def max_steps(k):
     return 4 * k
 
 
-def _gram_block(C, Ci, G, p, out):
+def _gram_block(Xb, G, p, out):
     from sparsecode.pursuit._gp_numba import gp_gram
 
     o = p.options
-    gp_gram(_driver.n_chunks(C.shape[0]), C, Ci, p.int_view[1], G, o["rule"], o["acgp"],
+    gp_gram(_driver.n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, o["rule"], o["acgp"],
             o["positive"], p.width, max_steps(p.width), out.xnorm2, out.tol2, out.thr, out.I,
             out.Z, out.status)
 

@@ -7,10 +7,10 @@ from sparsecode.pursuit import _driver
 from sparsecode.pursuit._rules import RULES
 
 
-def _gram_block(C, Ci, G, p, out):
+def _gram_block(Xb, G, p, out):
     from sparsecode.pursuit._mp_numba import mp_gram
 
-    mp_gram(_driver.n_chunks(C.shape[0]), C, Ci, p.int_view[1], G, p.options["rule"], p.k,
+    mp_gram(_driver.n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, p.options["rule"], p.k,
             out.xnorm2, out.tol2, out.thr, out.I, out.Z)
 
 
