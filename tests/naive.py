@@ -174,13 +174,16 @@ def gp(x, D, k, tol=0.0, variant="gp", positive=False, dtype=np.float64):
         if dg <= 0 or curv <= 0:
             break
         step = dg / curv
+        hit = None
         if positive:
-            neg = d < 0
-            if neg.any():
-                step = min(step, np.min(-z[neg] / d[neg]))
+            for m in np.flatnonzero(d < 0):
+                if -z[m] / d[m] < step:
+                    step, hit = -z[m] / d[m], m
         z = z + step * d
         if positive:
             z = np.maximum(z, 0.0)
+            if hit is not None:
+                z[hit] = 0.0  # the coefficient that stopped the step sits on the boundary
         r = x - DI.T @ z
         d_prev, c_prev = d, cvec
     idx = np.array(idx, dtype=np.int64)

@@ -79,14 +79,16 @@ def gp_step(c, ci, mask, S, is_gram, rule, acgp, positive, thr, I, z, s, GII, dp
     if dg <= 0.0 or curv <= 0.0:
         return s, DONE
     step = dg / curv
+    hit = -1  # the coefficient that reaches 0 first (positive variant)
     if positive:
         for m in range(s):
-            if d[m] < 0.0:
-                step = min(step, -z[m] / d[m])
+            if d[m] < 0.0 and -z[m] / d[m] < step:
+                step = -z[m] / d[m]
+                hit = m
     for m in range(s):
         delta[m] = step * d[m]
         z[m] += delta[m]
-        if positive and z[m] < 0.0:
+        if positive and (z[m] < 0.0 or m == hit):  # land exactly on the boundary
             delta[m] -= z[m]
             z[m] = 0.0
         dprev[m] = d[m]
