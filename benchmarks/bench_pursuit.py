@@ -68,7 +68,11 @@ def run_spams(Xf, Df, k, threads):
 
 
 def overcomplete_encoder(D):
-    """overcomplete's MpSAE with our dictionary loaded, or None if not installed."""
+    """overcomplete's MpSAE of the same shape, or None if not installed.
+
+    Its encode runs exactly k steps whatever the atoms, so its time does not depend on
+    whether our dictionary values were loaded into it.
+    """
     try:
         import importlib
         import types

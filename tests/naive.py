@@ -44,6 +44,21 @@ def _margin(margin, value, xn2):
     return min(margin, abs(value) / max(xn2, 1e-300))
 
 
+def _select(D, r, norms, rule, thr, xn2, margin):
+    """One selection from correlations recomputed atom by atom.
+
+    Returns ``(j, c, margin, vanished)``: the winner, the correlations, the margin updated
+    with this step's gap to the runner-up and to the stopping threshold, and whether the
+    winner's correlation is too small to make progress.
+    """
+    c = np.array([D[j] @ r for j in range(D.shape[0])])
+    s = _scores(c, norms, rule)
+    j = int(np.argmax(s))
+    gaps = (_gap(s, j), abs(abs(c[j]) / norms[j] - thr))
+    margin = min(margin, min(gaps) / np.sqrt(xn2))
+    return j, c, margin, _vanished(c[j], norms[j], thr, rule)
+
+
 def mp(x, D, k, tol=0.0, rule="abs", dtype=np.float64):
     """Matching pursuit for one signal ``x`` of shape (n_features,)."""
     x, xn2, tol2, thr = _start(x, tol, dtype)
@@ -57,11 +72,8 @@ def mp(x, D, k, tol=0.0, rule="abs", dtype=np.float64):
         margin = _margin(margin, e - tol2, xn2)
         if e <= tol2:
             break
-        c = np.array([D[j] @ r for j in range(D.shape[0])])
-        s = _scores(c, norms, rule)
-        j = int(np.argmax(s))
-        margin = min(margin, _gap(s, j) / np.sqrt(xn2), abs(abs(c[j]) / norms[j] - thr) / np.sqrt(xn2))
-        if _vanished(c[j], norms[j], thr, rule):
+        j, c, margin, vanished = _select(D, r, norms, rule, thr, xn2, margin)
+        if vanished:
             break
         coef = c[j] / norms[j] ** 2
         r = r - coef * D[j]
@@ -98,11 +110,8 @@ def omp(x, D, k, tol=0.0, positive=False, dtype=np.float64):
         margin = _margin(margin, e - tol2, xn2)
         if e <= tol2:
             break
-        c = D @ r
-        s = _scores(c, norms, rule)
-        j = int(np.argmax(s))
-        margin = min(margin, _gap(s, j) / np.sqrt(xn2), abs(abs(c[j]) / norms[j] - thr) / np.sqrt(xn2))
-        if _vanished(c[j], norms[j], thr, rule):
+        j, c, margin, vanished = _select(D, r, norms, rule, thr, xn2, margin)
+        if vanished:
             break
         if _distance_to_span(D[idx], D[j]) <= RTOL[np.dtype(dtype)]:
             break
@@ -150,11 +159,8 @@ def gp(x, D, k, tol=0.0, variant="gp", positive=False, dtype=np.float64):
         margin = _margin(margin, e - tol2, xn2)
         if e <= tol2 or len(idx) >= k:
             break
-        c = D @ r
-        s = _scores(c, norms, rule)
-        j = int(np.argmax(s))
-        margin = min(margin, _gap(s, j) / np.sqrt(xn2), abs(abs(c[j]) / norms[j] - thr) / np.sqrt(xn2))
-        if _vanished(c[j], norms[j], thr, rule):
+        j, c, margin, vanished = _select(D, r, norms, rule, thr, xn2, margin)
+        if vanished:
             break
         if j not in idx:
             idx.append(j)

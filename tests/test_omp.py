@@ -125,7 +125,7 @@ def test_read_only_and_fortran_inputs_are_never_written(solver, rng):
 
 
 @given(problems(), st.integers(1, 8))
-def test_omp_positive_is_non_negative_and_not_worse_than_positive_mp(problem, k):
+def test_omp_positive_is_non_negative(problem, k):
     X, D = problem
     k = min(k, D.shape[0])
     codes = sparsecode.omp(X, D, k=k, positive=True)

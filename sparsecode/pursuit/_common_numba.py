@@ -155,6 +155,16 @@ def sub_rows(vec, S, I, delta, s):
 
 
 @njit(cache=True)
+def update_residual(r, D, I, delta, s):
+    """No-Gram path: ``r -= D[I]^T delta`` and return ``||r||^2`` (float64)."""
+    sub_rows(r, D, I, delta, s)
+    energy = 0.0
+    for q in range(r.shape[0]):
+        energy += np.float64(r[q]) * np.float64(r[q])
+    return energy
+
+
+@njit(cache=True)
 def add_to_support_gram(GII, S, is_gram, I, s, j):
     """Append atom ``j`` to the support Gram ``GII`` (float64, k x k, lower part used).
 

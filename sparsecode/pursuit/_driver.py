@@ -14,6 +14,7 @@ Each solver supplies two callables working on one block of signals:
 rows the kernels fill.
 """
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 
@@ -163,23 +164,11 @@ def run(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0, name="purs
     use_gram = prob.G is not None
     extra = 0 if use_gram else nogram_bytes_per_row + X.shape[1] * prob.dtype.itemsize
     B = _rows_per_block(prob, extra)
-    for b0 in range(0, n, B):
-        b1 = min(b0 + B, n)
-        Xb = X[b0:b1]
-        xnorm2 = np.einsum("ij,ij->i", Xb, Xb, dtype=np.float64)
-        out = BlockOutput(
-            I=I[b0:b1],
-            Z=Z[b0:b1],
-            xnorm2=xnorm2,
-            tol2=prob.tol * xnorm2,
-            thr=prob.rtol * np.sqrt(xnorm2),
-            status=status[b0:b1],
-        )
-        if use_gram:
-            with threadpool_limits(1, user_api="blas"):
-                gram_block(np.ascontiguousarray(Xb), prob.G, prob, out)
-        else:
-            nogram_block(Xb, prob, out)
+    # Gram path: each kernel thread runs its own single-threaded GEMM, so BLAS is held to
+    # one thread for the whole call (its idle threads would spin against the kernel's).
+    limit = threadpool_limits(1, user_api="blas") if use_gram else contextlib.nullcontext()
+    with limit:
+        _run_blocks(X, prob, B, I, Z, status, gram_block, nogram_block)
     n_dep = int(np.count_nonzero(status == DEPENDENT))
     if n_dep:
         warnings.warn(
@@ -195,6 +184,28 @@ def run(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0, name="purs
         width = max(1, int((I >= 0).sum(axis=1).max()))
         I, values = I[:, :width].copy(), values[:, :width].copy()
     return SparseCodes(I, values, prob.n_atoms)
+
+
+def _run_blocks(X, prob, B, I, Z, status, gram_block, nogram_block):
+    """Fill ``I``, ``Z`` and ``status`` block of ``B`` signals by block."""
+    n = X.shape[0]
+    use_gram = prob.G is not None
+    for b0 in range(0, n, B):
+        b1 = min(b0 + B, n)
+        Xb = X[b0:b1]
+        xnorm2 = np.einsum("ij,ij->i", Xb, Xb, dtype=np.float64)
+        out = BlockOutput(
+            I=I[b0:b1],
+            Z=Z[b0:b1],
+            xnorm2=xnorm2,
+            tol2=prob.tol * xnorm2,
+            thr=prob.rtol * np.sqrt(xnorm2),
+            status=status[b0:b1],
+        )
+        if use_gram:
+            gram_block(np.ascontiguousarray(Xb), prob.G, prob, out)
+        else:
+            nogram_block(Xb, prob, out)
 
 
 def n_chunks(n):

@@ -21,6 +21,7 @@ from sparsecode.pursuit._common_numba import (
     quad,
     select,
     sub_rows,
+    update_residual,
     vanished,
 )
 
@@ -142,11 +143,7 @@ def gp_nogram_step(C, Ci, mask, rows, R, D, rule, acgp, positive, k, tol2, thr,
                         ns[i], GII[i], dprev[i], state[i], g[i], d[i], delta[i])
         ns[i] = s
         if st == RUNNING:
-            r = R[i]
-            sub_rows(r, D, I[i], delta[i], s)
-            energy = 0.0
-            for q in range(r.shape[0]):
-                energy += np.float64(r[q]) * np.float64(r[q])
+            energy = update_residual(R[i], D, I[i], delta[i], s)
             if energy <= tol2[i] or s >= k:
                 st = DONE
         status[i] = st

@@ -26,6 +26,7 @@ from sparsecode.pursuit._common_numba import (
     quad,
     select,
     sub_rows,
+    update_residual,
     vanished,
 )
 
@@ -131,11 +132,7 @@ def omp_nogram_step(C, Ci, mask, rows, R, D, rule, positive, k, tol2, thr, rtol,
                          I[i], Z[i], ns[i], L[i], GII[i], a0[i], work[i], delta[i])
         ns[i] = s
         if st == RUNNING:
-            r = R[i]
-            sub_rows(r, D, I[i], delta[i], s)
-            energy = 0.0
-            for q in range(r.shape[0]):
-                energy += np.float64(r[q]) * np.float64(r[q])
+            energy = update_residual(R[i], D, I[i], delta[i], s)
             if s >= k or energy <= tol2[i]:
                 st = DONE
         status[i] = st
