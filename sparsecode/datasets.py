@@ -1,5 +1,8 @@
 """Synthetic data with a known answer."""
 
+import numbers
+from types import MappingProxyType
+
 import numpy as np
 
 from sparsecode.codes import SparseCodes
@@ -63,3 +66,99 @@ def support_recovery(codes, truth):
         hits += np.isin(want, got[got >= 0]).sum()
         total += want.size
     return hits / max(total, 1)
+
+
+# ------------------------------------------------------------------ the hierarchical toy
+
+#: The tree of :func:`make_hierarchical`: each parent feature and its three children.
+HIERARCHY_PARENTS = MappingProxyType({0: (1, 2, 3), 4: (5, 6, 7), 8: (9, 10, 11)})
+
+#: The root's children in :func:`make_hierarchical`: the three parents, then the eight leaves.
+HIERARCHY_ROOT_CHILDREN = (0, 4, 8, *range(12, 20))
+
+# Mixing weight epsilon giving a within-group cosine of 0.1 * l, l = 0..8, for a group of
+# three siblings and for the eleven-member top level.
+_EPS_CHILDREN = (0.0, 0.0895, 0.163, 0.226, 0.282, 0.3335, 0.3825, 0.431, 0.482)
+_EPS_TOP = (0.0, 0.3, 0.44, 0.529, 0.594, 0.6467, 0.692, 0.733, 0.7739)
+
+
+def _mix_group(Q0, group, eps):
+    """Pull the rows ``group`` of ``Q0`` towards each other, then renormalise them."""
+    G = Q0[list(group)]
+    m = len(group)
+    mixed = (1.0 - eps) * G + eps / (m - 1) * (G.sum(axis=0) - G)
+    return mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
+
+
+def make_hierarchical(n_samples, *, correlation=0.0, dtype=np.float32, random_state=None):
+    """Signals from a two-level tree of 20 features in 20 dimensions.
+
+    The tree: the root has 11 children, the parents 0, 4 and 8 (probability 0.2 each) and
+    the leaves 12..19 (0.05 each); exactly one of them is active in every signal.  An
+    active parent activates exactly one of its children (listed in
+    :data:`HIERARCHY_PARENTS`), each with probability 0.2, or none with probability 0.4.
+    So every signal uses 1 or 2 features, 1.36 on average.  Active features have
+    magnitude ``1.5 + 0.25 N(0, 1)``; a signal is ``x = z F``, without noise.
+
+    Feature directions start from an orthonormal basis ``Q0`` (the Q factor of a QR
+    decomposition of a standard normal 20 x 20 matrix).  Within each group ``G`` (the
+    root's 11 children, and each triple of siblings) row ``i`` becomes
+    ``(1 - eps) Q0_i + eps / (|G| - 1) sum_{j in G, j != i} Q0_j``, renormalised, with
+    ``eps`` chosen so that atoms of one group have cosine ``correlation``.  Groups use
+    disjoint rows of ``Q0``, so atoms of different groups, a parent and its children in
+    particular, stay orthogonal.
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of signals, >= 1.
+    correlation : float
+        Cosine between two features of the same group, one of 0, 0.1, ..., 0.8.
+    dtype : dtype
+        dtype of ``X``, ``F`` and the code values.
+    random_state : int, Generator or None
+        Seed of both the directions and the activations.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, 20)
+        The signals.
+    F : ndarray of shape (20, 20)
+        Unit-norm feature directions, one per row, in depth-first order.
+    codes : SparseCodes of shape (n_samples, 20)
+        The true activations, width 2: the root's active child first, then the active
+        grandchild or -1.
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral):
+        raise TypeError(f"n_samples must be a positive integer; got {n_samples!r}")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1; got {n_samples}")
+    if isinstance(correlation, bool) or not isinstance(correlation, numbers.Real):
+        raise TypeError(f"correlation must be one of 0, 0.1, ..., 0.8; got {correlation!r}")
+    level = round(float(correlation) * 10)
+    if not (0 <= level <= 8 and abs(float(correlation) * 10 - level) < 1e-6):
+        raise ValueError(f"correlation must be one of 0, 0.1, ..., 0.8; got {correlation!r}")
+    rng = np.random.default_rng(random_state)
+
+    Q0 = np.linalg.qr(rng.standard_normal((20, 20)))[0]
+    F = Q0.copy()
+    top = HIERARCHY_ROOT_CHILDREN
+    F[list(top)] = _mix_group(Q0, top, _EPS_TOP[level])
+    for children in HIERARCHY_PARENTS.values():
+        F[list(children)] = _mix_group(Q0, children, _EPS_CHILDREN[level])
+
+    # first level: one of the root's children; second level: child 1, 2, 3 or none
+    p_top = [0.2 if j in HIERARCHY_PARENTS else 0.05 for j in top]
+    first = np.asarray(top)[rng.choice(len(top), size=n_samples, p=p_top)]
+    pick = rng.choice(4, size=n_samples, p=[0.2, 0.2, 0.2, 0.4])
+    table = np.full((20, 4), -1)
+    for parent, children in HIERARCHY_PARENTS.items():
+        table[parent, :3] = children
+    second = table[first, pick]
+    indices = np.stack([first, second], axis=1).astype(np.int32)
+    values = 1.5 + 0.25 * rng.standard_normal((n_samples, 2))
+    values[indices < 0] = 0.0
+
+    X = values[:, :1] * F[first] + values[:, 1:] * F[np.maximum(second, 0)]
+    codes = SparseCodes(indices, values.astype(dtype), 20)
+    return X.astype(dtype), F.astype(dtype), codes
