@@ -128,6 +128,19 @@ def find(I, s, j):
 
 
 @njit(cache=True, inline="always")
+def add_to_code(I, Z, s, j, coef):
+    """Add ``coef`` to atom ``j``'s entry of a code with ``s`` entries (MP: an atom
+    selected again has its coefficients summed); returns ``(s, was_in_support)``."""
+    pos = find(I, s, j)
+    if pos < 0:
+        I[s] = j
+        Z[s] = coef
+        return s + 1, False
+    Z[pos] += coef
+    return s, True
+
+
+@njit(cache=True, inline="always")
 def gram_entry(S, is_gram, a, b):
     """``<d_a, d_b>``: read from the Gram matrix, or a dot product of two atoms."""
     if is_gram:

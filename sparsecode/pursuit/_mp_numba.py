@@ -15,25 +15,13 @@ from sparsecode.pursuit._common_numba import (
     DONE,
     POSITIVE,
     RUNNING,
+    add_to_code,
     axpy,
     chunk_bounds,
     correlations,
-    find,
     select,
     vanished,
 )
-
-
-@njit(cache=True, inline="always")
-def _record(I, Z, s, j, coef):
-    """Add ``coef`` to atom ``j``'s entry; returns ``(s, was_in_support)``."""
-    pos = find(I, s, j)
-    if pos < 0:
-        I[s] = j
-        Z[s] = coef
-        return s + 1, False
-    Z[pos] += coef
-    return s, True
 
 
 @njit(parallel=True, cache=True)
@@ -79,7 +67,7 @@ def mp_gram(nch, X, DT, mask, G, rule, k, xnorm2, tol2, thr, I, Z):
                 cj = c[j]
                 if vanished(cj, thr[i], rule):
                     break
-                s, again = _record(I[i], Z[i], s, j, np.float64(cj))
+                s, again = add_to_code(I[i], Z[i], s, j, np.float64(cj))
                 energy -= np.float64(cj) * np.float64(cj)
                 t += 1
                 if again and rule == POSITIVE:
@@ -102,7 +90,7 @@ def mp_nogram_step(C, Ci, mask, rows, R, D, rule, tol2, thr, I, Z, ns, status):
         if vanished(cj, thr[i], rule):
             status[i] = DONE
             continue
-        s, again = _record(I[i], Z[i], ns[i], j, np.float64(cj))
+        s, again = add_to_code(I[i], Z[i], ns[i], j, np.float64(cj))
         ns[i] = s
         r = R[i]
         dj = D[j]

@@ -1,0 +1,570 @@
+"""``MPSAE``: a sparse autoencoder whose encoder is a pursuit on its own (tied) atoms."""
+
+import math
+import numbers
+import time
+
+import numpy as np
+
+from sparsecode._estimator import ParamsMixin
+from sparsecode._validation import check_array, check_choice, float_dtype
+from sparsecode.codes import SparseCodes
+from sparsecode.pursuit._rules import RULES
+from sparsecode.sae import optim
+from sparsecode.sae.mpsae import batch_grad
+
+SOLVERS = ("mp", "topk", "omp", "gp")
+UPDATES = ("adam", "mod", "ksvd", "online")
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a method that needs a fitted model is called before ``fit``."""
+
+
+class MPSAE(ParamsMixin):
+    """Matching-pursuit sparse autoencoder (and classic dictionary learning).
+
+    Encodes ``x`` with ``k`` steps of a pursuit on unit-norm atoms ``D`` after subtracting
+    a pre-bias ``b``, decodes with the same atoms: ``x_hat = z D + b``.  The atoms are
+    learnt by Adam through the exact gradient of the unrolled encoder (``update="adam"``)
+    or by a classic dictionary update at fixed codes (``"mod"``, ``"ksvd"``, ``"online"``).
+
+    Parameters
+    ----------
+    n_atoms : int
+        Number of atoms (the SAE's width).
+    k : int
+        Pursuit steps (MP) or atoms (OMP, GP, TopK) per signal during training; the default
+        of :meth:`transform`.
+    solver : {"mp", "topk", "omp", "gp"}
+        Encoder.  ``"mp"``: matching pursuit (the MP-SAE).  ``"topk"``: the ``k`` atoms of
+        largest correlation, one step (a tied TopK SAE).  ``"omp"``, ``"gp"``: orthogonal
+        and gradient pursuit; with ``update="adam"`` their atoms get the decoder gradient
+        at fixed codes.
+    selection : {"abs", "positive", "signed"}
+        Selection rule of ``"mp"`` and ``"topk"`` (see :func:`sparsecode.mp`);
+        ``"positive"`` gives non-negative codes.
+    tol : float, optional
+        Also stop a signal once ``||r||^2 <= tol ||x - b||^2`` (MP, OMP, GP).
+    update : {"adam", "mod", "ksvd", "online"}
+        How the atoms learn.  ``"adam"``: gradient steps (Adam/AdamW) on the mean squared
+        error, atoms renormalised after each step.  ``"mod"``: least-squares atoms for the
+        batch's codes.  ``"ksvd"``: K-SVD sweep over the atoms.  ``"online"``: block
+        coordinate descent on running statistics of all batches seen (with forgetting).
+    batch_size : int or None
+        Signals per step when fitting an array; None uses the whole array per step (the
+        classic batch form of MOD and K-SVD).
+    n_epochs : int
+        Passes over an array (or over a re-iterable of batches).
+    lr : float
+        Peak learning rate (``update="adam"``).
+    weight_decay : float
+        AdamW's decoupled weight decay (0: Adam).
+    betas : tuple of float
+        Adam's moment decay rates.
+    schedule : {"cosine", "wsd", "constant"}
+        Learning-rate schedule after the linear warmup (see
+        :func:`sparsecode.sae.optim.learning_rate`).
+    warmup_steps : int
+    cooldown : float
+        Fraction of the run spent decaying with ``schedule="wsd"``.
+    final_lr_ratio : float
+        Learning rate at the end of the decay, as a fraction of ``lr``.
+    max_steps : int, optional
+        Stop after this many steps; also the schedule's length when fitting an iterable
+        of unknown length.
+    clip_grad : float or None
+        Clip the joint gradient norm to this value.
+    pre_bias : bool
+        Learn a pre-bias ``b``, initialised to the data mean (fixed at the mean of the
+        first batch for the classic updates).
+    forget : float
+        Forgetting factor of the ``"online"`` statistics (1: remember everything).
+    init : {"signals"} or ndarray of shape (n_atoms, n_features)
+        Initial atoms: random signals of the first batch, or the given atoms.
+    resample_dead : bool
+        Replace atoms unused over ``dead_window`` samples by the worst-reconstructed
+        signals of the current batch.
+    dead_window : int, optional
+        Samples over which an unused atom counts as dead (default
+        ``max(batch_size, 50 n_atoms / k)``).
+    log_every : int
+        Steps between history records (and callback calls).
+    callback : callable, optional
+        Called as ``callback(record)`` with each history record (a dict).
+    progress : bool or "auto"
+        Progress bar: ``"auto"`` shows one when writing to a terminal.
+    dtype : {"float32", "float64"}
+        Precision of the model and of training.
+    random_state : int, Generator or None
+        Seed for initialisation, shuffling and resampling.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_atoms, n_features)
+        Unit-norm atoms.
+    bias_ : ndarray of shape (n_features,)
+        Pre-bias (zeros without ``pre_bias``).
+    n_features_in_ : int
+    n_steps_ : int
+        Training steps taken.
+    n_samples_seen_ : int
+    history_ : list of dict
+        One record every ``log_every`` steps: ``step``, ``samples``, ``lr``, ``loss`` (mean
+        squared error), ``fvu``, ``explained_variance``, ``l0``, ``dead_fraction``,
+        ``residual_norm`` (mean ||r||), ``seconds``.
+    """
+
+    def __init__(self, n_atoms, k, *, solver="mp", selection="abs", tol=None, update="adam",
+                 batch_size=4096, n_epochs=1, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.999),
+                 schedule="cosine", warmup_steps=100, cooldown=0.2, final_lr_ratio=0.1,
+                 max_steps=None, clip_grad=1.0, pre_bias=True, forget=1.0, init="signals",
+                 resample_dead=True, dead_window=None, log_every=50, callback=None,
+                 progress="auto", dtype="float32", random_state=None):
+        self.n_atoms = n_atoms
+        self.k = k
+        self.solver = solver
+        self.selection = selection
+        self.tol = tol
+        self.update = update
+        self.batch_size = batch_size
+        self.n_epochs = n_epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.betas = betas
+        self.schedule = schedule
+        self.warmup_steps = warmup_steps
+        self.cooldown = cooldown
+        self.final_lr_ratio = final_lr_ratio
+        self.max_steps = max_steps
+        self.clip_grad = clip_grad
+        self.pre_bias = pre_bias
+        self.forget = forget
+        self.init = init
+        self.resample_dead = resample_dead
+        self.dead_window = dead_window
+        self.log_every = log_every
+        self.callback = callback
+        self.progress = progress
+        self.dtype = dtype
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, X, y=None):
+        """Learn the atoms (and pre-bias) from ``X``, starting afresh.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or iterable of such arrays
+            An array is cut into shuffled minibatches of ``batch_size`` for ``n_epochs``
+            passes; an iterable yields the batches itself (an iterator is one pass).
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        self._reset()
+        if _is_array(X):
+            X = self._check_X(X, "X", reset=True)
+            n = X.shape[0]
+            bs = n if self.batch_size is None else min(self.batch_size, n)
+            per_epoch = math.ceil(n / bs)
+            total = per_epoch * self.n_epochs
+            if self.max_steps is not None:
+                total = min(total, self.max_steps)
+            self._total_steps = total
+            self._init_model(X[self._rng.permutation(n)[: max(bs, self.n_atoms)]])
+            batches = self._array_batches(X, bs)
+        else:
+            total = self.max_steps
+            if total is None and hasattr(X, "__len__"):
+                passes = 1 if iter(X) is X else self.n_epochs
+                total = len(X) * passes
+            self._total_steps = total
+            batches = self._iter_batches(X)
+        self._train(batches, total)
+        return self
+
+    def partial_fit(self, X, y=None):
+        """One training step on the batch ``X`` (initialising the model on the first call).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        first = not hasattr(self, "components_")
+        if first:
+            self._check_params()
+            self._reset()
+            self._total_steps = self.max_steps
+        X = self._check_X(X, "X", reset=first)
+        if first:
+            self._init_model(X)
+        self._step(X)
+        return self
+
+    def _train(self, batches, total):
+        bar = _progress_bar(self.progress, total)
+        try:
+            for Xb in batches:
+                if self.max_steps is not None and self.n_steps_ >= self.max_steps:
+                    break
+                self._step(Xb)
+                if bar is not None:
+                    bar.update(1)
+                    if self.history_ and self.history_[-1]["step"] == self.n_steps_:
+                        h = self.history_[-1]
+                        bar.set_postfix(fvu=f"{h['fvu']:.4f}", l0=f"{h['l0']:.1f}",
+                                        dead=f"{h['dead_fraction']:.3f}")
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _array_batches(self, X, bs):
+        for _ in range(self.n_epochs):
+            order = self._rng.permutation(X.shape[0])
+            for s in range(0, X.shape[0], bs):
+                yield X[np.sort(order[s : s + bs])]
+
+    def _iter_batches(self, batches):
+        passes = 1 if iter(batches) is batches else self.n_epochs
+        for _ in range(passes):
+            for Xb in batches:
+                first = not hasattr(self, "components_")
+                Xb = self._check_X(Xb, "batch", reset=first)
+                if first:
+                    self._init_model(Xb)
+                yield Xb
+
+    def _reset(self):
+        for name in ("components_", "bias_", "n_features_in_"):
+            self.__dict__.pop(name, None)
+        self._rng = np.random.default_rng(self.random_state)
+        self.n_steps_ = 0
+        self.n_samples_seen_ = 0
+        self.history_ = []
+        self._gram = None
+        self._t0 = time.perf_counter()
+
+    def _init_model(self, X):
+        from sparsecode.dictionary import DeadAtoms, OnlineStats, init_dictionary
+
+        dt = self._dtype
+        nf = X.shape[1]
+        b = X.mean(axis=0, dtype=np.float64).astype(dt) if self.pre_bias else np.zeros(nf, dt)
+        init = self.init
+        if not isinstance(init, str):
+            init = check_array(init, "init").astype(dt)
+            if init.shape != (self.n_atoms, nf):
+                raise ValueError(
+                    f"init must have shape (n_atoms, n_features) = {(self.n_atoms, nf)}; "
+                    f"got {init.shape}"
+                )
+        D = init_dictionary(X - b, self.n_atoms, method=init, random_state=self._rng)
+        self.components_ = np.ascontiguousarray(D, dtype=dt)
+        self.bias_ = b
+        shapes = [D.shape, b.shape] if self.pre_bias else [D.shape]
+        self._opt = optim.Adam(shapes, betas=self.betas, weight_decay=self.weight_decay,
+                               dtype=dt)
+        self._stats = OnlineStats(self.n_atoms, nf) if self.update == "online" else None
+        window = self.dead_window
+        if window is None:
+            window = max(self.batch_size or X.shape[0], 50 * self.n_atoms // self.k)
+        self._dead = DeadAtoms(self.n_atoms, window)
+
+    # ------------------------------------------------------------------ one step
+
+    def _step(self, X):
+        Xc = X - self.bias_
+        lr = optim.learning_rate(
+            self.n_steps_, lr=self.lr, schedule=self.schedule, total_steps=self._total_steps,
+            warmup_steps=self.warmup_steps, cooldown=self.cooldown,
+            final_ratio=self.final_lr_ratio,
+        )
+        if self.update == "adam":
+            codes, resid2 = self._adam_step(Xc, lr)
+        else:
+            codes, resid2 = self._classic_step(Xc)
+        self._gram = None
+        self.n_steps_ += 1
+        self.n_samples_seen_ += X.shape[0]
+        dead = self._track_dead(codes, Xc, resid2)
+        if self.n_steps_ % self.log_every == 0 or self.n_steps_ == 1 or (
+            self._total_steps and self.n_steps_ == self._total_steps
+        ):
+            self._log(Xc, codes, resid2, lr, dead)
+
+    def _adam_step(self, Xc, lr):
+        D, b = self.components_, self.bias_
+        if self.solver in ("mp", "topk"):
+            g = batch_grad(Xc, D, None, k=self.k, tol=self.tol or 0.0,
+                           rule=RULES[self.selection], topk=self.solver == "topk")
+            codes, resid2, gD, gb = g.codes, g.residual_norms2, g.grad_D, g.grad_b
+        else:
+            codes = self._encode(Xc, self.k, self.tol, self.solver, D)
+            R = Xc - codes.decode(D)
+            resid2 = np.einsum("ij,ij->i", R, R, dtype=np.float64)
+            scale = -2.0 / R.size
+            gD = np.asarray(codes.tocsr().T @ R) * scale
+            gD = gD.astype(D.dtype, copy=False)
+            gb = (R.sum(axis=0, dtype=np.float64) * scale).astype(D.dtype)
+        grads = [gD, gb] if self.pre_bias else [gD]
+        optim.clip_grad_norm(grads, self.clip_grad)
+        self._opt.step([D, b] if self.pre_bias else [D], grads, lr)
+        _normalise_rows(D)
+        return codes, resid2
+
+    def _classic_step(self, Xc):
+        from sparsecode.dictionary import (
+            ksvd_update,
+            mod_update,
+            normalize_atoms,
+            online_update,
+        )
+
+        D = self.components_
+        codes = self._encode(Xc, self.k, self.tol, self.solver, D)
+        R = Xc - codes.decode(D)
+        resid2 = np.einsum("ij,ij->i", R, R, dtype=np.float64)
+        if self.update == "mod":
+            new = mod_update(Xc, codes, D=D)
+        elif self.update == "ksvd":
+            new, _ = ksvd_update(Xc, codes, D, exact=True)
+        else:
+            self._stats.update(Xc, codes, forget=self.forget)
+            new = online_update(D, self._stats.A, self._stats.B, constraint="sphere")
+        new, _ = _split(normalize_atoms(np.asarray(new, dtype=D.dtype)))
+        D[...] = new
+        return codes, resid2
+
+    def _track_dead(self, codes, Xc, resid2):
+        from sparsecode.dictionary import resample_dead
+
+        self._dead.update(codes)
+        dead = self._dead.dead()
+        if self.resample_dead and dead.any():
+            D = resample_dead(self.components_, dead, Xc, resid2, random_state=self._rng)
+            self.components_[...] = D
+            self._opt.reset_rows(0, dead)
+            self._dead.reset(dead)
+            self._gram = None
+        return dead
+
+    def _log(self, Xc, codes, resid2, lr, dead):
+        centred = Xc - Xc.mean(axis=0)
+        total = float(np.einsum("ij,ij->", centred, centred, dtype=np.float64))
+        err = float(resid2.sum())
+        fvu = err / total if total > 0 else 0.0
+        record = {
+            "step": self.n_steps_,
+            "samples": self.n_samples_seen_,
+            "lr": lr,
+            "loss": err / Xc.size,
+            "fvu": fvu,
+            "explained_variance": 1.0 - fvu,
+            "l0": float(np.count_nonzero(codes.values) / Xc.shape[0]),
+            "dead_fraction": float(np.mean(dead)),
+            "residual_norm": float(np.sqrt(resid2).mean()),
+            "seconds": time.perf_counter() - self._t0,
+        }
+        self.history_.append(record)
+        if self.callback is not None:
+            self.callback(record)
+
+    # ------------------------------------------------------------------ inference
+
+    def transform(self, X, *, k=None, tol=None, solver=None):
+        """Encode ``X``.
+
+        Inference can use more steps than training, a ``tol`` stop, or another solver on
+        the learnt atoms (for instance OMP).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        k : int, optional
+            Steps/atoms per signal (default: the training ``k``, or ``n_features`` when
+            only ``tol`` is given).
+        tol : float, optional
+            Stop a signal once ``||r||^2 <= tol ||x - b||^2``.
+        solver : {"mp", "topk", "omp", "gp"}, optional
+            Default: the training solver (with its selection rule).
+
+        Returns
+        -------
+        codes : SparseCodes
+        """
+        self._check_fitted()
+        X = self._check_X(X, "X", reset=False)
+        solver = self.solver if solver is None else check_choice(solver, "solver", SOLVERS)
+        if k is None and tol is None:
+            k = self.k
+        return self._encode(X - self.bias_, k, tol, solver, self.components_)
+
+    def fit_transform(self, X, y=None):
+        """``fit(X)`` then ``transform(X)``."""
+        return self.fit(X).transform(X)
+
+    def inverse_transform(self, codes):
+        """Reconstruct signals from codes: ``z D + b``.
+
+        Parameters
+        ----------
+        codes : SparseCodes or array-like of shape (n_samples, n_atoms)
+
+        Returns
+        -------
+        X_hat : ndarray of shape (n_samples, n_features)
+        """
+        self._check_fitted()
+        if isinstance(codes, SparseCodes):
+            if codes.n_atoms != self.n_atoms:
+                raise ValueError(
+                    f"codes must refer to n_atoms = {self.n_atoms} atoms; got {codes.n_atoms}"
+                )
+            return codes.decode(self.components_) + self.bias_
+        Z = check_array(codes, "codes")
+        if Z.shape[1] != self.n_atoms:
+            raise ValueError(
+                f"codes must have n_atoms = {self.n_atoms} columns; got shape {Z.shape}"
+            )
+        return (Z @ self.components_ + self.bias_).astype(self.components_.dtype, copy=False)
+
+    def score(self, X, y=None):
+        """Explained variance of the reconstruction of ``X`` (1 is perfect).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        float
+        """
+        X = self._check_X(X, "X", reset=False) if hasattr(self, "components_") else X
+        X_hat = self.inverse_transform(self.transform(X))
+        from sparsecode.metrics import explained_variance
+
+        return float(explained_variance(X, X_hat))
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def _dtype(self):
+        return np.dtype(self.dtype)
+
+    def _encode(self, Xc, k, tol, solver, D):
+        import sparsecode
+
+        if solver == "topk":
+            return topk_codes(Xc, D, k, self.selection)
+        if solver == "mp":
+            if self._gram is None:
+                self._gram = D @ D.T
+            return sparsecode.mp(Xc, D, k=k, tol=tol, selection=self.selection,
+                                 gram=self._gram if Xc.shape[0] * (k or 1) >= D.shape[0] else False)
+        if solver == "omp":
+            return sparsecode.omp(Xc, D, k=k, tol=tol)
+        return sparsecode.gp(Xc, D, k=k, tol=tol)
+
+    def _check_fitted(self):
+        if not hasattr(self, "components_"):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call fit or partial_fit first"
+            )
+
+    def _check_X(self, X, name, *, reset):
+        X = check_array(X, name)
+        if reset:
+            self.n_features_in_ = X.shape[1]
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"{name} has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input"
+            )
+        dt = self._dtype if hasattr(self, "_rng") else float_dtype(X)
+        return X.astype(dt, copy=False)
+
+    def _check_params(self):
+        _positive_int(self.n_atoms, "n_atoms")
+        _positive_int(self.k, "k")
+        check_choice(self.solver, "solver", SOLVERS)
+        check_choice(self.selection, "selection", tuple(RULES))
+        check_choice(self.update, "update", UPDATES)
+        check_choice(self.schedule, "schedule", optim.SCHEDULES)
+        check_choice(str(np.dtype(self.dtype)), "dtype", ("float32", "float64"))
+        if self.batch_size is not None:
+            _positive_int(self.batch_size, "batch_size")
+        _positive_int(self.n_epochs, "n_epochs")
+        _positive_int(self.log_every, "log_every")
+        if self.max_steps is not None:
+            _positive_int(self.max_steps, "max_steps")
+        if self.solver != "mp" and self.k > self.n_atoms:
+            raise ValueError(
+                f"k must be <= n_atoms = {self.n_atoms} for solver={self.solver!r}; got {self.k}"
+            )
+        if self.solver == "topk" and self.tol is not None:
+            raise ValueError("tol applies to the pursuit solvers; solver='topk' takes k atoms")
+        if not (isinstance(self.lr, numbers.Real) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number; got {self.lr!r}")
+        if not (0.0 < float(self.forget) <= 1.0):
+            raise ValueError(f"forget must be in (0, 1]; got {self.forget!r}")
+        if self.update != "adam" and self.solver == "topk":
+            raise ValueError("solver='topk' trains with update='adam' only")
+
+
+def topk_codes(Xc, D, k, selection):
+    """One-step TopK codes: the ``k`` atoms of best score of ``Xc D^T`` under the selection
+    rule, coded by their correlations (zero scores dropped)."""
+    C = Xc @ D.T
+    score = np.abs(C) if selection == "abs" else C
+    k = min(k, D.shape[0])
+    part = np.argpartition(-score, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(score, part, axis=1), axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1)
+    val = np.take_along_axis(C, idx, axis=1)
+    keep = np.take_along_axis(score, idx, axis=1) > 0
+    idx = np.where(keep, idx, -1).astype(np.int32)
+    val = np.where(keep, val, 0).astype(D.dtype)
+    return SparseCodes(idx, val, D.shape[0])
+
+
+def _normalise_rows(D):
+    norms = np.linalg.norm(D, axis=1, keepdims=True)
+    np.maximum(norms, np.finfo(D.dtype).tiny, out=norms)
+    D /= norms
+
+
+def _split(result):
+    return result if isinstance(result, tuple) else (result, None)
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+
+
+def _is_array(X):
+    return isinstance(X, np.ndarray) or hasattr(X, "__array__") or (
+        isinstance(X, (list, tuple)) and len(X) > 0 and np.isscalar(np.asarray(X[0]).flat[0])
+        and np.asarray(X[0]).ndim == 1
+    )
+
+
+def _progress_bar(progress, total):
+    if progress is False:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="step", disable=None if progress == "auto" else False)

@@ -1,0 +1,140 @@
+"""Adam / AdamW, learning-rate schedules and gradient clipping, in NumPy.
+
+The state is plain arrays (``state_dict`` / ``load_state_dict``), so a training run can be
+saved and resumed exactly.
+"""
+
+import math
+
+import numpy as np
+
+#: Learning-rate schedules understood by :func:`learning_rate`.
+SCHEDULES = ("constant", "cosine", "wsd")
+
+
+def learning_rate(step, *, lr, schedule="cosine", total_steps=None, warmup_steps=0,
+                  cooldown=0.2, final_ratio=0.1):
+    """Learning rate at optimiser step ``step`` (0-based).
+
+    Parameters
+    ----------
+    step : int
+    lr : float
+        Peak learning rate.
+    schedule : {"constant", "cosine", "wsd"}
+        After a linear warmup of ``warmup_steps``: ``"constant"`` holds ``lr``;
+        ``"cosine"`` decays from ``lr`` to ``final_ratio * lr`` along a half cosine until
+        ``total_steps``; ``"wsd"`` (warmup-stable-decay) holds ``lr`` and decays linearly to
+        ``final_ratio * lr`` over the last ``cooldown`` fraction of ``total_steps``.
+    total_steps : int or None
+        Length of the run.  Without it the decaying schedules hold ``lr`` after warmup.
+    warmup_steps : int
+    cooldown : float
+        Fraction of the run spent decaying (``"wsd"``).
+    final_ratio : float
+        Last learning rate as a fraction of ``lr``.
+
+    Returns
+    -------
+    float
+    """
+    if warmup_steps and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant" or not total_steps or step >= total_steps:
+        if schedule != "constant" and total_steps and step >= total_steps:
+            return lr * final_ratio
+        return lr
+    if schedule == "cosine":
+        span = max(total_steps - warmup_steps, 1)
+        frac = (step - warmup_steps) / span
+        return lr * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+    # wsd
+    start = total_steps - int(round(cooldown * total_steps))
+    if step < start:
+        return lr
+    frac = (step - start) / max(total_steps - start, 1)
+    return lr * (1 - (1 - final_ratio) * frac)
+
+
+def clip_grad_norm(grads, max_norm):
+    """Scale ``grads`` in place so their joint 2-norm is at most ``max_norm``.
+
+    Parameters
+    ----------
+    grads : list of ndarray
+    max_norm : float or None
+        No clipping when None or not positive.
+
+    Returns
+    -------
+    float
+        The joint norm before clipping.
+    """
+    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
+    if max_norm and max_norm > 0 and norm > max_norm:
+        scale = max_norm / (norm + 1e-12)
+        for g in grads:
+            g *= scale
+    return norm
+
+
+class Adam:
+    """Adam, or AdamW with ``weight_decay`` (decoupled), over a list of arrays.
+
+    Parameters
+    ----------
+    shapes : list of tuple
+        Shapes of the parameters, in the order :meth:`step` receives them.
+    betas : tuple of float
+    eps : float
+    weight_decay : float
+        Decoupled weight decay (AdamW); 0 gives Adam.
+    dtype : dtype
+        dtype of the moment estimates.
+    """
+
+    def __init__(self, shapes, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 dtype=np.float32):
+        self.betas = tuple(float(b) for b in betas)
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+        self.m = [np.zeros(s, dtype=dtype) for s in shapes]
+        self.v = [np.zeros(s, dtype=dtype) for s in shapes]
+        self.t = 0
+
+    def step(self, params, grads, lr):
+        """Update ``params`` in place from ``grads`` with learning rate ``lr``."""
+        self.t += 1
+        b1, b2 = self.betas
+        c1 = 1 - b1**self.t
+        c2 = 1 - b2**self.t
+        for p, g, m, v in zip(params, grads, self.m, self.v, strict=True):
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * (g * g)
+            if self.weight_decay:
+                p *= 1 - lr * self.weight_decay
+            denom = np.sqrt(v / c2)
+            denom += self.eps
+            p -= (lr / c1) * m / denom
+
+    def reset_rows(self, index, rows):
+        """Zero the moments of ``rows`` of parameter ``index`` (resampled atoms)."""
+        self.m[index][rows] = 0
+        self.v[index][rows] = 0
+
+    def state_dict(self):
+        """dict of arrays and numbers that :meth:`load_state_dict` restores."""
+        out = {"t": self.t}
+        for i, (m, v) in enumerate(zip(self.m, self.v, strict=True)):
+            out[f"m{i}"] = m.copy()
+            out[f"v{i}"] = v.copy()
+        return out
+
+    def load_state_dict(self, state):
+        """Restore the state saved by :meth:`state_dict`."""
+        self.t = int(state["t"])
+        for i in range(len(self.m)):
+            self.m[i][...] = state[f"m{i}"]
+            self.v[i][...] = state[f"v{i}"]
