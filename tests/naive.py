@@ -209,3 +209,42 @@ def encode(fn, X, D, **kw):
         out_v.append(v)
         margin = min(margin, m)
     return out_i, out_v, margin
+
+
+# ---- MP-SAE: the unrolled encoder as a plain function of D and b ----
+
+
+def mpsae_loss(X, D, b, k, rule, topk=False):
+    """MSE of the tied MP-SAE (or one-step TopK) on ``X``, as a plain function of ``D`` and
+    ``b`` (float64, one signal at a time): ``r_0 = x - b``, then per step the atom ``d`` with
+    the best score of ``D r`` (``rule``, as in :func:`mp`) and ``r <- r - (d . r) d``.
+    The formula holds for atoms of any norm, so finite differences can perturb ``D``.
+
+    Returns ``(loss, trace)``; ``trace`` lists the selected atoms of every signal, so a
+    caller can check that a perturbation did not change the path.
+    """
+    D = np.asarray(D, dtype=np.float64)
+    n, nf = X.shape
+    total = 0.0
+    trace = []
+    for x in np.asarray(X, dtype=np.float64):
+        r = x - (0.0 if b is None else np.asarray(b, dtype=np.float64))
+        r0 = r.copy()
+        steps = []
+        c0 = D @ r0
+        for _ in range(k):
+            c = c0.copy() if topk else D @ r
+            if topk:
+                c[steps] = -np.inf if rule != "abs" else 0.0
+            s = _scores(c, np.ones(D.shape[0]), rule)
+            j = int(np.argmax(s))
+            if (rule == "positive" and c[j] <= 0) or c[j] == 0:
+                break
+            again = j in steps
+            steps.append(j)
+            r = r - c[j] * D[j]
+            if rule == "positive" and again and not topk:
+                break
+        total += r @ r
+        trace.append(steps)
+    return total / (n * nf), trace
