@@ -215,7 +215,7 @@ def encode(fn, X, D, **kw):
 
 
 def mpsae_loss(X, D, b, k, rule, topk=False):
-    """MSE of the tied MP-SAE (or one-step TopK) on ``X``, as a plain function of ``D`` and
+    """Mean ``||x - x_hat||^2`` of the tied MP-SAE (or one-step TopK) on ``X``, as a plain function of ``D`` and
     ``b`` (float64, one signal at a time): ``r_0 = x - b``, then per step the atom ``d`` with
     the best score of ``D r`` (``rule``, as in :func:`mp`) and ``r <- r - (d . r) d``.
     The formula holds for atoms of any norm, so finite differences can perturb ``D``.
@@ -224,7 +224,7 @@ def mpsae_loss(X, D, b, k, rule, topk=False):
     caller can check that a perturbation did not change the path.
     """
     D = np.asarray(D, dtype=np.float64)
-    n, nf = X.shape
+    n = X.shape[0]
     total = 0.0
     trace = []
     for x in np.asarray(X, dtype=np.float64):
@@ -247,4 +247,98 @@ def mpsae_loss(X, D, b, k, rule, topk=False):
                 break
         total += r @ r
         trace.append(steps)
-    return total / (n * nf), trace
+    return total / n, trace
+
+
+# ---- dictionary learning: MOD, K-SVD, online BCD, dead atoms (dense, one atom at a time) ----
+
+
+def dl_objective(X, Z, D):
+    """``0.5 * ||X - Z D||_F^2`` with dense codes, in float64."""
+    R = np.asarray(X, dtype=np.float64) - np.asarray(Z, dtype=np.float64) @ np.asarray(D, dtype=np.float64)
+    return 0.5 * float((R * R).sum())
+
+
+def mod_update(X, Z, D, reg):
+    """MOD by dense least squares on the used atoms: minimise
+    ``||X - Z_u D_u||^2 + lam ||D_u||^2`` as the stacked problem ``[Z_u; sqrt(lam) I] D_u = [X; 0]``,
+    ``lam = reg * trace(Z^T Z) / n_atoms``; unused atoms keep ``D`` (zero rows if ``D`` is None)."""
+    X = np.asarray(X, dtype=np.float64)
+    Z = np.asarray(Z, dtype=np.float64)
+    K = Z.shape[1]
+    out = np.zeros((K, X.shape[1])) if D is None else np.array(D, dtype=np.float64)
+    used = [j for j in range(K) if np.any(Z[:, j] != 0)]
+    lam = reg * sum(Z[:, j] @ Z[:, j] for j in range(K)) / K
+    Zu = Z[:, used]
+    lhs = np.vstack([Zu, np.sqrt(lam) * np.eye(len(used))])
+    rhs = np.vstack([X, np.zeros((len(used), X.shape[1]))])
+    sol, *_ = np.linalg.lstsq(lhs, rhs, rcond=None)
+    for m, j in enumerate(used):
+        out[j] = sol[m]
+    return out
+
+
+def ksvd_update(X, Z, pattern, D, exact=True):
+    """K-SVD sweep with the restricted residual formed explicitly for every atom.
+
+    ``pattern`` (n_samples, n_atoms) bool marks the entries that may be non-zero (the
+    users of each atom).  Exact: ``np.linalg.svd`` of ``E``; approximate: ``d = E^T z``
+    normalised, ``z = E d``.  Returns ``(D, Z, gap)``: ``gap`` is the smallest relative
+    singular gap ``(s1 - s2) / s1`` met (exact updates are only determined up to sign, and
+    only well determined when the gap is comfortable).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    Z = np.array(Z, dtype=np.float64)
+    D = np.array(D, dtype=np.float64)
+    gap = np.inf
+    for j in range(D.shape[0]):
+        w = np.flatnonzero(pattern[:, j])
+        if w.size == 0:
+            continue
+        E = X[w] - Z[w] @ D + np.outer(Z[w, j], D[j])
+        if exact:
+            U, S, Vt = np.linalg.svd(E, full_matrices=False)
+            d = Vt[0]
+            s2 = S[1] if S.size > 1 else 0.0
+            if S[0] > 0:
+                gap = min(gap, (S[0] - s2) / S[0])
+        else:
+            d = E.T @ Z[w, j]
+            if np.linalg.norm(d) == 0:
+                d = D[j]
+            d = d / np.linalg.norm(d)
+        D[j] = d
+        Z[w, j] = E @ d
+    return D, Z, gap
+
+
+def online_update(D, A, B, n_iter=1, constraint="ball"):
+    """Block-coordinate descent, one atom at a time, with ``A_j D`` as a sum over atoms."""
+    D = np.array(D, dtype=np.float64)
+    K = D.shape[0]
+    for _ in range(n_iter):
+        for j in range(K):
+            if A[j, j] == 0:
+                continue
+            AjD = sum(A[j, m] * D[m] for m in range(K))
+            u = D[j] + (B[j] - AjD) / A[j, j]
+            nrm = np.linalg.norm(u)
+            if constraint == "ball":
+                D[j] = u / max(1.0, nrm)
+            elif nrm > 0:
+                D[j] = u / nrm
+    return D
+
+
+def dead_atoms(batches, n_atoms, window):
+    """Dead-atom mask after streaming the index arrays ``batches`` sample by sample: atoms
+    that no sample among the last ``window`` used (none dead before ``window`` samples)."""
+    last = [0] * n_atoms  # samples seen up to and including the last use
+    seen = 0
+    for idx in batches:
+        for row in idx:
+            seen += 1
+            for j in row:
+                if j >= 0:
+                    last[j] = seen
+    return np.array([seen - last[j] >= window for j in range(n_atoms)])

@@ -19,9 +19,9 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from sparsecode import _config
+from sparsecode._blas import one_blas_thread
 from sparsecode._validation import (
     check_choice,
     check_gram,
@@ -166,7 +166,7 @@ def run(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0, name="purs
     B = _rows_per_block(prob, extra)
     # Gram path: each kernel thread runs its own single-threaded GEMM, so BLAS is held to
     # one thread for the whole call (its idle threads would spin against the kernel's).
-    limit = threadpool_limits(1, user_api="blas") if use_gram else contextlib.nullcontext()
+    limit = one_blas_thread() if use_gram else contextlib.nullcontext()
     with limit:
         _run_blocks(X, prob, B, I, Z, status, gram_block, nogram_block)
     n_dep = int(np.count_nonzero(status == DEPENDENT))

@@ -64,14 +64,15 @@ def _mp_forward(c, ci, G, rule, mask, k, energy, tol2, thr, topk, J, Cs, I, Z):
         else:
             if again and rule == POSITIVE:
                 break  # support did not change
-            energy -= np.float64(cj) * np.float64(cj)
+            # ||r - c d||^2 = ||r||^2 - c^2 (2 - ||d||^2): exact for atoms of any norm
+            energy -= np.float64(cj) * np.float64(cj) * (2.0 - np.float64(G[j, j]))
             axpy(c, G[j], cj)
     return t
 
 
 @njit(cache=True, inline="always")
-def _mp_backward(x, D, J, Cs, T, gscale, r, g, gD):
-    """Residual of one signal, its loss, and the MP backward; ``g`` ends as dL/dx."""
+def _residual(x, D, J, Cs, T, r):
+    """``r = x - sum_t c_t d_{j_t}``; returns ``||r||^2``."""
     nf = x.shape[0]
     for q in range(nf):
         r[q] = x[q]
@@ -82,6 +83,15 @@ def _mp_backward(x, D, J, Cs, T, gscale, r, g, gD):
     loss = 0.0
     for q in range(nf):
         loss += r[q] * r[q]
+    return loss
+
+
+@njit(cache=True, inline="always")
+def _mp_backward(x, D, J, Cs, T, gscale, r, g, gD):
+    """Residual of one signal, its loss, and the MP backward; ``g`` ends as dL/dx."""
+    nf = x.shape[0]
+    loss = _residual(x, D, J, Cs, T, r)
+    for q in range(nf):
         g[q] = 2.0 * gscale * r[q]
     for t in range(T - 1, -1, -1):
         d = D[J[t]]
@@ -101,15 +111,8 @@ def _mp_backward(x, D, J, Cs, T, gscale, r, g, gD):
 def _topk_backward(x, D, J, Cs, T, gscale, r, g, gD):
     """Residual, loss and backward of the one-step TopK encoder; ``g`` ends as dL/dx."""
     nf = x.shape[0]
+    loss = _residual(x, D, J, Cs, T, r)
     for q in range(nf):
-        r[q] = x[q]
-    for t in range(T):
-        d = D[J[t]]
-        for q in range(nf):
-            r[q] -= Cs[t] * d[q]
-    loss = 0.0
-    for q in range(nf):
-        loss += r[q] * r[q]
         r[q] = 2.0 * gscale * r[q]  # r now holds dL/dr
     for q in range(nf):
         g[q] = r[q]
@@ -127,7 +130,8 @@ def _topk_backward(x, D, J, Cs, T, gscale, r, g, gD):
 
 
 @njit(parallel=True, cache=True)
-def mp_train(nch, X, DT, D, G, rule, mask, k, tol2, thr, topk, gscale, I, Z, loss2, gD, gb):
+def mp_train(nch, X, DT, D, G, rule, mask, k, tol2, thr, topk, gscale, I, Z, loss2, gD, gb,
+             backward=True):
     """Encode every row of ``X`` and accumulate the gradient of ``gscale * sum ||r||^2``.
 
     Parameters
@@ -160,6 +164,9 @@ def mp_train(nch, X, DT, D, G, rule, mask, k, tol2, thr, topk, gscale, I, Z, los
         Per-chunk atom gradients (output, in the dtype of ``D``).
     gb : ndarray of shape (nch, n_features), float64, zero
         Per-chunk sums of ``-dL/dx`` over the signals: the pre-bias gradient (output).
+    backward : bool
+        Accumulate the gradients; when False only codes and ``loss2`` are computed (the
+        encoder alone, for atoms of any norm).
     """
     n, nf = X.shape
     for ch in prange(nch):
@@ -180,6 +187,9 @@ def mp_train(nch, X, DT, D, G, rule, mask, k, tol2, thr, topk, gscale, I, Z, los
                     energy += np.float64(x[q]) * np.float64(x[q])
                 T = _mp_forward(C[i - lo2], Ci[i - lo2], G, rule, mask, k, energy, tol2[i],
                                 thr[i], topk, J, Cs, I[i], Z[i])
+                if not backward:
+                    loss2[i] = _residual(x, D, J, Cs, T, r)
+                    continue
                 if topk:
                     loss2[i] = _topk_backward(x, D, J, Cs, T, gscale, r, g, mine)
                 else:

@@ -47,10 +47,11 @@ class MPSAE(ParamsMixin):
     tol : float, optional
         Also stop a signal once ``||r||^2 <= tol ||x - b||^2`` (MP, OMP, GP).
     update : {"adam", "mod", "ksvd", "online"}
-        How the atoms learn.  ``"adam"``: gradient steps (Adam/AdamW) on the mean squared
-        error, atoms renormalised after each step.  ``"mod"``: least-squares atoms for the
-        batch's codes.  ``"ksvd"``: K-SVD sweep over the atoms.  ``"online"``: block
-        coordinate descent on running statistics of all batches seen (with forgetting).
+        How the atoms learn.  ``"adam"``: gradient steps (Adam/AdamW) on the squared
+        reconstruction error averaged over signals (see ``unit_atoms``).  ``"mod"``:
+        least-squares atoms for the batch's codes.  ``"ksvd"``: K-SVD sweep over the
+        atoms.  ``"online"``: block coordinate descent on running statistics of all
+        batches seen (with forgetting).
     batch_size : int or None
         Signals per step when fitting an array; None uses the whole array per step (the
         classic batch form of MOD and K-SVD).
@@ -78,10 +79,17 @@ class MPSAE(ParamsMixin):
     pre_bias : bool
         Learn a pre-bias ``b``, initialised to the data mean (fixed at the mean of the
         first batch for the classic updates).
+    unit_atoms : bool
+        True: atoms are renormalised to unit norm after every Adam step (which follows
+        the gradient's component tangent to the sphere).  False: atom norms are free, as
+        in the MP-SAE paper's released code; the MP encoder is then the unrolled map
+        ``r <- r - (d . r) d`` taken literally, in training and in :meth:`transform`.
+        The classic updates always renormalise.
     forget : float
         Forgetting factor of the ``"online"`` statistics (1: remember everything).
-    init : {"signals"} or ndarray of shape (n_atoms, n_features)
-        Initial atoms: random signals of the first batch, or the given atoms.
+    init : {"signals", "random"} or ndarray of shape (n_atoms, n_features)
+        Initial atoms: random signals of the first batch (centred by the pre-bias),
+        random unit vectors, or the given atoms.
     resample_dead : bool
         Replace atoms unused over ``dead_window`` samples by the worst-reconstructed
         signals of the current batch.
@@ -111,14 +119,15 @@ class MPSAE(ParamsMixin):
     n_samples_seen_ : int
     history_ : list of dict
         One record every ``log_every`` steps: ``step``, ``samples``, ``lr``, ``loss`` (mean
-        squared error), ``fvu``, ``explained_variance``, ``l0``, ``dead_fraction``,
+        of ``||x - x_hat||^2``), ``fvu``, ``explained_variance``, ``l0``, ``dead_fraction``,
         ``residual_norm`` (mean ||r||), ``seconds``.
     """
 
     def __init__(self, n_atoms, k, *, solver="mp", selection="abs", tol=None, update="adam",
                  batch_size=4096, n_epochs=1, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.999),
                  schedule="cosine", warmup_steps=100, cooldown=0.2, final_lr_ratio=0.1,
-                 max_steps=None, clip_grad=1.0, pre_bias=True, forget=1.0, init="signals",
+                 max_steps=None, clip_grad=1.0, pre_bias=True, unit_atoms=True, forget=1.0,
+                 init="signals",
                  resample_dead=True, dead_window=None, log_every=50, callback=None,
                  progress="auto", dtype="float32", random_state=None):
         self.n_atoms = n_atoms
@@ -139,6 +148,7 @@ class MPSAE(ParamsMixin):
         self.max_steps = max_steps
         self.clip_grad = clip_grad
         self.pre_bias = pre_bias
+        self.unit_atoms = unit_atoms
         self.forget = forget
         self.init = init
         self.resample_dead = resample_dead
@@ -268,7 +278,11 @@ class MPSAE(ParamsMixin):
                     f"init must have shape (n_atoms, n_features) = {(self.n_atoms, nf)}; "
                     f"got {init.shape}"
                 )
-        D = init_dictionary(X - b, self.n_atoms, method=init, random_state=self._rng)
+        if isinstance(init, str) and init == "random":
+            D = self._rng.standard_normal((self.n_atoms, nf))
+            D /= np.linalg.norm(D, axis=1, keepdims=True)
+        else:
+            D = init_dictionary(X - b, self.n_atoms, method=init, random_state=self._rng)
         self.components_ = np.ascontiguousarray(D, dtype=dt)
         self.bias_ = b
         shapes = [D.shape, b.shape] if self.pre_bias else [D.shape]
@@ -312,14 +326,20 @@ class MPSAE(ParamsMixin):
             codes = self._encode(Xc, self.k, self.tol, self.solver, D)
             R = Xc - codes.decode(D)
             resid2 = np.einsum("ij,ij->i", R, R, dtype=np.float64)
-            scale = -2.0 / R.size
+            scale = -2.0 / R.shape[0]
             gD = np.asarray(codes.tocsr().T @ R) * scale
             gD = gD.astype(D.dtype, copy=False)
             gb = (R.sum(axis=0, dtype=np.float64) * scale).astype(D.dtype)
+        if self.unit_atoms:
+            # only the component of each atom's gradient tangent to the unit sphere: the
+            # radial part is undone by the renormalisation, and Adam, which scales each
+            # coordinate by its own history, would let it inflate the tangent steps
+            gD -= np.einsum("ij,ij->i", gD, D)[:, None] * D
         grads = [gD, gb] if self.pre_bias else [gD]
         optim.clip_grad_norm(grads, self.clip_grad)
         self._opt.step([D, b] if self.pre_bias else [D], grads, lr)
-        _normalise_rows(D)
+        if self.unit_atoms:
+            _normalise_rows(D)
         return codes, resid2
 
     def _classic_step(self, Xc):
@@ -367,7 +387,7 @@ class MPSAE(ParamsMixin):
             "step": self.n_steps_,
             "samples": self.n_samples_seen_,
             "lr": lr,
-            "loss": err / Xc.size,
+            "loss": err / Xc.shape[0],
             "fvu": fvu,
             "explained_variance": 1.0 - fvu,
             "l0": float(np.count_nonzero(codes.values) / Xc.shape[0]),
@@ -467,6 +487,9 @@ class MPSAE(ParamsMixin):
 
         if solver == "topk":
             return topk_codes(Xc, D, k, self.selection)
+        if solver == "mp" and not self.unit_atoms:
+            return batch_grad(Xc, D, None, k=k or Xc.shape[1], tol=tol or 0.0,
+                              rule=RULES[self.selection], topk=False, backward=False).codes
         if solver == "mp":
             if self._gram is None:
                 self._gram = D @ D.T
@@ -501,6 +524,8 @@ class MPSAE(ParamsMixin):
         check_choice(self.selection, "selection", tuple(RULES))
         check_choice(self.update, "update", UPDATES)
         check_choice(self.schedule, "schedule", optim.SCHEDULES)
+        if isinstance(self.init, str):
+            check_choice(self.init, "init", ("signals", "random"))
         check_choice(str(np.dtype(self.dtype)), "dtype", ("float32", "float64"))
         if self.batch_size is not None:
             _positive_int(self.batch_size, "batch_size")

@@ -5,7 +5,7 @@ An MP-SAE encodes ``x`` by ``k`` unrolled matching-pursuit steps on unit-norm at
 
     r_0 = x - b,   r_t = r_{t-1} - (d_t . r_{t-1}) d_t,   x_hat = x - r_T
 
-The loss is the mean squared error ``||r_T||^2 / n_features`` averaged over signals.  The
+The loss is the squared reconstruction error ``||r_T||^2`` averaged over signals.  The
 selection of ``d_t`` is piecewise constant in ``D``; between switches the loss is smooth
 and :func:`mpsae_grad` returns its exact gradient.
 """
@@ -13,9 +13,9 @@ and :func:`mpsae_grad` returns its exact gradient.
 from dataclasses import dataclass
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from sparsecode import _config
+from sparsecode._blas import one_blas_thread
 from sparsecode._validation import (
     check_array,
     check_choice,
@@ -36,7 +36,7 @@ class SAEGrad:
     Attributes
     ----------
     loss : float
-        Mean squared error ``sum ||r||^2 / (n_samples n_features)``.
+        Squared reconstruction error averaged over signals, ``sum ||r||^2 / n_samples``.
     grad_D : ndarray of shape (n_atoms, n_features)
         Gradient of ``loss`` with respect to the atoms.
     grad_b : ndarray of shape (n_features,)
@@ -62,7 +62,9 @@ def mpsae_grad(X, D, b=None, *, k, tol=None, selection="abs", encoder="mp", gram
     X : array-like of shape (n_samples, n_features)
         Signals.
     D : array-like of shape (n_atoms, n_features)
-        Unit-norm atoms (the encoder and decoder are tied).
+        Atoms (the encoder and decoder are tied).  With unit-norm atoms the encoder is
+        matching pursuit; with other norms it is the same unrolled map
+        ``r <- r - (d . r) d`` taken literally (training with free atom norms).
     b : array-like of shape (n_features,), optional
         Pre-bias, subtracted before encoding and added back after decoding.
     k : int
@@ -91,14 +93,7 @@ def mpsae_grad(X, D, b=None, *, k, tol=None, selection="abs", encoder="mp", gram
     """
     check_choice(selection, "selection", tuple(RULES))
     check_choice(encoder, "encoder", ENCODERS)
-    X, D, norms2 = check_signals_and_dictionary(X, D)
-    bad = np.flatnonzero(np.abs(norms2 - 1.0) > 1e3 * _config.UNIT_NORM_ATOL[D.dtype])
-    if bad.size:
-        raise ValueError(
-            f"D must have unit-norm atoms (rows); atom {int(bad[0])} has norm "
-            f"{np.sqrt(norms2[bad[0]]):.6g}. Normalise with D / np.linalg.norm(D, axis=1, "
-            "keepdims=True)."
-        )
+    X, D, _ = check_signals_and_dictionary(X, D)
     if encoder == "topk" and tol is not None:
         raise ValueError("tol applies to encoder='mp' only; the TopK encoder takes exactly k atoms")
     k, tol = check_k_tol(k, tol, D.shape[0], D.shape[1], k_may_exceed_atoms=encoder == "mp")
@@ -119,9 +114,10 @@ def mpsae_grad(X, D, b=None, *, k, tol=None, selection="abs", encoder="mp", gram
                       rule=RULES[selection], topk=encoder == "topk")
 
 
-def batch_grad(X, D, G, *, k, tol, rule, topk):
+def batch_grad(X, D, G, *, k, tol, rule, topk, backward=True):
     """:func:`mpsae_grad` on trusted inputs: ``X`` already centred by the pre-bias, ``D``
-    C-contiguous unit-norm atoms of ``X``'s dtype, ``G`` their Gram or None."""
+    C-contiguous atoms of ``X``'s dtype, ``G`` their Gram or None.  With
+    ``backward=False`` only the codes, loss and residual norms are computed."""
     import numba
 
     from sparsecode.sae._mpsae_numba import mp_train
@@ -139,17 +135,19 @@ def batch_grad(X, D, G, *, k, tol, rule, topk):
     Z = np.zeros((n, width), dtype=np.float64)
     loss2 = np.empty(n, dtype=np.float64)
     nch = max(1, min(n, numba.get_num_threads()))
-    gD = np.zeros((nch, K, nf), dtype=dt)
-    gb = np.zeros((nch, nf), dtype=np.float64)
+    shape = (nch, K, nf) if backward else (nch, 1, 1)
+    gD = np.zeros(shape, dtype=dt)
+    gb = np.zeros(shape[::2], dtype=np.float64)
     xnorm2 = np.einsum("ij,ij->i", X, X, dtype=np.float64)
     it = np.dtype(np.int32 if dt == np.float32 else np.int64)
     mask = it.type(np.iinfo(it).max)
-    with threadpool_limits(1, user_api="blas"):
+    with one_blas_thread():
         mp_train(nch, X, D.T, D, G, rule, mask, k, tol * xnorm2,
-                 _config.rtol(dt) * np.sqrt(xnorm2), topk, 1.0 / (n * nf), I, Z, loss2, gD, gb)
+                 _config.rtol(dt) * np.sqrt(xnorm2), topk, 1.0 / n, I, Z, loss2, gD, gb,
+                 backward)
     codes = SparseCodes(I, Z.astype(dt), K)
     return SAEGrad(
-        loss=float(loss2.sum() / (n * nf)),
+        loss=float(loss2.sum() / n),
         grad_D=gD.sum(axis=0) if nch > 1 else gD[0],
         grad_b=gb.sum(axis=0).astype(dt),
         codes=codes,
