@@ -5,6 +5,7 @@ import contextlib
 
 import numpy as np
 
+from sparsecode._blas import one_blas_thread
 from sparsecode._validation import _describe, check_array, float_dtype
 from sparsecode.codes import SparseCodes
 
@@ -92,22 +93,8 @@ def check_codes(codes, dtype, *, n_samples=None, n_atoms=None, name="codes"):
     return idx, val
 
 
-_blas_controller = None
-
-
-def single_blas():
-    """Hold BLAS to one thread (inside the kernels' parallel loops and sequential sweeps
-    its threads only compete with Numba's).  The controller is found once (scanning the
-    loaded libraries costs about a millisecond) and reused."""
-    global _blas_controller
-    try:
-        if _blas_controller is None:
-            from threadpoolctl import ThreadpoolController
-
-            _blas_controller = ThreadpoolController()
-        return _blas_controller.limit(limits=1, user_api="blas")
-    except Exception:  # noqa: BLE001 - no controllable BLAS: nothing to limit
-        return contextlib.nullcontext()
+#: Hold BLAS to one thread (see :mod:`sparsecode._blas`).
+single_blas = one_blas_thread
 
 
 #: Below this many flops a BLAS/LAPACK call runs on one thread: waking a thread pool costs

@@ -80,19 +80,26 @@ class MPSAE(ParamsMixin):
         Learn a pre-bias ``b``, initialised to the data mean (fixed at the mean of the
         first batch for the classic updates).
     unit_atoms : bool
-        True: atoms are renormalised to unit norm after every Adam step (which follows
-        the gradient's component tangent to the sphere).  False: atom norms are free, as
-        in the MP-SAE paper's released code; the MP encoder is then the unrolled map
-        ``r <- r - (d . r) d`` taken literally, in training and in :meth:`transform`.
-        The classic updates always renormalise.
-    forget : float
-        Forgetting factor of the ``"online"`` statistics (1: remember everything).
+        False (default): with ``update="adam"`` the atom norms are free, as in the MP-SAE
+        paper's released code, and the MP encoder is the unrolled map
+        ``r <- r - (d . r) d`` taken literally, in training and in :meth:`transform` (the
+        norms stay close to 1).  True: atoms are renormalised to unit norm after every
+        Adam step, which follows the gradient's component tangent to the sphere; the
+        encoder is then exactly :func:`sparsecode.mp`.  Free norms recovered planted
+        and hierarchical features markedly more often (see the documentation).  The
+        classic updates always renormalise.
+    forget : float, optional
+        Forgetting factor of the ``"online"`` statistics per step (1: remember
+        everything).  Default: ``1 - batch_size / n_samples`` when fitting an array
+        (about one epoch of memory: older statistics were coded with worse atoms), 1
+        otherwise.
     init : {"signals", "random"} or ndarray of shape (n_atoms, n_features)
         Initial atoms: random signals of the first batch (centred by the pre-bias),
         random unit vectors, or the given atoms.
     resample_dead : bool
-        Replace atoms unused over ``dead_window`` samples by the worst-reconstructed
-        signals of the current batch.
+        Every ``dead_window`` samples, replace the atoms unused over that window, and
+        atoms nearly duplicating a more used one (``|cos| > 0.99``), by the
+        worst-reconstructed signals of the current batch.
     dead_window : int, optional
         Samples over which an unused atom counts as dead (default
         ``max(batch_size, 50 n_atoms / k)``).
@@ -126,7 +133,7 @@ class MPSAE(ParamsMixin):
     def __init__(self, n_atoms, k, *, solver="mp", selection="abs", tol=None, update="adam",
                  batch_size=4096, n_epochs=1, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.999),
                  schedule="cosine", warmup_steps=100, cooldown=0.2, final_lr_ratio=0.1,
-                 max_steps=None, clip_grad=1.0, pre_bias=True, unit_atoms=True, forget=1.0,
+                 max_steps=None, clip_grad=1.0, pre_bias=True, unit_atoms=False, forget=None,
                  init="signals",
                  resample_dead=True, dead_window=None, log_every=50, callback=None,
                  progress="auto", dtype="float32", random_state=None):
@@ -186,6 +193,7 @@ class MPSAE(ParamsMixin):
             if self.max_steps is not None:
                 total = min(total, self.max_steps)
             self._total_steps = total
+            self._forget = 1.0 - bs / n if self.forget is None and bs < n else self.forget
             self._init_model(X[self._rng.permutation(n)[: max(bs, self.n_atoms)]])
             batches = self._array_batches(X, bs)
         else:
@@ -262,6 +270,8 @@ class MPSAE(ParamsMixin):
         self.n_samples_seen_ = 0
         self.history_ = []
         self._gram = None
+        self._forget = 1.0 if self.forget is None else self.forget
+        self._last_check = 0
         self._t0 = time.perf_counter()
 
     def _init_model(self, X):
@@ -359,22 +369,33 @@ class MPSAE(ParamsMixin):
         elif self.update == "ksvd":
             new, _ = ksvd_update(Xc, codes, D, exact=True)
         else:
-            self._stats.update(Xc, codes, forget=self.forget)
+            self._stats.update(Xc, codes, forget=self._forget)
             new = online_update(D, self._stats.A, self._stats.B, constraint="sphere")
         new, _ = _split(normalize_atoms(np.asarray(new, dtype=D.dtype)))
         D[...] = new
         return codes, resid2
 
     def _track_dead(self, codes, Xc, resid2):
-        from sparsecode.dictionary import resample_dead
+        """Count atom use; every ``dead_window`` samples replace dead and duplicated atoms
+        (when ``resample_dead``).  Returns the mask of atoms currently dead."""
+        from sparsecode.dictionary import coherent_atoms, resample_dead
 
-        self._dead.update(codes)
-        dead = self._dead.dead()
-        if self.resample_dead and dead.any():
-            D = resample_dead(self.components_, dead, Xc, resid2, random_state=self._rng)
-            self.components_[...] = D
-            self._opt.reset_rows(0, dead)
-            self._dead.reset(dead)
+        tracker = self._dead
+        tracker.update(codes)
+        dead = tracker.dead()
+        if not self.resample_dead or tracker.n_samples - self._last_check < tracker.window:
+            return dead
+        self._last_check = tracker.n_samples
+        D = self.components_
+        replace = dead | coherent_atoms(D, 0.99, usage=tracker.counts)
+        if replace.any():
+            norms = np.linalg.norm(D, axis=1).mean()
+            new = resample_dead(D, replace, Xc, resid2, random_state=self._rng)
+            D[...] = new if self.unit_atoms or self.update != "adam" else new * norms
+            self._opt.reset_rows(0, replace)
+            if self._stats is not None:
+                self._stats.forget_atoms(replace)
+            tracker.reset(replace)
             self._gram = None
         return dead
 
@@ -541,7 +562,7 @@ class MPSAE(ParamsMixin):
             raise ValueError("tol applies to the pursuit solvers; solver='topk' takes k atoms")
         if not (isinstance(self.lr, numbers.Real) and self.lr > 0):
             raise ValueError(f"lr must be a positive number; got {self.lr!r}")
-        if not (0.0 < float(self.forget) <= 1.0):
+        if self.forget is not None and not (0.0 < float(self.forget) <= 1.0):
             raise ValueError(f"forget must be in (0, 1]; got {self.forget!r}")
         if self.update != "adam" and self.solver == "topk":
             raise ValueError("solver='topk' trains with update='adam' only")
