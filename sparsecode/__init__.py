@@ -1,15 +1,31 @@
-"""sparsecode: fast sparse coding (MP, OMP, gradient pursuit) on NumPy arrays.
+"""sparsecode: fast sparse coding (MP, OMP, gradient pursuit), dictionary learning and
+MP-SAE training on NumPy arrays.
 
 Importing the package is cheap: the Numba kernels load on first use (or all at once with
 :func:`warmup`).
 """
 
+from sparsecode import datasets, dictionary, metrics
 from sparsecode.codes import SparseCodes
 from sparsecode.pursuit import gp, gram, mp, omp
+from sparsecode.sae import MPSAE, mpsae_grad
 
 __version__ = "0.1.0"
 
-__all__ = ["SparseCodes", "gp", "gram", "mp", "omp", "warmup", "__version__"]
+__all__ = [
+    "MPSAE",
+    "SparseCodes",
+    "datasets",
+    "dictionary",
+    "gp",
+    "gram",
+    "metrics",
+    "mp",
+    "mpsae_grad",
+    "omp",
+    "warmup",
+    "__version__",
+]
 
 
 def warmup(dtypes=("float32", "float64")):

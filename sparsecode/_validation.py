@@ -46,19 +46,42 @@ def check_array(x, name, *, ndim=2):
     """
     if x is None:
         raise TypeError(f"{name} must be an array of shape (n, m); got None")
+    if hasattr(x, "tocsr") or hasattr(x, "todense"):
+        raise TypeError(
+            f"{name} must be a dense array; sparse input is not supported "
+            f"(got {type(x).__name__}). Convert it with {name}.toarray()."
+        )
     try:
         a = np.asarray(x)
     except Exception as exc:  # noqa: BLE001 - any conversion failure is a type error
         raise TypeError(f"{name} must be array-like; got {type(x).__name__}") from exc
+    if a.dtype.kind == "c":
+        raise ValueError(
+            f"{name} must hold real numbers. Complex data not supported (got dtype {a.dtype})"
+        )
+    if a.dtype.kind == "O":
+        try:
+            a = a.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{name} must hold real numbers; got dtype object with entries that are not "
+                f"numbers ({exc})"
+            ) from exc
     if a.dtype.kind not in "biuf":
         raise TypeError(
             f"{name} must hold real numbers (float32, float64, float16 or integers); "
             f"got dtype {a.dtype}. Convert it with {name}.astype(numpy.float32)."
         )
     if a.ndim != ndim:
-        hint = f" Use {name}.reshape(1, -1) for a single signal." if a.ndim == 1 else ""
+        hint = (f" Reshape your data: {name}.reshape(1, -1) for a single signal."
+                if a.ndim == 1 and ndim == 2 else "")
         raise ValueError(f"{name} must be {ndim}-D; got {_describe(a)}.{hint}")
     if a.size == 0:
+        if ndim == 2 and a.shape[1] == 0:
+            raise ValueError(
+                f"{name} must not be empty; got 0 feature(s) (shape={a.shape}) while a "
+                "minimum of 1 is required."
+            )
         raise ValueError(f"{name} must not be empty; got {_describe(a)}")
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         bad = np.argwhere(~np.isfinite(a))[0]

@@ -79,6 +79,13 @@ class SparseCodes:
             val = self.values[rows]
         return SparseCodes(idx, val, self.n_atoms)
 
+    def __array__(self, dtype=None, copy=None):
+        """The dense ``(n_samples, n_atoms)`` matrix, so ``numpy.asarray(codes)`` works."""
+        dense = self.toarray()
+        if self._xp() is not np:
+            dense = dense.get()
+        return dense if dtype is None else dense.astype(dtype, copy=False)
+
     def toarray(self):
         """Dense codes.
 

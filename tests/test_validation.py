@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import scipy.sparse
 
 import sparsecode
 
@@ -25,7 +26,10 @@ def test_bad_inputs_name_argument_expected_and_actual(fn, XD):
         (dict(X=X, D=D, k=2.5), TypeError, "k must be a positive integer"),
         (dict(X=X, D=D), ValueError, "give k .*tol, or both"),
         (dict(X=X, D=D, tol=1.5), ValueError, r"tol must be in \[0, 1\).*1.5"),
-        (dict(X=X.astype(complex), D=D, k=2), TypeError, "X must hold real numbers"),
+        (dict(X=X.astype(complex), D=D, k=2), ValueError, "Complex data not supported"),
+        (dict(X=X.astype(str), D=D, k=2), TypeError, "X must hold real numbers"),
+        (dict(X=scipy.sparse.csr_matrix(X), D=D, k=2), TypeError, "sparse input is not supported"),
+        (dict(X=X[:, :0], D=D, k=2), ValueError, r"0 feature\(s\) \(shape=\(5, 0\)\)"),
         (dict(X=X, D=D, k=2, gram="yes"), ValueError, "gram must be one of 'auto'"),
         (dict(X=X, D=D, k=2, gram=np.eye(5)), ValueError, r"gram must have shape .*\(6, 6\)"),
         (dict(X=X, D=D, k=2, gram=np.eye(6)), ValueError, "gram does not match D"),

@@ -4,7 +4,6 @@ import numbers
 import warnings
 
 import numpy as np
-import scipy.linalg
 
 from sparsecode._validation import _describe, check_array, float_dtype
 from sparsecode.dictionary._common import (
@@ -39,6 +38,8 @@ def solve_normal_equations(A, B, reg):
     m = used.size
     try:
         with blas_for(m**3 / 3 + 2 * m * m * B.shape[1]):
+            import scipy.linalg  # loaded on first use: it costs half a second at import
+
             factor = scipy.linalg.cho_factor(Au, lower=True, check_finite=False)
             Du = scipy.linalg.cho_solve(factor, Bu, check_finite=False)
     except np.linalg.LinAlgError:

@@ -196,3 +196,8 @@ def mp_train(nch, X, DT, D, G, rule, mask, k, tol2, thr, topk, gscale, I, Z, los
                     loss2[i] = _mp_backward(x, D, J, Cs, T, gscale, r, g, mine)
                 for q in range(nf):
                     gb_mine[q] -= g[q]
+
+
+#: The same kernel without threads: for small batches (a few hundred signals of a small
+#: dictionary), where starting the thread pool costs more than the work.
+mp_train_serial = njit(cache=True)(mp_train.py_func)

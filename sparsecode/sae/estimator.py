@@ -187,6 +187,11 @@ class MPSAE(ParamsMixin):
         if _is_array(X):
             X = self._check_X(X, "X", reset=True)
             n = X.shape[0]
+            if n < 2 and self.pre_bias:
+                raise ValueError(
+                    "fitting needs n_samples >= 2 with pre_bias=True (the pre-bias starts at "
+                    f"the data mean, which leaves nothing to learn from); got n_samples = {n}"
+                )
             bs = n if self.batch_size is None else min(self.batch_size, n)
             per_epoch = math.ceil(n / bs)
             total = per_epoch * self.n_epochs
@@ -614,3 +619,17 @@ def _progress_bar(progress, total):
     except ImportError:
         return None
     return tqdm(total=total, unit="step", disable=None if progress == "auto" else False)
+
+
+#: Common estimator checks that MPSAE is known not to pass, and why.
+EXPECTED_FAILED_CHECKS = {
+    "check_transformer_preserve_dtypes": (
+        "the model computes in its dtype parameter (float32 by default) whatever the "
+        "input's dtype, and its codes come out in that dtype"
+    ),
+    "check_methods_subset_invariance": (
+        "the correlation GEMM's summation order depends on how many signals are encoded "
+        "together, so a near-tie late in a pursuit can resolve differently and change a "
+        "tiny coefficient"
+    ),
+}

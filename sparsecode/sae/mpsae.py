@@ -28,6 +28,9 @@ from sparsecode.pursuit._rules import RULES
 #: Encoders :func:`mpsae_grad` differentiates: unrolled MP, or one-step TopK.
 ENCODERS = ("mp", "topk")
 
+#: Below this many flops in the correlation GEMM a batch runs on one thread.
+SERIAL_FLOPS = 2e7
+
 
 @dataclass
 class SAEGrad:
@@ -120,7 +123,7 @@ def batch_grad(X, D, G, *, k, tol, rule, topk, backward=True):
     ``backward=False`` only the codes, loss and residual norms are computed."""
     import numba
 
-    from sparsecode.sae._mpsae_numba import mp_train
+    from sparsecode.sae._mpsae_numba import mp_train, mp_train_serial
 
     n, nf = X.shape
     K = D.shape[0]
@@ -134,7 +137,9 @@ def batch_grad(X, D, G, *, k, tol, rule, topk, backward=True):
     I = np.full((n, width), -1, dtype=np.int32)
     Z = np.zeros((n, width), dtype=np.float64)
     loss2 = np.empty(n, dtype=np.float64)
-    nch = max(1, min(n, numba.get_num_threads()))
+    # threads pay off once the batch's correlation GEMM is worth more than ~1 ms
+    serial = 2 * n * K * nf < SERIAL_FLOPS
+    nch = 1 if serial else max(1, min(n, numba.get_num_threads()))
     shape = (nch, K, nf) if backward else (nch, 1, 1)
     gD = np.zeros(shape, dtype=dt)
     gb = np.zeros(shape[::2], dtype=np.float64)
@@ -142,7 +147,7 @@ def batch_grad(X, D, G, *, k, tol, rule, topk, backward=True):
     it = np.dtype(np.int32 if dt == np.float32 else np.int64)
     mask = it.type(np.iinfo(it).max)
     with one_blas_thread():
-        mp_train(nch, X, D.T, D, G, rule, mask, k, tol * xnorm2,
+        (mp_train_serial if serial else mp_train)(nch, X, D.T, D, G, rule, mask, k, tol * xnorm2,
                  _config.rtol(dt) * np.sqrt(xnorm2), topk, 1.0 / n, I, Z, loss2, gD, gb,
                  backward)
     codes = SparseCodes(I, Z.astype(dt), K)
