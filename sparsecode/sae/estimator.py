@@ -621,15 +621,18 @@ def _progress_bar(progress, total):
     return tqdm(total=total, unit="step", disable=None if progress == "auto" else False)
 
 
+_GEMM_ORDER = (
+    "in float32 the correlation GEMM's rounding depends on which signals are encoded "
+    "together (and in which order), so codes agree to about 1e-6 relative, not 1e-7, and "
+    "a near-tie late in a pursuit can resolve differently"
+)
+
 #: Common estimator checks that MPSAE is known not to pass, and why.
 EXPECTED_FAILED_CHECKS = {
     "check_transformer_preserve_dtypes": (
         "the model computes in its dtype parameter (float32 by default) whatever the "
         "input's dtype, and its codes come out in that dtype"
     ),
-    "check_methods_subset_invariance": (
-        "the correlation GEMM's summation order depends on how many signals are encoded "
-        "together, so a near-tie late in a pursuit can resolve differently and change a "
-        "tiny coefficient"
-    ),
+    "check_methods_subset_invariance": _GEMM_ORDER,
+    "check_methods_sample_order_invariance": _GEMM_ORDER,
 }
