@@ -155,3 +155,16 @@ def test_bad_input(kwargs, match, rng):
     D = np.eye(5)
     with pytest.raises((ValueError, TypeError), match=match):
         mpsae_grad(X, D, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K", [7, 300, 517])
+def test_gram_symmetric_equals_the_product(dtype, K, rng):
+    from sparsecode.sae.mpsae import gram_symmetric
+
+    D = rng.standard_normal((K, 19)).astype(dtype)
+    G = gram_symmetric(D)
+    assert G.flags.c_contiguous and G.dtype == dtype
+    np.testing.assert_array_equal(G, G.T)
+    np.testing.assert_allclose(G, D.astype(np.float64) @ D.T.astype(np.float64),
+                               rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-4)

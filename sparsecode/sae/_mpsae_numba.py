@@ -201,3 +201,20 @@ def mp_train(nch, X, DT, D, G, rule, mask, k, tol2, thr, topk, gscale, I, Z, los
 #: The same kernel without threads: for small batches (a few hundred signals of a small
 #: dictionary), where starting the thread pool costs more than the work.
 mp_train_serial = njit(cache=True)(mp_train.py_func)
+
+
+@njit(parallel=True, cache=True)
+def mirror_lower(G, B):
+    """Copy the lower triangle of the square ``G`` onto its upper triangle, in ``B x B``
+    tiles (each tile read column-wise from cache, written row-wise)."""
+    K = G.shape[0]
+    nb = (K + B - 1) // B
+    for bi in prange(nb):
+        i0 = bi * B
+        i1 = min(i0 + B, K)
+        for bj in range(bi, nb):
+            j0 = bj * B
+            j1 = min(j0 + B, K)
+            for i in range(i0, i1):
+                for j in range(max(j0, i + 1), j1):
+                    G[i, j] = G[j, i]

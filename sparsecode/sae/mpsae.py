@@ -130,7 +130,7 @@ def batch_grad(X, D, G, *, k, tol, rule, topk, backward=True):
     dt = D.dtype
     X = np.ascontiguousarray(X)
     if G is None and not topk:
-        G = D @ D.T
+        G = gram_symmetric(D)
     if G is None:
         G = np.empty((1, 1), dtype=dt)  # unused by the TopK encoder
     width = min(k, K)
@@ -158,3 +158,28 @@ def batch_grad(X, D, G, *, k, tol, rule, topk, backward=True):
         codes=codes,
         residual_norms2=loss2,
     )
+
+
+def gram_symmetric(D):
+    """``D D^T`` from a symmetric rank-k update (half the flops of a general product,
+    ``n_atoms^2 n_features``) and a tiled copy of one triangle onto the other.
+
+    Parameters
+    ----------
+    D : ndarray of shape (n_atoms, n_features), float32 or float64
+
+    Returns
+    -------
+    G : ndarray of shape (n_atoms, n_atoms), C-contiguous
+    """
+    from scipy.linalg.blas import dsyrk, ssyrk
+
+    from sparsecode.sae._mpsae_numba import mirror_lower
+
+    if D.shape[0] < 256:
+        return D @ D.T
+    syrk = ssyrk if D.dtype == np.float32 else dsyrk
+    # the Fortran-ordered upper triangle of D D^T is the C-ordered lower triangle
+    G = syrk(1.0, D, lower=0).T
+    mirror_lower(G, 64)
+    return G
