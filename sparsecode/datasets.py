@@ -82,6 +82,23 @@ _EPS_CHILDREN = (0.0, 0.0895, 0.163, 0.226, 0.282, 0.3335, 0.3825, 0.431, 0.482)
 _EPS_TOP = (0.0, 0.3, 0.44, 0.529, 0.594, 0.6467, 0.692, 0.733, 0.7739)
 
 
+def _group_cosine(eps, m):
+    """Cosine between two rows of a group of ``m`` orthonormal rows mixed with ``eps``."""
+    b = eps / (m - 1)
+    return ((1 - eps) * 2 * b + (m - 2) * b * b) / ((1 - eps) ** 2 + (m - 1) * b * b)
+
+
+def _eps_for(correlation, m, table):
+    """Mixing weight giving ``correlation``: the paper's value on its grid 0, 0.1, ..., 0.8,
+    else the root of the closed-form cosine (which rises from 0 to 1 on [0, (m-1)/m])."""
+    level = round(correlation * 10)
+    if 0 <= level <= 8 and abs(correlation * 10 - level) < 1e-6:
+        return table[level]
+    from scipy.optimize import brentq
+
+    return brentq(lambda e: _group_cosine(e, m) - correlation, 0.0, (m - 1) / m, xtol=1e-14)
+
+
 def _mix_group(Q0, group, eps):
     """Pull the rows ``group`` of ``Q0`` towards each other, then renormalise them."""
     G = Q0[list(group)]
@@ -113,7 +130,9 @@ def make_hierarchical(n_samples, *, correlation=0.0, dtype=np.float32, random_st
     n_samples : int
         Number of signals, >= 1.
     correlation : float
-        Cosine between two features of the same group, one of 0, 0.1, ..., 0.8.
+        Cosine between two features of the same group, in [0, 1).  On the paper's grid
+        0, 0.1, ..., 0.8 the paper's mixing weights are used; elsewhere the weight is
+        solved for exactly.
     dtype : dtype
         dtype of ``X``, ``F`` and the code values.
     random_state : int, Generator or None
@@ -134,18 +153,19 @@ def make_hierarchical(n_samples, *, correlation=0.0, dtype=np.float32, random_st
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1; got {n_samples}")
     if isinstance(correlation, bool) or not isinstance(correlation, numbers.Real):
-        raise TypeError(f"correlation must be one of 0, 0.1, ..., 0.8; got {correlation!r}")
-    level = round(float(correlation) * 10)
-    if not (0 <= level <= 8 and abs(float(correlation) * 10 - level) < 1e-6):
-        raise ValueError(f"correlation must be one of 0, 0.1, ..., 0.8; got {correlation!r}")
+        raise TypeError(f"correlation must be a number in [0, 1); got {correlation!r}")
+    correlation = float(correlation)
+    if not (0.0 <= correlation < 1.0):
+        raise ValueError(f"correlation must be in [0, 1); got {correlation!r}")
     rng = np.random.default_rng(random_state)
 
     Q0 = np.linalg.qr(rng.standard_normal((20, 20)))[0]
     F = Q0.copy()
     top = HIERARCHY_ROOT_CHILDREN
-    F[list(top)] = _mix_group(Q0, top, _EPS_TOP[level])
+    F[list(top)] = _mix_group(Q0, top, _eps_for(correlation, len(top), _EPS_TOP))
+    eps_children = _eps_for(correlation, 3, _EPS_CHILDREN)
     for children in HIERARCHY_PARENTS.values():
-        F[list(children)] = _mix_group(Q0, children, _EPS_CHILDREN[level])
+        F[list(children)] = _mix_group(Q0, children, eps_children)
 
     # first level: one of the root's children; second level: child 1, 2, 3 or none
     p_top = [0.2 if j in HIERARCHY_PARENTS else 0.05 for j in top]

@@ -143,17 +143,25 @@ def test_reproducible():
     assert not np.array_equal(a[0], c[0])
 
 
-@pytest.mark.parametrize("bad", [0.05, 0.9, -0.1, 1.0, 0.35, 0.31, 0.2999])
-def test_correlation_off_grid(bad):
-    msg = rf"correlation must be one of 0, 0\.1, \.\.\., 0\.8; got {bad}"
-    with pytest.raises(ValueError, match=msg):
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])
+def test_correlation_out_of_range(bad):
+    with pytest.raises(ValueError, match=rf"correlation must be in \[0, 1\); got {bad}"):
         make_hierarchical(10, correlation=bad)
 
 
+@pytest.mark.parametrize("corr", [0.05, 0.2999, 0.35, 0.9, 0.95])
+def test_any_correlation_off_the_grid(corr):
+    _, F, _ = make_hierarchical(3, correlation=corr, dtype=np.float64, random_state=3)
+    for group in GROUPS:
+        C = F[list(group)] @ F[list(group)].T
+        off = C[~np.eye(len(group), dtype=bool)]
+        np.testing.assert_allclose(off, corr, atol=1e-10)
+
+
 def test_argument_errors():
-    with pytest.raises(TypeError, match="correlation must be one of"):
+    with pytest.raises(TypeError, match="correlation must be a number"):
         make_hierarchical(10, correlation="0.3")
-    with pytest.raises(TypeError, match="correlation must be one of"):
+    with pytest.raises(TypeError, match="correlation must be a number"):
         make_hierarchical(10, correlation=True)
     with pytest.raises(ValueError, match="n_samples must be >= 1; got 0"):
         make_hierarchical(0)
