@@ -393,12 +393,17 @@ def coherent_atoms(D, threshold=0.99, usage=None):
             raise ValueError(
                 f"usage must have shape (n_atoms,) = ({n_atoms},); got shape {usage.shape}"
             )
-    U, _ = _unit_rows(D.astype(np.float64))
+    # in the atoms' own float dtype: float32 resolves a 0.99 threshold, and the
+    # n_atoms x n_atoms work (a product and one comparison pass) halves
+    U, _ = _unit_rows(D.astype(float_dtype(D), copy=False))
     with blas_for(n_atoms * n_atoms * D.shape[1]):
-        G = np.abs(U @ U.T)
-    a, b = np.nonzero(np.triu(G, 1) > threshold)
+        G = U @ U.T
+    a, b = np.nonzero((G > threshold) | (G < -threshold))
+    upper = a < b
+    a, b = a[upper], b[upper]
+    coh = np.abs(G[a, b])
     mask = np.zeros(n_atoms, dtype=bool)
-    for e in np.argsort(-G[a, b], kind="stable"):
+    for e in np.argsort(-coh, kind="stable"):
         i, j = a[e], b[e]
         if mask[i] or mask[j]:
             continue

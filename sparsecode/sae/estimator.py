@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from sparsecode._blas import one_blas_thread
 from sparsecode._estimator import ParamsMixin
 from sparsecode._validation import check_array, check_choice, float_dtype
 from sparsecode.codes import SparseCodes
@@ -14,6 +15,11 @@ from sparsecode.sae import optim
 from sparsecode.sae.mpsae import batch_grad
 
 SOLVERS = ("mp", "topk", "omp", "gp")
+
+#: Dead atoms are replaced every ``dead_window`` samples; near-duplicates every this many
+#: windows with ``update="adam"`` (every window with the classic updates, whose windows
+#: are whole passes and which stall on duplicates).
+COHERENCE_EVERY = 4
 UPDATES = ("adam", "mod", "ksvd", "online")
 
 
@@ -98,7 +104,8 @@ class MPSAE(ParamsMixin):
         random unit vectors, or the given atoms.
     resample_dead : bool
         Every ``dead_window`` samples, replace the atoms unused over that window, and
-        atoms nearly duplicating a more used one (``|cos| > 0.99``), by the
+        atoms nearly duplicating a more used one (``|cos| > 0.99``; with Adam every
+        fourth window), by the
         worst-reconstructed signals of the current batch.
     dead_window : int, optional
         Samples over which an unused atom counts as dead (default
@@ -231,16 +238,20 @@ class MPSAE(ParamsMixin):
         X = self._check_X(X, "X", reset=first)
         if first:
             self._init_model(X)
-        self._step(X)
+        with one_blas_thread():
+            self._step(X)
         return self
 
     def _train(self, batches, total):
         bar = _progress_bar(self.progress, total)
+        # Numba's threads do the parallel work; BLAS threads left free between kernel
+        # calls would spin against them (measured: online learning 5x slower on 2 cores)
         try:
             for Xb in batches:
                 if self.max_steps is not None and self.n_steps_ >= self.max_steps:
                     break
-                self._step(Xb)
+                with one_blas_thread():
+                    self._step(Xb)
                 if bar is not None:
                     bar.update(1)
                     if self.history_ and self.history_[-1]["step"] == self.n_steps_:
@@ -277,6 +288,7 @@ class MPSAE(ParamsMixin):
         self._gram = None
         self._forget = 1.0 if self.forget is None else self.forget
         self._last_check = 0
+        self._n_checks = 0
         self._t0 = time.perf_counter()
 
     def _init_model(self, X):
@@ -391,8 +403,13 @@ class MPSAE(ParamsMixin):
         if not self.resample_dead or tracker.n_samples - self._last_check < tracker.window:
             return dead
         self._last_check = tracker.n_samples
+        self._n_checks += 1
         D = self.components_
-        replace = dead | coherent_atoms(D, 0.99, usage=tracker.counts)
+        replace = dead.copy()
+        every = COHERENCE_EVERY if self.update == "adam" else 1
+        if (self._n_checks - 1) % every == 0:
+            # near-duplicates (an n_atoms^2 n_features product) are looked for less often
+            replace |= coherent_atoms(D, 0.99, usage=tracker.counts)
         if replace.any():
             norms = np.linalg.norm(D, axis=1).mean()
             new = resample_dead(D, replace, Xc, resid2, random_state=self._rng)
