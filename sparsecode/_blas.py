@@ -17,6 +17,9 @@ def one_blas_thread():
     global _controller
     try:
         if _controller is None:
+            # the kernels' np.dot calls SciPy's BLAS (Numba binds to it), which may not be
+            # loaded yet: load it first so the controller finds and limits it too
+            import scipy.linalg.cython_blas  # noqa: F401
             from threadpoolctl import ThreadpoolController
 
             _controller = ThreadpoolController()
