@@ -12,7 +12,7 @@ from sparsecode._validation import check_array, check_choice, float_dtype
 from sparsecode.codes import SparseCodes
 from sparsecode.pursuit._rules import RULES
 from sparsecode.sae import optim
-from sparsecode.sae.mpsae import batch_grad
+from sparsecode.sae.mpsae import batch_grad, gram_symmetric
 
 SOLVERS = ("mp", "topk", "omp", "gp")
 
@@ -388,8 +388,7 @@ class MPSAE(ParamsMixin):
         else:
             self._stats.update(Xc, codes, forget=self._forget)
             new = online_update(D, self._stats.A, self._stats.B, constraint="sphere")
-        new, _ = _split(normalize_atoms(np.asarray(new, dtype=D.dtype)))
-        D[...] = new
+        D[...] = normalize_atoms(np.asarray(new, dtype=D.dtype))
         return codes, resid2
 
     def _track_dead(self, codes, Xc, resid2):
@@ -534,10 +533,12 @@ class MPSAE(ParamsMixin):
             return batch_grad(Xc, D, None, k=k or Xc.shape[1], tol=tol or 0.0,
                               rule=RULES[self.selection], topk=False, backward=False).codes
         if solver == "mp":
-            if self._gram is None:
-                self._gram = D @ D.T
-            return sparsecode.mp(Xc, D, k=k, tol=tol, selection=self.selection,
-                                 gram=self._gram if Xc.shape[0] * (k or 1) >= D.shape[0] else False)
+            gram = False  # few signals: recomputing correlations beats building the Gram
+            if Xc.shape[0] * (k or 1) >= D.shape[0]:
+                if self._gram is None:
+                    self._gram = gram_symmetric(D)
+                gram = self._gram
+            return sparsecode.mp(Xc, D, k=k, tol=tol, selection=self.selection, gram=gram)
         if solver == "omp":
             return sparsecode.omp(Xc, D, k=k, tol=tol)
         return sparsecode.gp(Xc, D, k=k, tol=tol)
@@ -610,10 +611,6 @@ def _normalise_rows(D):
     norms = np.linalg.norm(D, axis=1, keepdims=True)
     np.maximum(norms, np.finfo(D.dtype).tiny, out=norms)
     D /= norms
-
-
-def _split(result):
-    return result if isinstance(result, tuple) else (result, None)
 
 
 def _positive_int(value, name):
