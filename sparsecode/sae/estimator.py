@@ -230,16 +230,35 @@ class MPSAE(ParamsMixin):
         -------
         self
         """
-        first = not hasattr(self, "components_")
-        if first:
-            self._check_params()
-            self._reset()
-            self._total_steps = self.max_steps
-        X = self._check_X(X, "X", reset=first)
-        if first:
-            self._init_model(X)
+        if not hasattr(self, "components_"):
+            self.start(X)
+        X = self._check_X(X, "X", reset=False)
         with one_blas_thread():
             self._step(X)
+        return self
+
+    def start(self, X, total_steps=None):
+        """Initialise the model on ``X`` without training (what the first
+        :meth:`partial_fit` does on its batch): atoms drawn from ``X`` (``init``), the
+        pre-bias at its mean, fresh optimizer and counters.
+
+        Useful to initialise from more signals than one batch holds.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        total_steps : int, optional
+            Length of the run, for the learning-rate schedule (default ``max_steps``).
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        self._reset()
+        self._total_steps = self.max_steps if total_steps is None else int(total_steps)
+        X = self._check_X(X, "X", reset=True)
+        self._init_model(X)
         return self
 
     def _train(self, batches, total):
@@ -440,6 +459,74 @@ class MPSAE(ParamsMixin):
         self.history_.append(record)
         if self.callback is not None:
             self.callback(record)
+
+    # ------------------------------------------------------------------ state
+
+    def _training_state(self):
+        """Everything a resumed fit needs beyond ``components_`` and ``bias_``.
+
+        Returns
+        -------
+        arrays : dict of str to ndarray
+        scalars : dict of str to JSON-serialisable values
+        """
+        self._check_fitted()
+        arrays, scalars = {}, {
+            "n_steps": self.n_steps_, "n_samples_seen": self.n_samples_seen_,
+            "n_features_in": self.n_features_in_, "total_steps": self._total_steps,
+            "forget": self._forget, "last_check": self._last_check,
+            "n_checks": self._n_checks, "rng": self._rng.bit_generator.state,
+            "seconds": time.perf_counter() - self._t0,
+        }
+        for name, value in self._opt.state_dict().items():
+            if isinstance(value, np.ndarray):
+                arrays[f"adam_{name}"] = value
+            else:
+                scalars[f"adam_{name}"] = value
+        dead = self._dead
+        arrays.update(dead_counts=dead.counts, dead_last_used=dead.last_used)
+        scalars.update(dead_window=dead.window, dead_n_samples=dead.n_samples)
+        if self._stats is not None:
+            arrays.update(online_A=self._stats.A, online_B=self._stats.B)
+            scalars.update(online_n_samples=self._stats.n_samples,
+                           online_n_updates=self._stats.n_updates)
+        return arrays, scalars
+
+    def _restore_training_state(self, components, bias, arrays, scalars, history=()):
+        """Rebuild a fitted model from :meth:`_training_state` (inverse of it)."""
+        self._check_params()
+        self._reset()
+        self._total_steps = scalars["total_steps"]
+        self.n_features_in_ = int(scalars["n_features_in"])
+        X0 = np.zeros((1, self.n_features_in_), self._dtype)
+        saved_init, self.init = self.init, "random"
+        try:
+            self._init_model(X0)  # allocates the optimiser and trackers
+        finally:
+            self.init = saved_init
+        self.components_[...] = components
+        self.bias_[...] = bias
+        self.n_steps_ = int(scalars["n_steps"])
+        self.n_samples_seen_ = int(scalars["n_samples_seen"])
+        self._forget = scalars["forget"]
+        self._last_check = int(scalars["last_check"])
+        self._n_checks = int(scalars["n_checks"])
+        self._rng.bit_generator.state = scalars["rng"]
+        self._t0 = time.perf_counter() - float(scalars.get("seconds", 0.0))
+        opt = {k[5:]: v for k, v in {**arrays, **scalars}.items() if k.startswith("adam_")}
+        self._opt.load_state_dict(opt)
+        dead = self._dead
+        dead.window = int(scalars["dead_window"])
+        dead.n_samples = int(scalars["dead_n_samples"])
+        dead.counts[...] = arrays["dead_counts"]
+        dead.last_used[...] = arrays["dead_last_used"]
+        if self._stats is not None:
+            self._stats.A[...] = arrays["online_A"]
+            self._stats.B[...] = arrays["online_B"]
+            self._stats.n_samples = int(scalars["online_n_samples"])
+            self._stats.n_updates = int(scalars["online_n_updates"])
+        self.history_ = [dict(h) for h in history]
+        return self
 
     # ------------------------------------------------------------------ inference
 

@@ -1,13 +1,13 @@
-"""The ``sparsecode`` command."""
+"""``sparsecode demo``: every solver on synthetic signals, the file workflow on a
+synthetic activation file, and the MP-SAE paper's hierarchical toy."""
 
-import argparse
-import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 
-def _demo(args):
+def _solvers(args):
     import sparsecode
     from sparsecode.datasets import make_sparse_signals, support_recovery
 
@@ -43,9 +43,6 @@ def _demo(args):
         rate = args.samples / dt
         print(f"{name:<16}{rec:>10.1%}{err:>12.4f}{codes.l0.mean():>9.2f}{rate:>12,.0f}")
     print("\nrecovered: fraction of planted atoms found; rel. error: ||X - Z D|| / ||X||")
-    if args.toy_steps:
-        _demo_toy(args)
-    return 0
 
 
 def _toy_model(solver, steps, seed):
@@ -93,17 +90,74 @@ def _demo_toy(args):
               "(Hungarian-matched |cos| > 0.99)")
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="sparsecode", description="Fast sparse coding on NumPy arrays."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def _workflow(args):
+    """Write a synthetic activation file, then run train, encode, export and info on it
+    as a user would from the shell."""
+    from sparsecode.cli import build_parser
+    from sparsecode.datasets import make_sparse_signals
+    from sparsecode.io import load_model, read_codes, write_activations
+    from sparsecode.io.activations import ActivationReader
+    from sparsecode.metrics import recovery_rate
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    acts, model, codes, export = (work / "acts.h5", work / "model.h5", work / "codes.h5",
+                                  work / "saelens")
+    n, d, atoms, k = args.file_rows, args.features, args.atoms, 5
+    X, D, _ = make_sparse_signals(n, d, atoms, k, noise=args.noise, random_state=args.seed)
+    write_activations(acts, X, dtype="float16", compression="gzip", overwrite=True)
+    print(f"\nThe file workflow in {work}/: {n:,} activations ({d} features, {k}-sparse in "
+          f"{atoms} planted atoms) written to {acts.name} as float16, gzip "
+          f"({acts.stat().st_size / 2**20:.1f} MiB)\n")
+
+    def sh(*argv):
+        print("$ sparsecode " + " ".join(str(a) for a in argv), flush=True)
+        args_ = build_parser().parse_args([str(a) for a in argv])
+        args_.func(args_)
+        print(flush=True)
+
+    sh("train", acts, "--dataset", "activations", "--atoms", atoms, "--k", k, "--out", model,
+       "--epochs", 5, "--batch-size", 500, "--lr", 0.01, "--holdout", 0.1, "--overwrite",
+       "--log-every", 150, "--quiet")
+    sh("encode", model, acts, "--out", codes, "--overwrite", "--quiet")
+    try:
+        import safetensors  # noqa: F401
+    except ImportError:
+        print("(export skipped: pip install 'sparsecode[export]' for SAELens export)\n")
+    else:
+        sh("export", model, "--saelens", export, "--overwrite")
+    sh("info", model)
+    sae = load_model(model)
+    err = tot = 0.0
+    with ActivationReader(acts, "activations", batch_size=10000, shuffle=False) as r:
+        for i, Xb in enumerate(r.epoch(0)):
+            Z = read_codes(codes, i * 10000, i * 10000 + len(Xb))
+            R = Xb - sae.inverse_transform(Z)
+            err += float((R.astype(np.float64) ** 2).sum())
+            tot += float(((Xb - Xb.mean(axis=0)).astype(np.float64) ** 2).sum())
+    print(f"planted atoms recovered (|cos| > 0.99): {recovery_rate(sae.components_, D):.1%}; "
+          f"explained variance of the codes in {codes.name}: {1 - err / tot:.4f}")
+
+
+def run(args):
+    _solvers(args)
+    if args.file_rows:
+        _workflow(args)
+    if args.toy_steps:
+        _demo_toy(args)
+    return 0
+
+
+def add_parser(sub):
     demo = sub.add_parser(
         "demo",
-        help="encode synthetic signals with every solver, train an MP-SAE on a toy",
+        help="every solver on synthetic signals; train/encode/export on a synthetic file; "
+        "an MP-SAE on the toy",
         description="Encode synthetic k-sparse signals from a planted dictionary with every "
-        "solver (support recovery, error, throughput), then train an MP-SAE and a TopK SAE "
-        "on the hierarchical toy of the MP-SAE paper and print the recovery of each feature.",
+        "solver (support recovery, error, throughput); write them to an HDF5 activation "
+        "file and run train, encode, export and info on it; then train an MP-SAE and a "
+        "TopK SAE on the hierarchical toy of the MP-SAE paper and print the recovery of "
+        "each feature.",
     )
     demo.add_argument("--samples", type=int, default=20000)
     demo.add_argument("--features", type=int, default=64)
@@ -112,22 +166,13 @@ def build_parser():
     demo.add_argument("--noise", type=float, default=0.01)
     demo.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--workdir", default="sparsecode-demo",
+                      help="where the file workflow writes its files")
+    demo.add_argument("--file-rows", type=int, default=50000,
+                      help="rows of the synthetic activation file (0 skips the workflow)")
     demo.add_argument("--toy-steps", type=int, default=5000,
                       help="training steps on the hierarchical toy (0 skips it)")
     demo.add_argument("--toy-correlation", type=float, default=0.3,
                       help="within-group cosine of the toy's features (0, 0.1, ..., 0.8)")
-    demo.set_defaults(func=_demo)
-    return parser
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, TypeError) as exc:
-        print(f"sparsecode: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    demo.set_defaults(func=run)
+    return demo

@@ -1,0 +1,45 @@
+"""The ``sparsecode`` command: demo, train, encode, export, info."""
+
+import argparse
+import sys
+
+from sparsecode.cli import demo, encode, export, info, train
+from sparsecode.cli._common import Interrupted
+
+#: Exit codes: bad input, interrupted (as a shell reports SIGINT).
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="sparsecode",
+        description="Fast sparse coding and MP-SAE training on NumPy arrays and HDF5 files.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (demo, train, encode, export, info):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; returns the exit code."""
+    from sparsecode.io import FileFormatError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Interrupted as exc:
+        print(f"sparsecode: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("sparsecode: aborted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (FileNotFoundError, FileExistsError, FileFormatError, ValueError, TypeError,
+            ImportError, IsADirectoryError, PermissionError) as exc:
+        print(f"sparsecode: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

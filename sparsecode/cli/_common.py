@@ -1,0 +1,70 @@
+"""What every subcommand shares: interruption, progress bars, threads."""
+
+import signal
+import sys
+
+
+class Interrupted(Exception):
+    """Raised by a command that stopped cleanly on Ctrl-C (or SIGTERM)."""
+
+
+class StopFlag:
+    """Turns the first Ctrl-C / SIGTERM into a flag the work loop checks between steps,
+    so that it can save its state; a second one aborts at once."""
+
+    def __init__(self):
+        self.set = False
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+        print("\nsparsecode: stopping after the current step (again to abort) ...",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def progress_bar(total, unit, desc, enabled=True):
+    """A tqdm bar with rate and ETA on stderr (None when disabled or tqdm is missing)."""
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit=unit, desc=desc, unit_scale=True, dynamic_ncols=True,
+                file=sys.stderr, disable=None)
+
+
+def say(bar, text):
+    """Print a line on stderr without breaking the progress bar."""
+    if bar is not None:
+        bar.write(text, file=sys.stderr)
+    else:
+        print(text, file=sys.stderr, flush=True)
+
+
+def set_threads(n):
+    """Numba's thread count for the run (None: leave it)."""
+    if n is None:
+        return
+    import numba
+
+    if n < 1 or n > numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(
+            f"--threads must be in [1, {numba.config.NUMBA_NUM_THREADS}]; got {n}"
+        )
+    numba.set_num_threads(n)

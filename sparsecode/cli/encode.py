@@ -1,0 +1,126 @@
+"""``sparsecode encode``: codes of every row of an activation file, written as they are
+computed; Ctrl-C and ``--resume``."""
+
+from pathlib import Path
+
+import numpy as np
+
+from sparsecode.cli._common import Interrupted, StopFlag, progress_bar, say, set_threads
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "encode", help="encode an HDF5 activation file with a trained model",
+        description="Encode every row of a 2-D activation dataset with a model's atoms, in "
+        "file order, streaming. The codes (indices, values) go to OUT.partial as they are "
+        "computed and OUT when done; --resume continues an interrupted run.",
+    )
+    p.add_argument("model", help="model file written by `sparsecode train` (.h5)")
+    p.add_argument("acts", help="activation file (.h5)")
+    p.add_argument("--dataset", default=None,
+                   help="dataset in ACTS (default: the one the model was trained on)")
+    p.add_argument("--out", required=True, help="codes file to write (.h5)")
+    p.add_argument("--resume", action="store_true", help="continue OUT.partial")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.add_argument("--k", type=int, default=None, help="steps per signal (default: the "
+                   "model's k)")
+    p.add_argument("--tol", type=float, default=None,
+                   help="also stop a signal once ||r||^2 <= tol ||x - b||^2")
+    p.add_argument("--solver", choices=["mp", "topk", "omp", "gp"], default=None,
+                   help="default: the model's")
+    p.add_argument("--batch-size", type=int, default=8192)
+    p.add_argument("--buffer-mb", type=float, default=64, help="read buffer (MiB)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args):
+    from sparsecode.io import ActivationReader, CodesWriter, load_model, model_position
+
+    set_threads(args.threads)
+    model = load_model(args.model)
+    dataset = args.dataset
+    if dataset is None:
+        dataset = (model_position(args.model) or {}).get("dataset")
+        if dataset is None:
+            raise ValueError("--dataset is needed: the model does not record its dataset")
+    reader = ActivationReader(args.acts, dataset, batch_size=args.batch_size, shuffle=False,
+                              buffer_bytes=int(args.buffer_mb * 2**20))
+    with reader:
+        if reader.n_features != model.n_features_in_:
+            raise ValueError(
+                f"{args.acts}:{dataset} has {reader.n_features} features per row; the model "
+                f"{args.model} was trained on {model.n_features_in_}"
+            )
+        solver = args.solver or model.solver
+        k = args.k if args.k is not None else (model.k if args.tol is None
+                                               else model.n_features_in_)
+        settings = {"model": str(Path(args.model).resolve()),
+                    "acts": str(Path(args.acts).resolve()), "dataset": dataset,
+                    "solver": solver, "selection": model.selection, "k": k, "tol": args.tol,
+                    "batch_size": args.batch_size}
+        writer = CodesWriter(args.out, model.n_atoms, k, dtype=model.components_.dtype,
+                             settings=settings, resume=args.resume, overwrite=args.overwrite)
+        try:
+            stats = _encode_all(model, reader, writer, args, solver, k)
+        except (ValueError, TypeError):
+            # bad input (a NaN row, ...): leave no file of this run behind
+            if writer.resumed:
+                writer.close()
+            else:
+                writer.discard()
+            raise
+        except BaseException:
+            writer.close()
+            raise
+    path = writer.finish()
+    n, l0, err, tot, secs = stats
+    if n:
+        rel = err / tot if tot > 0 else 0.0
+        say(None, f"encoded {n:,} rows at {n / max(secs, 1e-9):,.0f} rows/s: mean l0 "
+                  f"{l0 / n:.2f}, relative error ||x - x_hat||^2 / ||x - b||^2 {rel:.4f}")
+    say(None, f"wrote {path}")
+    return 0
+
+
+def _encode_all(model, reader, writer, args, solver, k):
+    import time
+
+    done = writer.n_rows
+    if done:
+        say(None, f"resuming {writer.partial} after {done:,} rows")
+    bs = reader.batch_size
+    bar = progress_bar(reader.n_rows, "row", "encode", enabled=not args.quiet)
+    if bar is not None:
+        bar.update(done)
+    n = l0 = 0
+    err = tot = 0.0
+    t0 = time.perf_counter()
+    try:
+        with StopFlag() as stop:
+            skip = done % bs  # rows of the first batch written before the interruption
+            for Xb in reader.epoch(0, start_batch=done // bs):
+                if skip:
+                    Xb, skip = Xb[skip:], 0
+                codes = model.transform(Xb, k=k, tol=args.tol, solver=solver)
+                writer.append(codes)
+                R = Xb - model.inverse_transform(codes)
+                C = Xb - model.bias_
+                err += float(np.einsum("ij,ij->", R, R, dtype=np.float64))
+                tot += float(np.einsum("ij,ij->", C, C, dtype=np.float64))
+                n += len(Xb)
+                l0 += int((codes.indices >= 0).sum())
+                if bar is not None:
+                    bar.update(len(Xb))
+                if stop.set:
+                    writer.close()
+                    raise Interrupted(
+                        f"interrupted after {writer.n_rows:,} of {reader.n_rows:,} rows; "
+                        f"partial codes in {writer.partial}; continue with --resume"
+                    )
+    finally:
+        if bar is not None:
+            bar.close()
+    return n, l0, err, tot, time.perf_counter() - t0

@@ -1,0 +1,229 @@
+"""``sparsecode train``: an MP-SAE (or classic dictionary) from an activation file, with
+checkpoints, Ctrl-C and ``--resume``."""
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sparsecode.cli._common import Interrupted, StopFlag, progress_bar, say, set_threads
+
+#: Model options the command sets, and their MPSAE names.
+MODEL_OPTIONS = {
+    "atoms": "n_atoms", "k": "k", "solver": "solver", "selection": "selection",
+    "update": "update", "batch_size": "batch_size", "lr": "lr", "seed": "random_state",
+}
+
+
+def checkpoint_path(out):
+    """pathlib.Path: where ``train --out OUT`` keeps its checkpoint until it finishes."""
+    out = Path(out)
+    return out.with_name(out.name + ".ckpt")
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "train", help="train an MP-SAE on an HDF5 activation file",
+        description="Train an MP-SAE (a sparse autoencoder whose encoder is matching pursuit "
+        "on its own atoms) on a 2-D activation dataset, streaming shuffled minibatches. "
+        "Checkpoints go to OUT.ckpt (every --checkpoint-every seconds, and on Ctrl-C); "
+        "--resume continues from there with the same data order. The finished model is "
+        "written to OUT.",
+    )
+    p.add_argument("acts", help="activation file (.h5)")
+    p.add_argument("--dataset", required=True, help="name of the 2-D dataset in the file")
+    p.add_argument("--atoms", type=int, required=True, help="number of atoms (SAE width)")
+    p.add_argument("--k", type=int, required=True, help="MP steps per signal")
+    p.add_argument("--out", required=True, help="model file to write (.h5)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--solver", choices=["mp", "topk", "omp", "gp"], default="mp")
+    p.add_argument("--selection", choices=["abs", "positive", "signed"], default="abs")
+    p.add_argument("--update", choices=["adam", "mod", "ksvd", "online"], default="adam")
+    p.add_argument("--holdout", type=float, default=0.0,
+                   help="fraction of rows (at the end of the dataset) kept out of training "
+                   "and used to report explained variance")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data order and the model")
+    p.add_argument("--buffer-mb", type=float, default=256,
+                   help="memory for the shuffle buffer (MiB)")
+    p.add_argument("--checkpoint-every", type=float, default=300, help="seconds")
+    p.add_argument("--checkpoint-steps", type=int, default=None,
+                   help="also checkpoint every this many steps")
+    p.add_argument("--log-every", type=int, default=100, help="metric line every N steps")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def _split(n, holdout):
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError(f"--holdout must be in [0, 1); got {holdout}")
+    n_hold = int(round(n * holdout))
+    if holdout > 0 and (n_hold == 0 or n_hold == n):
+        raise ValueError(f"--holdout {holdout} leaves no rows on one side of the split of {n}")
+    return (0, n - n_hold), ((n - n_hold, n) if n_hold else None)
+
+
+def run(args):
+    from sparsecode.io import ActivationReader, load_model, model_position, save_model
+    from sparsecode.io._h5 import get_dataset, open_file
+    from sparsecode.sae import MPSAE
+
+    set_threads(args.threads)
+    out, ckpt = Path(args.out), checkpoint_path(args.out)
+    if args.resume:
+        if not ckpt.exists():
+            raise FileNotFoundError(
+                f"{ckpt}: no checkpoint to resume" + (f" ({out} is finished)" if out.exists()
+                                                      else "")
+            )
+    elif out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    elif ckpt.exists() and not args.overwrite:
+        raise FileExistsError(
+            f"{ckpt} is left from an interrupted run; continue it with --resume, or pass "
+            "--overwrite to start over"
+        )
+    with open_file(args.acts) as f:
+        n_rows = get_dataset(f, args.dataset).shape[0]
+    train_rows, hold_rows = _split(n_rows, args.holdout)
+    reader = ActivationReader(args.acts, args.dataset, batch_size=args.batch_size,
+                              seed=args.seed, rows=train_rows,
+                              buffer_bytes=int(args.buffer_mb * 2**20))
+    per_epoch = len(reader)
+    total = per_epoch * args.epochs
+    if args.max_steps is not None:
+        total = min(total, args.max_steps)
+    data = {"acts": str(Path(args.acts).resolve()), "dataset": args.dataset,
+            "rows": list(train_rows), "batch_size": args.batch_size, "seed": args.seed,
+            "total_steps": total}
+    if args.resume:
+        model = load_model(ckpt)
+        pos = model_position(ckpt)
+        _check_same_run(args, model, pos, data)
+        epoch, batch = pos["epoch"], pos["batch"]
+        say(None, f"resuming {ckpt} at step {model.n_steps_} (epoch {epoch}, batch {batch})")
+    else:
+        model = MPSAE(args.atoms, args.k, solver=args.solver, selection=args.selection,
+                      update=args.update, batch_size=args.batch_size, lr=args.lr,
+                      max_steps=total, log_every=args.log_every, progress=False,
+                      random_state=args.seed)
+        # initialise from as many signals as there are atoms (one batch may hold fewer)
+        rows, init = 0, []
+        for Xb in reader.epoch(0):
+            init.append(Xb)
+            rows += len(Xb)
+            if rows >= max(args.atoms, args.batch_size):
+                break
+        model.start(np.concatenate(init), total_steps=total)
+        epoch, batch = 0, 0
+    with reader:
+        _loop(model, reader, args, ckpt, data, epoch, batch, total)
+    save_model(model, out, position={**data, "epoch": args.epochs, "batch": 0,
+                                     "finished": True})
+    ckpt.unlink(missing_ok=True)
+    _report(model, args, hold_rows)
+    say(None, f"wrote {out}")
+    return 0
+
+
+def _check_same_run(args, model, pos, data):
+    given = {"atoms": model.n_atoms, "k": model.k}
+    for opt, value in given.items():
+        if getattr(args, opt) != value:
+            raise ValueError(
+                f"--{opt} {getattr(args, opt)} differs from the checkpoint's {value}; resume "
+                "with the options of the interrupted run"
+            )
+    for key in ("acts", "dataset", "rows", "batch_size", "seed"):
+        if pos.get(key) != data[key]:
+            raise ValueError(
+                f"the checkpoint was trained with {key} = {pos.get(key)!r}, not "
+                f"{data[key]!r}; resume with the data and options of the interrupted run"
+            )
+
+
+def _loop(model, reader, args, ckpt, data, epoch, batch, total):
+    from sparsecode.io import save_model
+
+    bar = progress_bar(total, "step", "train", enabled=not args.quiet)
+    if bar is not None:
+        bar.update(model.n_steps_)
+    last_save = time.monotonic()
+    logged = model.history_[-1]["step"] if model.history_ else 0
+
+    def checkpoint(epoch, batch):
+        save_model(model, ckpt, position={**data, "epoch": epoch, "batch": batch})
+
+    try:
+        with StopFlag() as stop:
+            while epoch < args.epochs and model.n_steps_ < total:
+                for Xb in reader.epoch(epoch, batch):
+                    model.partial_fit(Xb)
+                    batch += 1
+                    if bar is not None:
+                        bar.update(1)
+                    if model.history_ and model.history_[-1]["step"] > logged:
+                        h = model.history_[-1]
+                        logged = h["step"]
+                        say(bar, _metric_line(h, total))
+                    due = (time.monotonic() - last_save >= args.checkpoint_every
+                           or (args.checkpoint_steps
+                               and model.n_steps_ % args.checkpoint_steps == 0))
+                    if due:
+                        checkpoint(epoch, batch)
+                        last_save = time.monotonic()
+                    if stop.set or model.n_steps_ >= total:
+                        break
+                if stop.set:
+                    checkpoint(epoch, batch)
+                    raise Interrupted(
+                        f"interrupted at step {model.n_steps_} of {total}; checkpoint in "
+                        f"{ckpt}; continue with --resume"
+                    )
+                if batch >= len(reader):
+                    epoch, batch = epoch + 1, 0
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _metric_line(h, total):
+    return (f"step {h['step']:>7}/{total}  fvu {h['fvu']:.4f}  l0 {h['l0']:.1f}  "
+            f"dead {h['dead_fraction']:.3f}  lr {h['lr']:.2e}  "
+            f"{h['samples'] / max(h['seconds'], 1e-9):,.0f} samples/s")
+
+
+def _report(model, args, hold_rows):
+    from sparsecode.io import ActivationReader
+
+    h = model.history_[-1] if model.history_ else None
+    if h is not None:
+        say(None, f"trained {model.n_steps_} steps on {model.n_samples_seen_:,} samples: "
+                  f"train fvu {h['fvu']:.4f}, l0 {h['l0']:.1f}, dead {h['dead_fraction']:.3f}")
+    if hold_rows is None:
+        return
+    err = tot = 0.0
+    n = 0
+    mean = None
+    with ActivationReader(args.acts, args.dataset, batch_size=args.batch_size, shuffle=False,
+                          rows=hold_rows, buffer_bytes=int(args.buffer_mb * 2**20)) as r:
+        for Xb in r.epoch(0):
+            R = Xb - model.inverse_transform(model.transform(Xb))
+            err += float(np.einsum("ij,ij->", R, R, dtype=np.float64))
+            bm = Xb.mean(axis=0, dtype=np.float64)
+            if mean is None:
+                mean, sq = bm * len(Xb), (Xb.astype(np.float64) ** 2).sum(axis=0)
+            else:
+                mean += bm * len(Xb)
+                sq += (Xb.astype(np.float64) ** 2).sum(axis=0)
+            n += len(Xb)
+    tot = float((sq - mean**2 / n).sum())
+    ev = 1.0 - err / tot if tot > 0 else math.nan
+    say(None, f"held-out rows {hold_rows[0]}-{hold_rows[1]}: explained variance {ev:.4f}")

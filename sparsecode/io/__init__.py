@@ -1,0 +1,31 @@
+"""HDF5 files in and out, streamed in bounded memory: activations (a shuffling reader and
+a resumable writer), codes, and models with their training state; export to SAELens.
+
+Every file is written at ``PATH.partial`` and renamed into place when complete.
+"""
+
+from sparsecode.io._h5 import FileFormatError
+from sparsecode.io.activations import (
+    ActivationReader,
+    ActivationWriter,
+    open_activations,
+    write_activations,
+)
+from sparsecode.io.codes import CodesWriter, codes_settings, read_codes
+from sparsecode.io.model import load_model, model_position, save_model
+from sparsecode.io.saelens import export_saelens
+
+__all__ = [
+    "ActivationReader",
+    "ActivationWriter",
+    "CodesWriter",
+    "FileFormatError",
+    "codes_settings",
+    "export_saelens",
+    "load_model",
+    "model_position",
+    "open_activations",
+    "read_codes",
+    "save_model",
+    "write_activations",
+]

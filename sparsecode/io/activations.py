@@ -1,0 +1,506 @@
+"""Activation files: a streaming, shuffling reader and an appendable writer.
+
+An activation file holds one 2-D dataset ``(n_samples, n_features)`` of float16, float32,
+float64, or bfloat16 stored as uint16 with ``attrs["dtype"] = "bfloat16"``, chunked along
+the rows.  The reader never holds more than its buffer: it reads contiguous,
+chunk-aligned blocks of rows (a few of them, from random places in the file, per buffer
+load), shuffles the rows of the buffer, and cuts them into minibatches.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+from sparsecode.io._append import CHUNK_BYTES, AppendableFile, chunk_rows
+from sparsecode.io._h5 import FileFormatError, get_dataset, open_file
+
+#: dtypes an activation dataset may have (bfloat16: uint16 + ``attrs["dtype"]``).
+SOURCE_DTYPES = ("float16", "float32", "float64", "bfloat16")
+#: Default memory budget of a reader's buffer.
+BUFFER_BYTES = 256 << 20
+#: Rows of a block when the dataset is not chunked: about this many bytes.
+BLOCK_BYTES = 1 << 20
+
+
+def source_dtype(ds):
+    """str: the element type of an activation dataset, one of :data:`SOURCE_DTYPES`.
+
+    Parameters
+    ----------
+    ds : h5py.Dataset
+
+    Raises
+    ------
+    FileFormatError
+        Any other type.
+    """
+    tag = ds.attrs.get("dtype")
+    tag = tag.decode() if isinstance(tag, bytes) else tag
+    if tag == "bfloat16":
+        if ds.dtype != np.uint16:
+            raise FileFormatError(
+                f"{ds.file.filename}:{ds.name} is tagged bfloat16 but stored as {ds.dtype}, "
+                "not uint16"
+            )
+        return "bfloat16"
+    if ds.dtype.kind == "f" and ds.dtype.name in SOURCE_DTYPES:
+        return ds.dtype.name
+    raise FileFormatError(
+        f"{ds.file.filename}:{ds.name} has dtype {ds.dtype}; activations must be float16, "
+        "float32, float64, or bfloat16 (uint16 with attrs['dtype'] = 'bfloat16')"
+    )
+
+
+def bfloat16_to_float32(u16, out=None):
+    """Widen bfloat16 bit patterns to float32 (exact).
+
+    Parameters
+    ----------
+    u16 : ndarray of uint16
+    out : ndarray of float32, optional
+        Same shape as ``u16``.
+
+    Returns
+    -------
+    ndarray of float32
+    """
+    if out is None:
+        out = np.empty(u16.shape, np.float32)
+    bits = out.view(np.uint32)
+    bits[...] = u16
+    bits <<= 16
+    return out
+
+
+def float32_to_bfloat16(x):
+    """Round float32 values to bfloat16 (nearest, ties to even), as uint16 bit patterns.
+
+    Parameters
+    ----------
+    x : ndarray of float32
+
+    Returns
+    -------
+    ndarray of uint16
+    """
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = (u + (np.uint32(0x7FFF) + ((u >> 16) & 1))) >> 16
+    nan = np.isnan(x)
+    if nan.any():
+        rounded[nan] = 0x7FC0
+    return rounded.astype(np.uint16)
+
+
+def _check_count(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int; got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value}")
+    return int(value)
+
+
+def _row_range(rows, n):
+    if rows is None:
+        return 0, n
+    if isinstance(rows, slice):
+        if rows.step not in (None, 1):
+            raise ValueError(f"rows must be a slice with step 1; got {rows}")
+        start, stop, _ = rows.indices(n)
+    else:
+        try:
+            start, stop = rows
+        except (TypeError, ValueError):
+            raise TypeError(f"rows must be None, a slice or (start, stop); got {rows!r}") from None
+        start, stop, _ = slice(start, stop).indices(n)
+    if stop <= start:
+        raise ValueError(f"rows {rows!r} select no rows of the {n} in the dataset")
+    return start, stop
+
+
+class ActivationReader:
+    """Minibatches of an activation dataset, streamed in bounded memory.
+
+    Each epoch visits every row of ``rows`` exactly once.  With ``shuffle``, the blocks
+    (chunk-aligned runs of rows) are visited in a random order, a buffer load holds
+    ``buffer_bytes`` worth of them, and the rows of each load are shuffled before being
+    cut into batches (a batch may span two loads).  The order depends only on ``seed``
+    and the epoch number, so two readers with the same seed agree and a run can restart
+    at any batch (:meth:`epoch` with ``start_batch``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        HDF5 file.
+    dataset : str
+        Name of the 2-D dataset ``(n_samples, n_features)`` in the file.
+    batch_size : int
+        Rows per batch (the last batch of an epoch may be smaller unless ``drop_last``).
+    shuffle : bool
+        Shuffle (True) or read the rows in file order (False, e.g. for encoding).
+    seed : int
+        Seed of the shuffle.
+    rows : slice or (start, stop), optional
+        Only these rows (e.g. a held-out split).
+    buffer_bytes : int
+        Memory budget of the buffer (in the output dtype).  At least one block is read
+        per load, whatever the budget.
+    drop_last : bool
+        Drop an epoch's last, smaller batch.
+    dtype : {"float32", "float64"}
+        dtype of the batches.
+    check_finite : bool
+        Raise ``ValueError`` naming the row when a row holds NaN or infinity.
+
+    Attributes
+    ----------
+    n_rows : int
+        Rows in ``rows``.
+    n_features : int
+    source_dtype : str
+        Element type in the file (one of :data:`SOURCE_DTYPES`).
+    block_rows : int
+        Rows per block (a multiple of the chunk's rows).
+    """
+
+    def __init__(self, path, dataset, *, batch_size=4096, shuffle=True, seed=0, rows=None,
+                 buffer_bytes=BUFFER_BYTES, drop_last=False, dtype="float32",
+                 check_finite=True):
+        self._args = dict(batch_size=batch_size, shuffle=shuffle, seed=seed, rows=rows,
+                          buffer_bytes=buffer_bytes, drop_last=drop_last, dtype=dtype,
+                          check_finite=check_finite)
+        self.path, self.dataset = path, dataset
+        self.batch_size = _check_count(batch_size, "batch_size")
+        self.seed = _check_count(seed, "seed", 0)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.check_finite = bool(check_finite)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64; got {self.dtype}")
+        buffer_bytes = _check_count(buffer_bytes, "buffer_bytes")
+        self._file = open_file(path)
+        try:
+            self._ds = ds = get_dataset(self._file, dataset)
+            if ds.ndim != 2:
+                raise FileFormatError(
+                    f"{path}:{dataset} must be 2-D (n_samples, n_features); got shape "
+                    f"{ds.shape}"
+                )
+            self.source_dtype = source_dtype(ds)
+            n, d = ds.shape
+            if n == 0 or d == 0:
+                raise FileFormatError(f"{path}:{dataset} is empty (shape {ds.shape})")
+            self.n_features = d
+            self._start, self._stop = _row_range(rows, n)
+            self.n_rows = self._stop - self._start
+            row_bytes = d * ds.dtype.itemsize
+            chunk = ds.chunks[0] if ds.chunks else chunk_rows(row_bytes, BLOCK_BYTES)
+            per_block = max(1, BLOCK_BYTES // (chunk * row_bytes))
+            self.block_rows = chunk * per_block
+            out_row = d * self.dtype.itemsize
+            self._load_rows = max(self.block_rows, buffer_bytes // out_row)
+        except BaseException:
+            self._file.close()
+            raise
+        self._blocks = self._make_blocks()
+        self._next_epoch = 0
+
+    # ---------------------------------------------------------------- structure
+
+    def _make_blocks(self):
+        a, b, size = self._start, self._stop, self.block_rows
+        edges = list(range((a // size + 1) * size, b, size))
+        starts = [a, *edges]
+        stops = [*edges, b]
+        return np.array([starts, stops], dtype=np.int64).T
+
+    def __len__(self):
+        """Batches per epoch."""
+        if self.drop_last:
+            return self.n_rows // self.batch_size
+        return math.ceil(self.n_rows / self.batch_size)
+
+    def _loads(self, epoch):
+        """The blocks of each buffer load of ``epoch``: list of (n_blocks_i, 2) arrays."""
+        blocks = self._blocks
+        if self.shuffle:
+            blocks = blocks[np.random.default_rng([self.seed, epoch]).permutation(len(blocks))]
+        loads, current, rows = [], [], 0
+        for blk in blocks:
+            m = int(blk[1] - blk[0])
+            if current and rows + m > self._load_rows:
+                loads.append(np.array(current))
+                current, rows = [], 0
+            current.append(blk)
+            rows += m
+        loads.append(np.array(current))
+        # read each load in file order; its rows are shuffled afterwards
+        return [ld[np.argsort(ld[:, 0])] for ld in loads]
+
+    # ---------------------------------------------------------------- reading
+
+    def epoch(self, epoch=0, start_batch=0):
+        """Iterate over the batches of one epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            Epoch number (seeds the order together with ``seed``).
+        start_batch : int
+            Skip this many batches without reading them (resuming a run).
+
+        Yields
+        ------
+        ndarray of shape (batch_size, n_features)
+            A fresh array (the reader keeps no reference to it).
+        """
+        epoch = _check_count(epoch, "epoch", 0)
+        start_batch = _check_count(start_batch, "start_batch", 0)
+        bs = self.batch_size
+        end = (self.n_rows // bs) * bs if self.drop_last else self.n_rows
+        pos = start_batch * bs
+        pieces, have, load_start = [], 0, 0
+        buf = None
+        for li, blocks in enumerate(self._loads(epoch)):
+            n = int((blocks[:, 1] - blocks[:, 0]).sum())
+            load_end = load_start + n
+            if load_end <= pos or pos >= end:
+                load_start = load_end
+                continue
+            if buf is None:
+                buf = np.empty((min(self._load_rows, self.n_rows), self.n_features),
+                               self.dtype)
+            self._fill(buf, blocks)
+            order = (np.random.default_rng([self.seed, epoch, li]).permutation(n)
+                     if self.shuffle else None)
+            i = pos - load_start
+            while i < n and pos < end:
+                take = min(bs - have, n - i, end - pos)
+                pieces.append(buf[order[i:i + take]] if self.shuffle
+                              else buf[i:i + take].copy())
+                have += take
+                i += take
+                pos += take
+                if have == bs or pos == end:
+                    yield pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+                    pieces, have = [], 0
+            load_start = load_end
+
+    def __iter__(self):
+        """The batches of the next epoch (epoch 0 first, then 1, ...)."""
+        epoch = self._next_epoch
+        self._next_epoch += 1
+        return self.epoch(epoch)
+
+    def read(self, start=0, stop=None):
+        """Rows ``[start, stop)`` of the reader's range, in file order.
+
+        Parameters
+        ----------
+        start, stop : int
+            Offsets within ``rows``.
+
+        Returns
+        -------
+        ndarray of shape (stop - start, n_features)
+        """
+        a, b = _row_range((start, stop), self.n_rows)
+        out = np.empty((b - a, self.n_features), self.dtype)
+        self._fill(out, np.array([[self._start + a, self._start + b]]))
+        return out
+
+    def _fill(self, buf, blocks):
+        """Read ``blocks`` (rows ``[start, stop)`` of the file) one after another into
+        ``buf``; check them; return the number of rows."""
+        ds = self._ds
+        off = 0
+        direct = ds.dtype == self.dtype
+        for a, b in blocks:
+            a, b = int(a), int(b)
+            m = b - a
+            dest = buf[off:off + m]
+            if direct:
+                ds.read_direct(buf, np.s_[a:b], np.s_[off:off + m])
+            else:
+                raw = ds[a:b]
+                if self.source_dtype == "bfloat16":
+                    if self.dtype == np.float32:
+                        bfloat16_to_float32(raw, dest)
+                    else:
+                        dest[...] = bfloat16_to_float32(raw)
+                else:
+                    dest[...] = raw
+            if self.check_finite and not math.isfinite(np.add.reduce(dest, axis=None,
+                                                                     dtype=np.float64)):
+                bad = np.flatnonzero(~np.isfinite(dest).all(axis=1))
+                if bad.size:
+                    raise ValueError(
+                        f"{self.path}:{self.dataset} row {a + int(bad[0])} contains NaN or "
+                        "infinity"
+                    )
+            off += m
+        return off
+
+    # ---------------------------------------------------------------- life cycle
+
+    def close(self):
+        """Close the file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __getstate__(self):
+        # h5py objects do not pickle: a copy reopens the file by name
+        return {"path": self.path, "dataset": self.dataset, "args": self._args,
+                "next_epoch": self._next_epoch}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["dataset"], **state["args"])
+        self._next_epoch = state["next_epoch"]
+
+    def __repr__(self):
+        return (
+            f"ActivationReader({str(self.path)!r}, {self.dataset!r}, n_rows={self.n_rows}, "
+            f"n_features={self.n_features}, source_dtype={self.source_dtype!r}, "
+            f"batch_size={self.batch_size}, shuffle={self.shuffle}, seed={self.seed})"
+        )
+
+
+def open_activations(path, dataset, **kwargs):
+    """Open an activation dataset for streaming: ``ActivationReader(path, dataset, ...)``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    dataset : str
+    **kwargs
+        See :class:`ActivationReader`.
+
+    Returns
+    -------
+    ActivationReader
+    """
+    return ActivationReader(path, dataset, **kwargs)
+
+
+class ActivationWriter(AppendableFile):
+    """Write an activation file row block by row block; resumable.
+
+    The dataset is ``(None, n_features)``-appendable with chunks of about 1 MiB.  Written
+    at ``PATH.partial`` and renamed to ``PATH`` when the ``with`` block ends without an
+    error (or :meth:`finish`); after an interruption, ``resume=True`` continues after the
+    committed rows (:attr:`n_rows`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    n_features : int
+    dataset : str
+        Name of the dataset.
+    dtype : {"float32", "float16", "float64", "bfloat16"}
+        Stored element type (bfloat16: rounded to nearest, stored as uint16).
+    compression : {None, "gzip", "lzf"}
+        HDF5 filter (with the byte-shuffle filter).
+    compression_opts : int, optional
+        gzip level.
+    resume, overwrite : bool
+        See :class:`sparsecode.io.codes.CodesWriter`.
+    commit_seconds : float
+        Commit (flush and record the row count) at most this often while appending.
+    attrs : dict, optional
+        Extra attributes of the dataset.
+    """
+
+    kind = "activations"
+
+    def __init__(self, path, n_features, *, dataset="activations", dtype="float32",
+                 compression=None, compression_opts=None, resume=False, overwrite=False,
+                 commit_seconds=5.0, attrs=None):
+        self.n_features = _check_count(n_features, "n_features")
+        self.dtype = str(np.dtype(dtype)) if dtype != "bfloat16" else "bfloat16"
+        if self.dtype not in SOURCE_DTYPES:
+            raise ValueError(f"dtype must be one of {SOURCE_DTYPES}; got {dtype!r}")
+        if compression not in (None, "gzip", "lzf"):
+            raise ValueError(f"compression must be None, 'gzip' or 'lzf'; got {compression!r}")
+        self.dataset = dataset
+        self.names = (dataset,)
+        self._compression = (compression, compression_opts)
+        self._attrs = dict(attrs or {})
+        super().__init__(path, resume=resume, overwrite=overwrite,
+                         commit_seconds=commit_seconds)
+
+    def _storage(self):
+        return np.dtype(np.uint16) if self.dtype == "bfloat16" else np.dtype(self.dtype)
+
+    def _create(self, f):
+        st = self._storage()
+        rows = chunk_rows(self.n_features * st.itemsize, CHUNK_BYTES)
+        comp, opts = self._compression
+        ds = f.create_dataset(self.dataset, shape=(0, self.n_features), dtype=st,
+                              maxshape=(None, self.n_features), chunks=(rows, self.n_features),
+                              compression=comp, compression_opts=opts, shuffle=comp is not None)
+        if self.dtype == "bfloat16":
+            ds.attrs["dtype"] = "bfloat16"
+        for key, value in self._attrs.items():
+            ds.attrs[key] = value
+
+    def _check_resume(self, f):
+        ds = get_dataset(f, self.dataset)
+        self._require(f, "n_features", self.n_features, ds.shape[1])
+        self._require(f, "dtype", self.dtype, source_dtype(ds))
+
+    def append(self, X):
+        """Append rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_rows, n_features)
+        """
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(
+                f"X must have shape (n_rows, {self.n_features}); got {X.shape}"
+            )
+        if X.dtype.kind not in "fiu":
+            raise TypeError(f"X must hold real numbers; got dtype {X.dtype}")
+        if self.dtype == "bfloat16":
+            X = float32_to_bfloat16(X.astype(np.float32, copy=False))
+        else:
+            X = X.astype(self.dtype, copy=False)
+        self._append([X])
+
+
+def write_activations(path, X, *, dataset="activations", dtype="float32", compression=None,
+                      compression_opts=None, overwrite=False, rows_per_write=65536):
+    """Write an in-memory array as an activation file (atomically).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    X : array-like of shape (n_samples, n_features)
+    dataset, dtype, compression, compression_opts, overwrite
+        See :class:`ActivationWriter`.
+    rows_per_write : int
+        Rows converted and written at a time.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}")
+    with ActivationWriter(path, X.shape[1], dataset=dataset, dtype=dtype,
+                          compression=compression, compression_opts=compression_opts,
+                          overwrite=overwrite) as w:
+        for s in range(0, X.shape[0], rows_per_write):
+            w.append(X[s:s + rows_per_write])
+    return w.path
