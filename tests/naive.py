@@ -342,3 +342,60 @@ def dead_atoms(batches, n_atoms, window):
                 if j >= 0:
                     last[j] = seen
     return np.array([seen - last[j] >= window for j in range(n_atoms)])
+
+
+# ---- SAELens' "matching_pursuit" SAE (inference), for the export ----
+
+
+def saelens_mp_encode(X, W_dec, b_dec, max_iterations, residual_threshold,
+                      stop_on_duplicate_support, *, return_margins=False):
+    """Feature activations of SAELens' ``MatchingPursuitSAE.encode`` (with
+    ``apply_b_dec_to_input``), one signal at a time in float64: ``r = x - b_dec``, then up
+    to ``max_iterations`` times ``j = argmax relu(W_dec r)``, ``v = relu(W_dec[j] . r)``,
+    ``acts[j] += v``, ``r -= v W_dec[j]``; a signal stops once its support
+    (``acts != 0``) is the same as before the step (``stop_on_duplicate_support``) or
+    ``||r|| < residual_threshold`` (when > 0).  ``W_dec`` is used as given (no
+    normalisation).
+
+    Returns dense ``acts`` of shape (n_samples, d_sae); with ``return_margins`` also, per
+    signal, the smallest gap relative to ||x - b_dec|| over its steps between the winning
+    score and the runner-up, between the winning score and 0 (the stop on no positive
+    correlation), and between ||r|| and ``residual_threshold``: where a margin is tiny,
+    rounding can legitimately change the path.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    W = np.asarray(W_dec, dtype=np.float64)
+    b = np.asarray(b_dec, dtype=np.float64)
+    acts = np.zeros((X.shape[0], W.shape[0]))
+    margins = np.full(X.shape[0], np.inf)
+    for i in range(X.shape[0]):
+        r = X[i] - b
+        scale = max(np.sqrt(r @ r), 1e-300)
+        a = acts[i]
+        prev = np.zeros(W.shape[0], dtype=bool)
+        margin = np.inf
+        for _ in range(max_iterations):
+            c = np.array([W[j] @ r for j in range(W.shape[0])])
+            s = np.maximum(c, 0.0)
+            j = int(np.argmax(s))
+            if s[j] > 0:
+                gap = min(_gap(s, j), s[j])
+            else:
+                gap = -c.max()  # how far the best correlation is from turning positive
+            margin = min(margin, gap / scale)
+            v = max(float(W[j] @ r), 0.0)
+            a[j] += v
+            r = r - v * W[j]
+            support = a != 0
+            done = False
+            if stop_on_duplicate_support:
+                done = bool(np.array_equal(support, prev))
+                prev = support
+            if residual_threshold > 0:
+                rn = np.sqrt(r @ r)
+                margin = min(margin, abs(rn - residual_threshold) / scale)
+                done = done or rn < residual_threshold
+            if done:
+                break
+        margins[i] = margin
+    return (acts, margins) if return_margins else acts

@@ -124,7 +124,8 @@ class MPSAE(ParamsMixin):
     Attributes
     ----------
     components_ : ndarray of shape (n_atoms, n_features)
-        Unit-norm atoms.
+        The atoms: unit-norm with ``unit_atoms=True`` or a classic update, of free norm
+        (as the unrolled encoder uses them) otherwise.
     bias_ : ndarray of shape (n_features,)
         Pre-bias (zeros without ``pre_bias``).
     n_features_in_ : int
