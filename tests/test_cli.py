@@ -3,7 +3,7 @@ from sparsecode.cli import main
 
 def test_demo_prints_recovery_for_every_solver(capsys):
     assert main(["demo", "--samples", "300", "--atoms", "64", "--features", "32", "--k", "3",
-                 "--toy-steps", "0"]) == 0
+                 "--toy-steps", "0", "--file-rows", "0"]) == 0
     out = capsys.readouterr().out
     for name in ("mp", "omp", "omp, no Gram", "gp", "acgp"):
         assert f"\n{name} " in out
@@ -20,7 +20,7 @@ def test_bad_arguments_give_one_line_error_and_exit_code_2(capsys):
 
 def test_demo_trains_an_mp_sae_on_the_toy(capsys):
     assert main(["demo", "--samples", "100", "--atoms", "16", "--features", "8", "--k", "2",
-                 "--toy-steps", "3000", "--toy-correlation", "0.0"]) == 0
+                 "--toy-steps", "3000", "--toy-correlation", "0.0", "--file-rows", "0"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line[:3].strip().isdigit() and "|" not in line]
     feature_rows = [r for r in rows if ("parent" in r or "leaf" in r or "child" in r)]

@@ -30,6 +30,8 @@ def add_parser(sub):
                    help="default: the model's")
     p.add_argument("--batch-size", type=int, default=8192)
     p.add_argument("--buffer-mb", type=float, default=64, help="read buffer (MiB)")
+    p.add_argument("--commit-every", type=float, default=5.0, metavar="SECONDS",
+                   help="make the rows written so far durable this often")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -62,7 +64,8 @@ def run(args):
                     "solver": solver, "selection": model.selection, "k": k, "tol": args.tol,
                     "batch_size": args.batch_size}
         writer = CodesWriter(args.out, model.n_atoms, k, dtype=model.components_.dtype,
-                             settings=settings, resume=args.resume, overwrite=args.overwrite)
+                             settings=settings, resume=args.resume, overwrite=args.overwrite,
+                             commit_seconds=args.commit_every)
         try:
             stats = _encode_all(model, reader, writer, args, solver, k)
         except (ValueError, TypeError):

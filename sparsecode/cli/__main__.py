@@ -1,0 +1,5 @@
+import sys
+
+from sparsecode.cli import main
+
+sys.exit(main())
