@@ -47,7 +47,7 @@ def warmup(dtypes=("float32", "float64")):
         D = rng.standard_normal((8, 6)).astype(dt)
         for gram_ in (True, False):
             for sel in ("abs", "positive", "signed"):
-                mp(X, D, k=2, selection=sel, gram=gram_)
+                mp(X, D, k=2, selection=sel, gram=gram_).decode(D)
             for pos in (False, True):
                 omp(X, D, k=2, positive=pos, gram=gram_)
                 for variant in ("gp", "acgp"):

@@ -137,6 +137,13 @@ class SparseCodes:
                 f"D must have shape (n_atoms={self.n_atoms}, n_features); got shape {D.shape}"
             )
         D = D.astype(self.values.dtype, copy=False)
+        if xp is np:
+            from sparsecode._codes_numba import decode
+
+            out = np.empty((len(self), D.shape[1]), dtype=self.values.dtype)
+            decode(np.ascontiguousarray(self.indices), np.ascontiguousarray(self.values),
+                   np.ascontiguousarray(D), out)
+            return out
         out = xp.zeros((len(self), D.shape[1]), dtype=self.values.dtype)
         # one gathered GEMV per slot: O(n * k * n_features), never a dense (n, n_atoms) array
         for s in range(self.k_max):

@@ -399,3 +399,28 @@ def saelens_mp_encode(X, W_dec, b_dec, max_iterations, residual_threshold,
                 break
         margins[i] = margin
     return (acts, margins) if return_margins else acts
+
+
+# ---- bfloat16, for the activation files ----
+
+
+def bfloat16_round(x):
+    """bfloat16 bit patterns (uint16) of the float32 values of ``x``, one value at a time
+    on the float32 bit pattern as a Python int: keep the high 16 bits, rounding the
+    dropped low 16 bits to nearest with ties to the even result (a carry may ripple into
+    the exponent: the largest finite values round up to infinity).  Every NaN becomes the
+    quiet NaN 0x7FC0 (rounding could turn a NaN's payload into infinity)."""
+    x = np.asarray(x, dtype=np.float32)
+    out = np.empty(x.shape, dtype=np.uint16)
+    flat_in, flat_out = x.reshape(-1), out.reshape(-1)
+    for i in range(flat_in.size):
+        bits = int(flat_in[i : i + 1].view(np.uint32)[0])
+        exponent, mantissa = (bits >> 23) & 0xFF, bits & 0x7FFFFF
+        if exponent == 0xFF and mantissa != 0:
+            flat_out[i] = 0x7FC0
+            continue
+        high, low = bits >> 16, bits & 0xFFFF
+        if low > 0x8000 or (low == 0x8000 and high & 1):
+            high += 1
+        flat_out[i] = high
+    return out

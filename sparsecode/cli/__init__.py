@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from sparsecode.cli import demo, encode, export, info, train
-from sparsecode.cli._common import Interrupted
+from sparsecode.cli._common import Interrupted, StopFlag
 
 #: Exit codes: bad input, interrupted (as a shell reports SIGINT).
 EXIT_BAD_INPUT = 2
@@ -28,6 +28,10 @@ def main(argv=None):
 
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "stoppable", False):
+            # from here on, Ctrl-C asks the work loop to save and stop
+            with StopFlag() as args.stop:
+                return args.func(args)
         return args.func(args)
     except Interrupted as exc:
         print(f"sparsecode: {exc}", file=sys.stderr)

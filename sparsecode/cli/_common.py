@@ -37,6 +37,13 @@ class StopFlag:
         return False
 
 
+def stop_flag(args):
+    """The :class:`StopFlag` that ``main`` installed for this command (a fresh, never set
+    one when the command runs without ``main``)."""
+    stop = getattr(args, "stop", None)
+    return stop if stop is not None else StopFlag()
+
+
 def progress_bar(total, unit, desc, enabled=True):
     """A tqdm bar with rate and ETA on stderr (None when disabled or tqdm is missing)."""
     if not enabled:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsecode.cli._common import Interrupted, StopFlag, progress_bar, say, set_threads
+from sparsecode.cli._common import Interrupted, progress_bar, say, set_threads, stop_flag
 
 #: Model options the command sets, and their MPSAE names.
 MODEL_OPTIONS = {
@@ -57,7 +57,7 @@ def add_parser(sub):
     p.add_argument("--log-every", type=int, default=100, help="metric line every N steps")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, stoppable=True)
     return p
 
 
@@ -162,33 +162,33 @@ def _loop(model, reader, args, ckpt, data, epoch, batch, total):
         save_model(model, ckpt, position={**data, "epoch": epoch, "batch": batch})
 
     try:
-        with StopFlag() as stop:
-            while epoch < args.epochs and model.n_steps_ < total:
-                for Xb in reader.epoch(epoch, batch):
-                    model.partial_fit(Xb)
-                    batch += 1
-                    if bar is not None:
-                        bar.update(1)
-                    if model.history_ and model.history_[-1]["step"] > logged:
-                        h = model.history_[-1]
-                        logged = h["step"]
-                        say(bar, _metric_line(h, total))
-                    due = (time.monotonic() - last_save >= args.checkpoint_every
-                           or (args.checkpoint_steps
-                               and model.n_steps_ % args.checkpoint_steps == 0))
-                    if due:
-                        checkpoint(epoch, batch)
-                        last_save = time.monotonic()
-                    if stop.set or model.n_steps_ >= total:
-                        break
-                if stop.set:
+        stop = stop_flag(args)
+        while epoch < args.epochs and model.n_steps_ < total:
+            for Xb in reader.epoch(epoch, batch):
+                model.partial_fit(Xb)
+                batch += 1
+                if bar is not None:
+                    bar.update(1)
+                if model.history_ and model.history_[-1]["step"] > logged:
+                    h = model.history_[-1]
+                    logged = h["step"]
+                    say(bar, _metric_line(h, total))
+                due = (time.monotonic() - last_save >= args.checkpoint_every
+                       or (args.checkpoint_steps
+                           and model.n_steps_ % args.checkpoint_steps == 0))
+                if due:
                     checkpoint(epoch, batch)
-                    raise Interrupted(
-                        f"interrupted at step {model.n_steps_} of {total}; checkpoint in "
-                        f"{ckpt}; continue with --resume"
-                    )
-                if batch >= len(reader):
-                    epoch, batch = epoch + 1, 0
+                    last_save = time.monotonic()
+                if stop.set or model.n_steps_ >= total:
+                    break
+            if stop.set:
+                checkpoint(epoch, batch)
+                raise Interrupted(
+                    f"interrupted at step {model.n_steps_} of {total}; checkpoint in "
+                    f"{ckpt}; continue with --resume"
+                )
+            if batch >= len(reader):
+                epoch, batch = epoch + 1, 0
     finally:
         if bar is not None:
             bar.close()

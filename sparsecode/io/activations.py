@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 
 from sparsecode.io._append import CHUNK_BYTES, AppendableFile, chunk_rows
-from sparsecode.io._h5 import FileFormatError, get_dataset, open_file
+from sparsecode.io._h5 import FileFormatError, file_format, get_dataset, open_file
 
 #: dtypes an activation dataset may have (bfloat16: uint16 + ``attrs["dtype"]``).
 SOURCE_DTYPES = ("float16", "float32", "float64", "bfloat16")
@@ -189,6 +189,10 @@ class ActivationReader:
                 )
             self.source_dtype = source_dtype(ds)
             n, d = ds.shape
+            if file_format(self._file) == "activations" and not self._file.attrs.get(
+                    "complete", True):
+                # a partial file of an interrupted writer: only its committed rows
+                n = min(n, int(self._file.attrs.get("committed_rows", 0)))
             if n == 0 or d == 0:
                 raise FileFormatError(f"{path}:{dataset} is empty (shape {ds.shape})")
             self.n_features = d
@@ -471,11 +475,29 @@ class ActivationWriter(AppendableFile):
             )
         if X.dtype.kind not in "fiu":
             raise TypeError(f"X must hold real numbers; got dtype {X.dtype}")
+        _check_range(X, self.dtype)
         if self.dtype == "bfloat16":
             X = float32_to_bfloat16(X.astype(np.float32, copy=False))
         else:
             X = X.astype(self.dtype, copy=False)
         self._append([X])
+
+
+def _check_range(X, dtype):
+    """Refuse finite values that the stored type would turn into infinity."""
+    if dtype not in ("float16", "bfloat16", "float32") or X.size == 0:
+        return
+    limit = np.finfo(np.float16 if dtype == "float16" else np.float32).max
+    if np.finfo(X.dtype if X.dtype.kind == "f" else np.float64).max <= limit:
+        return
+    finite = np.isfinite(X)
+    big = finite & (np.abs(X) > limit)
+    if big.any():
+        row = int(np.flatnonzero(big.any(axis=1))[0])
+        raise ValueError(
+            f"row {row} of X holds {X[row][big[row]][0]!r}, beyond the {dtype} range "
+            f"(+-{float(limit):.6g}); store as float32 or scale the activations"
+        )
 
 
 def write_activations(path, X, *, dataset="activations", dtype="float32", compression=None,

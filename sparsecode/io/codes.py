@@ -1,11 +1,14 @@
 """Codes files: ``indices`` and ``values`` of :class:`~sparsecode.SparseCodes`, written
 as they are computed and read back by row range."""
 
+import json
+
 import numpy as np
 
 from sparsecode.codes import SparseCodes
 from sparsecode.io._append import CHUNK_BYTES, AppendableFile, chunk_rows
 from sparsecode.io._h5 import (
+    _json_default,
     check_format,
     get_dataset,
     open_file,
@@ -71,7 +74,9 @@ class CodesWriter(AppendableFile):
         self._require(f, "n_atoms", self.n_atoms, int(f.attrs["n_atoms"]))
         self._require(f, "k", self.k, f["indices"].shape[1])
         self._require(f, "dtype", self.dtype, f["values"].dtype)
-        self._require(f, "settings", self.settings, read_json_attr(f, "settings", {}))
+        # compare as stored: JSON turns tuples into lists
+        stored = json.loads(json.dumps(self.settings, default=_json_default))
+        self._require(f, "settings", stored, read_json_attr(f, "settings", {}))
 
     def append(self, codes):
         """Append a batch of codes.

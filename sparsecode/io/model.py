@@ -45,6 +45,8 @@ def _config(model):
             value = "array"  # the atoms it gave are in /components
         elif name == "random_state" and not (value is None or isinstance(value, numbers.Integral)):
             value = None  # a Generator: its state is saved with the training state
+        elif name == "dtype":
+            value = np.dtype(value).name
         elif isinstance(value, tuple):
             value = list(value)
         config[name] = value
@@ -81,28 +83,38 @@ def save_model(model, path, *, position=None, overwrite=True):
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists")
     arrays, scalars = model._training_state()
-    tmp = partial_path(path)
-    with open_file(tmp, "w") as f:
-        import sparsecode
+    import json
 
-        f.attrs["sparsecode_format"] = "model"
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["sparsecode_version"] = sparsecode.__version__
-        write_json_attr(f, "config", _config(model))
-        write_json_attr(f, "state", scalars)
-        write_json_attr(f, "position", position)
-        f.create_dataset("components", data=model.components_)
-        f.create_dataset("bias", data=model.bias_)
-        columns = list(model.history_[0]) if model.history_ else []
-        table = np.array([[h[c] for c in columns] for h in model.history_], np.float64)
-        hist = f.create_dataset("history", data=table.reshape(len(model.history_),
-                                                              len(columns)))
-        write_json_attr(hist, "columns", columns)
-        state = f.create_group("state")
-        for name, value in arrays.items():
-            state.create_dataset(name, data=value)
-        if not isinstance(model.init, str):
-            f.create_dataset("init", data=np.asarray(model.init))
+    from sparsecode.io._h5 import _json_default
+
+    # everything that could fail to serialise is encoded before the file is opened
+    texts = {name: json.dumps(value, default=_json_default) for name, value in
+             (("config", _config(model)), ("state", scalars), ("position", position))}
+    columns = list(model.history_[0]) if model.history_ else []
+    table = np.array([[h[c] for c in columns] for h in model.history_], np.float64)
+    tmp = partial_path(path)
+    try:
+        with open_file(tmp, "w") as f:
+            import sparsecode
+
+            f.attrs["sparsecode_format"] = "model"
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["sparsecode_version"] = sparsecode.__version__
+            for name, text in texts.items():
+                f.attrs[name] = text
+            f.create_dataset("components", data=model.components_)
+            f.create_dataset("bias", data=model.bias_)
+            hist = f.create_dataset("history",
+                                    data=table.reshape(len(model.history_), len(columns)))
+            write_json_attr(hist, "columns", columns)
+            state = f.create_group("state")
+            for name, value in arrays.items():
+                state.create_dataset(name, data=value)
+            if not isinstance(model.init, str):
+                f.create_dataset("init", data=np.asarray(model.init))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     replace_into_place(tmp, path)
     return path
 
