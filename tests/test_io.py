@@ -1115,3 +1115,20 @@ def test_load_model_refuses_other_files(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "missing.h5")
     assert sorted(os.listdir(tmp_path)) == ["a.h5", "x.h5"]
+
+
+def test_an_mpsae_fits_from_a_reader_one_epoch_per_pass(tmp_path):
+    from sparsecode import MPSAE
+    from sparsecode.datasets import make_sparse_signals
+    from sparsecode.io import ActivationReader, write_activations
+
+    X, _, _ = make_sparse_signals(1000, 8, 16, 2, random_state=0)
+    path = write_activations(tmp_path / "a.h5", X)
+    reader = ActivationReader(path, "activations", batch_size=300, seed=1)
+    seen = []
+    sae = MPSAE(16, 2, n_epochs=3, log_every=1, progress=False, random_state=0,
+                callback=lambda rec: seen.append(rec["samples"]))
+    sae.fit(reader)
+    assert sae.n_steps_ == 3 * len(reader) == 12
+    assert sae.n_samples_seen_ == 3 * len(X)
+    assert reader._next_epoch == 3  # epochs 0, 1, 2: none skipped

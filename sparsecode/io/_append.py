@@ -9,6 +9,7 @@ import h5py
 from sparsecode.io._h5 import (
     FileFormatError,
     check_format,
+    fsync_file,
     open_file,
     partial_path,
     replace_into_place,
@@ -28,9 +29,9 @@ class AppendableFile:
     ``PATH.partial`` and renamed to ``PATH`` by :meth:`finish`.
 
     ``attrs["committed_rows"]`` counts the rows known to be on disk; :meth:`commit`
-    advances it (after a flush) and runs at most every ``commit_seconds`` from
-    :meth:`append`.  Reopened with ``resume=True``, the partial file is cut back to its
-    committed rows and writing goes on from there.
+    writes the rows out (flush and fsync), then advances it, and runs at most every
+    ``commit_seconds`` from :meth:`append`.  Reopened with ``resume=True``, the partial
+    file is cut back to its committed rows and writing goes on from there.
 
     Subclasses set ``kind`` and implement ``_create(f)`` (make the datasets, named in
     ``self.names``) and ``_check_resume(f)`` (raise if the partial file was made with
@@ -110,8 +111,10 @@ class AppendableFile:
         """Make every row written so far durable: flush, then record the count."""
         f = self._file
         f.flush()
+        fsync_file(f)  # the rows are on disk before the count that vouches for them
         f.attrs["committed_rows"] = self._rows
         f.flush()
+        fsync_file(f)
         self._committed_at = time.monotonic()
 
     def close(self):

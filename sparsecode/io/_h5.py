@@ -141,14 +141,25 @@ def check_format(f, expected):
 
 
 def replace_into_place(tmp, path):
-    """Move the finished ``tmp`` to ``path`` atomically, and make the rename durable."""
+    """Move the finished (closed) ``tmp`` to ``path`` atomically: its content reaches
+    the disk first, then the rename."""
+    fsync_path(tmp)
     os.replace(tmp, path)
-    _fsync_dir(Path(path).parent)
+    fsync_path(Path(path).parent)
 
 
-def _fsync_dir(directory):
+def fsync_file(f):
+    """Push an open HDF5 file's written bytes to the disk (after ``f.flush()``)."""
     try:
-        fd = os.open(directory, os.O_RDONLY)
+        os.fsync(f.id.get_vfd_handle())
+    except (OSError, ValueError, TypeError):
+        pass  # a driver without a file descriptor: flush is all there is
+
+
+def fsync_path(path):
+    """fsync a closed file or a directory by name (best effort)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:

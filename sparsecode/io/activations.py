@@ -292,10 +292,11 @@ class ActivationReader:
             load_start = load_end
 
     def __iter__(self):
-        """The batches of the next epoch (epoch 0 first, then 1, ...)."""
+        """The batches of the next epoch (epoch 0 first, then 1, ...); an iterator that
+        is never started does not use up an epoch."""
         epoch = self._next_epoch
         self._next_epoch += 1
-        return self.epoch(epoch)
+        yield from self.epoch(epoch)
 
     def read(self, start=0, stop=None):
         """Rows ``[start, stop)`` of the reader's range, in file order.
