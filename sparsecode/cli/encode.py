@@ -53,7 +53,7 @@ def run(args):
         if dataset is None:
             raise ValueError("--dataset is needed: the model does not record its dataset")
     reader = ActivationReader(args.acts, dataset, batch_size=args.batch_size, shuffle=False,
-                              buffer_bytes=int(args.buffer_mb * 2**20))
+                              buffer_bytes=int(args.buffer_mb * 2**20), copy=False)
     with reader:
         if reader.n_features != model.n_features_in_:
             raise ValueError(

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from sparsecode.io._h5 import (
     FileFormatError,
@@ -76,6 +77,7 @@ class AppendableFile:
             self._file.attrs["complete"] = False
             self._create(self._file)
             self._file.flush()
+        self._datasets = [self._file[name] for name in self.names]
         self._rows = int(self._file.attrs["committed_rows"])
         self._committed_at = time.monotonic()
 
@@ -98,11 +100,10 @@ class AppendableFile:
             raise ValueError(f"{self.partial}: the writer is closed")
         n = len(arrays[0])
         start, stop = self._rows, self._rows + n
-        for name, a in zip(self.names, arrays, strict=True):
-            ds = self._file[name]
+        for ds, a in zip(self._datasets, arrays, strict=True):
             ds.resize(stop, axis=0)
             if n:
-                ds[start:stop] = a
+                ds.write_direct(np.ascontiguousarray(a), dest_sel=np.s_[start:stop])
         self._rows = stop
         if time.monotonic() - self._committed_at >= self.commit_seconds:
             self.commit()

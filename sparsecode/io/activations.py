@@ -151,6 +151,9 @@ class ActivationReader:
         dtype of the batches.
     check_finite : bool
         Raise ``ValueError`` naming the row when a row holds NaN or infinity.
+    copy : bool
+        With ``shuffle=False``, False hands out views of the buffer where a batch lies
+        within one load (no copy): each is valid only until the next batch is asked for.
 
     Attributes
     ----------
@@ -165,10 +168,11 @@ class ActivationReader:
 
     def __init__(self, path, dataset, *, batch_size=4096, shuffle=True, seed=0, rows=None,
                  buffer_bytes=BUFFER_BYTES, drop_last=False, dtype="float32",
-                 check_finite=True):
+                 check_finite=True, copy=True):
         self._args = dict(batch_size=batch_size, shuffle=shuffle, seed=seed, rows=rows,
                           buffer_bytes=buffer_bytes, drop_last=drop_last, dtype=dtype,
-                          check_finite=check_finite)
+                          check_finite=check_finite, copy=copy)
+        self.copy = bool(copy)
         self.path, self.dataset = path, dataset
         self.batch_size = _check_count(batch_size, "batch_size")
         self.seed = _check_count(seed, "seed", 0)
@@ -281,8 +285,12 @@ class ActivationReader:
             i = pos - load_start
             while i < n and pos < end:
                 take = min(bs - have, n - i, end - pos)
-                pieces.append(buf[order[i:i + take]] if self.shuffle
-                              else buf[i:i + take].copy())
+                if self.shuffle:
+                    pieces.append(buf[order[i:i + take]])
+                elif self.copy or take < bs:  # a part of a batch: concatenated later
+                    pieces.append(buf[i:i + take].copy())
+                else:
+                    pieces.append(buf[i:i + take])
                 have += take
                 i += take
                 pos += take
