@@ -1132,3 +1132,19 @@ def test_an_mpsae_fits_from_a_reader_one_epoch_per_pass(tmp_path):
     assert sae.n_steps_ == 3 * len(reader) == 12
     assert sae.n_samples_seen_ == 3 * len(X)
     assert reader._next_epoch == 3  # epochs 0, 1, 2: none skipped
+
+
+def test_file_order_views_equal_copies(tmp_path):
+    from sparsecode.io import ActivationReader, write_activations
+
+    X = np.random.default_rng(0).standard_normal((5000, 8)).astype(np.float32)
+    path = write_activations(tmp_path / "a.h5", X)
+    kw = dict(batch_size=700, shuffle=False, buffer_bytes=3000 * 8 * 4)
+    with ActivationReader(path, "activations", copy=True, **kw) as a, \
+            ActivationReader(path, "activations", copy=False, **kw) as b:
+        views = 0
+        for s, (xa, xb) in enumerate(zip(a.epoch(0), b.epoch(0), strict=True)):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(xb, X[s * 700:(s + 1) * 700])
+            views += xb.base is not None
+        assert views > 0  # some batches were handed out without a copy
