@@ -70,6 +70,17 @@ def test_train_writes_a_model_and_no_leftovers(files, capsys):
     assert model.score(files["X"][2700:]) > 0.8
 
 
+def test_train_reports_the_held_out_explained_variance(files, tmp_path, capsys):
+    out = tmp_path / "m.h5"
+    assert main(["train", str(files["acts"]), "--dataset", "layer0", "--atoms", str(ATOMS),
+                 "--k", str(K), "--out", str(out), "--batch-size", "256", "--holdout", "0.2",
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("held-out rows 2400-3000"))
+    printed = float(line.split("explained variance")[1])
+    assert printed == pytest.approx(load_model(out).score(files["X"][2400:]), abs=1e-4)
+
+
 def test_encode_file_decodes_like_an_in_memory_encode(files):
     out = files["work"] / "codes.h5"
     assert main(["encode", str(files["model"]), str(files["acts"]), "--out", str(out),

@@ -209,21 +209,17 @@ def _report(model, args, hold_rows):
                   f"train fvu {h['fvu']:.4f}, l0 {h['l0']:.1f}, dead {h['dead_fraction']:.3f}")
     if hold_rows is None:
         return
-    err = tot = 0.0
-    n = 0
-    mean = None
+    # explained variance, streamed: sum ||x - x_hat||^2 against sum ||x - mean||^2, the
+    # latter from running sums of x and x^2 (float64)
+    err, n, s1, s2 = 0.0, 0, 0.0, 0.0
     with ActivationReader(args.acts, args.dataset, batch_size=args.batch_size, shuffle=False,
                           rows=hold_rows, buffer_bytes=int(args.buffer_mb * 2**20)) as r:
         for Xb in r.epoch(0):
             R = Xb - model.inverse_transform(model.transform(Xb))
             err += float(np.einsum("ij,ij->", R, R, dtype=np.float64))
-            bm = Xb.mean(axis=0, dtype=np.float64)
-            if mean is None:
-                mean, sq = bm * len(Xb), (Xb.astype(np.float64) ** 2).sum(axis=0)
-            else:
-                mean += bm * len(Xb)
-                sq += (Xb.astype(np.float64) ** 2).sum(axis=0)
+            s1 = s1 + Xb.sum(axis=0, dtype=np.float64)
+            s2 = s2 + np.einsum("ij,ij->j", Xb, Xb, dtype=np.float64)
             n += len(Xb)
-    tot = float((sq - mean**2 / n).sum())
+    tot = float((s2 - s1**2 / n).sum())
     ev = 1.0 - err / tot if tot > 0 else math.nan
     say(None, f"held-out rows {hold_rows[0]}-{hold_rows[1]}: explained variance {ev:.4f}")

@@ -25,6 +25,8 @@ on which thread ran which chunk.  Within a chunk the correlations are computed `
 rows at a time, so they stay in cache for the pursuit that follows.
 """
 
+import types
+
 import numpy as np
 from numba import njit, prange
 
@@ -198,9 +200,21 @@ def mp_train(nch, X, DT, D, G, rule, mask, k, tol2, thr, topk, gscale, I, Z, los
                     gb_mine[q] -= g[q]
 
 
+def _renamed(func, name):
+    """A copy of the Python function ``func`` under another name.  Numba's on-disk cache
+    is indexed by the function's qualified name and line, not by its compile options:
+    two compilations of one function (parallel and serial) would load each other's
+    machine code."""
+    copy = types.FunctionType(func.__code__, func.__globals__, name, func.__defaults__,
+                              func.__closure__)
+    copy.__qualname__ = name
+    copy.__doc__ = func.__doc__
+    return copy
+
+
 #: The same kernel without threads: for small batches (a few hundred signals of a small
 #: dictionary), where starting the thread pool costs more than the work.
-mp_train_serial = njit(cache=True)(mp_train.py_func)
+mp_train_serial = njit(cache=True)(_renamed(mp_train.py_func, "mp_train_serial"))
 
 
 @njit(parallel=True, cache=True)
