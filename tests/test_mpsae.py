@@ -158,7 +158,7 @@ def test_bad_input(kwargs, match, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("K", [7, 300, 517])
+@pytest.mark.parametrize("K", [7, 300, 517, 1031])
 def test_gram_symmetric_equals_the_product(dtype, K, rng):
     from sparsecode.sae.mpsae import gram_symmetric
 

@@ -218,17 +218,30 @@ mp_train_serial = njit(cache=True)(_renamed(mp_train.py_func, "mp_train_serial")
 
 
 @njit(parallel=True, cache=True)
-def mirror_lower(G, B):
-    """Copy the lower triangle of the square ``G`` onto its upper triangle, in ``B x B``
-    tiles (each tile read column-wise from cache, written row-wise)."""
-    K = G.shape[0]
+def gram_tiles(D, B, G):
+    """``G = D D^T`` from the ``B x B`` tiles on and below the diagonal: each is one
+    single-threaded GEMM ``D[i] D[j]^T`` in a thread of the parallel loop, written to
+    ``G[i, j]`` and, transposed, to ``G[j, i]``.  Half the flops of a general product
+    (``n_atoms^2 n_features``), every core busy, no BLAS thread pool (the caller holds
+    BLAS to one thread)."""
+    K = D.shape[0]
     nb = (K + B - 1) // B
-    for bi in prange(nb):
-        i0 = bi * B
-        i1 = min(i0 + B, K)
-        for bj in range(bi, nb):
-            j0 = bj * B
-            j1 = min(j0 + B, K)
-            for i in range(i0, i1):
-                for j in range(max(j0, i + 1), j1):
-                    G[i, j] = G[j, i]
+    n_tiles = nb * (nb + 1) // 2
+    for t in prange(n_tiles):
+        # tile t -> (bi, bj) with bj <= bi, row by row of the lower triangle
+        bi = int((np.sqrt(8.0 * t + 1.0) - 1.0) / 2.0)
+        while bi * (bi + 1) // 2 > t:
+            bi -= 1
+        while (bi + 1) * (bi + 2) // 2 <= t:
+            bi += 1
+        bj = t - bi * (bi + 1) // 2
+        i0, i1 = bi * B, min(bi * B + B, K)
+        j0, j1 = bj * B, min(bj * B + B, K)
+        P = np.dot(D[i0:i1], D[j0:j1].T)
+        for i in range(i1 - i0):
+            for j in range(j1 - j0):
+                G[i0 + i, j0 + j] = P[i, j]
+        if bi != bj:
+            for j in range(j1 - j0):
+                for i in range(i1 - i0):
+                    G[j0 + j, i0 + i] = P[i, j]

@@ -30,6 +30,8 @@ ENCODERS = ("mp", "topk")
 
 #: Below this many flops in the correlation GEMM a batch runs on one thread.
 SERIAL_FLOPS = 2e7
+#: Rows of the tiles of :func:`gram_symmetric`.
+GRAM_TILE = 256
 
 
 @dataclass
@@ -161,8 +163,9 @@ def batch_grad(X, D, G, *, k, tol, rule, topk, backward=True):
 
 
 def gram_symmetric(D):
-    """``D D^T`` from a symmetric rank-k update (half the flops of a general product,
-    ``n_atoms^2 n_features``) and a tiled copy of one triangle onto the other.
+    """``D D^T`` from its tiles on and below the diagonal (half the flops of a general
+    product, ``n_atoms^2 n_features``), one single-threaded GEMM per tile on every Numba
+    thread, each tile also written transposed.
 
     Parameters
     ----------
@@ -172,14 +175,11 @@ def gram_symmetric(D):
     -------
     G : ndarray of shape (n_atoms, n_atoms), C-contiguous
     """
-    from scipy.linalg.blas import dsyrk, ssyrk
+    from sparsecode.sae._mpsae_numba import gram_tiles
 
-    from sparsecode.sae._mpsae_numba import mirror_lower
-
-    if D.shape[0] < 256:
+    if D.shape[0] < 2 * GRAM_TILE:
         return D @ D.T
-    syrk = ssyrk if D.dtype == np.float32 else dsyrk
-    # the Fortran-ordered upper triangle of D D^T is the C-ordered lower triangle
-    G = syrk(1.0, D, lower=0).T
-    mirror_lower(G, 64)
+    G = np.empty((D.shape[0], D.shape[0]), dtype=D.dtype)
+    with one_blas_thread():
+        gram_tiles(np.ascontiguousarray(D), GRAM_TILE, G)
     return G
