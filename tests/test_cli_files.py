@@ -233,6 +233,36 @@ def test_existing_outputs_are_not_touched(files, capsys, tmp_path):
     _one_line_error(capsys, "no checkpoint to resume")
 
 
+def test_resume_refuses_other_data_or_options(files, tmp_path, capsys):
+    from sparsecode.cli import build_parser, train
+    from sparsecode.cli._common import Interrupted, StopFlag
+
+    out = tmp_path / "m.h5"
+    argv = ["train", str(files["acts"]), "--dataset", "layer0", "--atoms", str(ATOMS),
+            "--k", str(K), "--out", str(out), "--batch-size", "256", "--quiet"]
+    args = build_parser().parse_args(argv)
+    args.stop = StopFlag()
+    args.stop.set = True  # as if Ctrl-C came during start-up: one step, then a checkpoint
+    with pytest.raises(Interrupted, match="--resume"):
+        train.run(args)
+    capsys.readouterr()
+    ckpt = tmp_path / "m.h5.ckpt"
+    assert load_model(ckpt).n_steps_ == 1 and not out.exists()
+    before = _digest(ckpt)
+    for extra, fragment in [(["--epochs", "3"], "total_steps"),
+                            (["--batch-size", "128"], "batch_size"),
+                            (["--seed", "7"], "seed")]:
+        assert main(argv + ["--resume"] + extra) == 2
+        _one_line_error(capsys, fragment)
+    other_k = [str(K + 1) if a == str(K) and argv[i - 1] == "--k" else a
+               for i, a in enumerate(argv)]
+    assert main(other_k + ["--resume"]) == 2
+    _one_line_error(capsys, "--k")
+    assert _digest(ckpt) == before and not out.exists()
+    assert main(argv + ["--resume"]) == 0  # the same options: it finishes
+    assert out.exists() and not ckpt.exists()
+
+
 # ----------------------------------------------------------------------------- interruption
 
 SC = [sys.executable, "-m", "sparsecode.cli"]

@@ -141,10 +141,11 @@ def _check_same_run(args, model, pos, data):
                 f"--{opt} {getattr(args, opt)} differs from the checkpoint's {value}; resume "
                 "with the options of the interrupted run"
             )
-    for key in ("acts", "dataset", "rows", "batch_size", "seed"):
+    for key in ("acts", "dataset", "rows", "batch_size", "seed", "total_steps"):
         if pos.get(key) != data[key]:
+            what = "--epochs/--max-steps giving total_steps" if key == "total_steps" else key
             raise ValueError(
-                f"the checkpoint was trained with {key} = {pos.get(key)!r}, not "
+                f"the checkpoint was trained with {what} = {pos.get(key)!r}, not "
                 f"{data[key]!r}; resume with the data and options of the interrupted run"
             )
 
