@@ -188,6 +188,16 @@ def test_bfloat16_reference_rounds_to_nearest_even():
 @pytest.mark.parametrize("compression", [None, "gzip", "lzf"])
 def test_bfloat16_file_holds_round_to_nearest_even(tmp_path, compression):
     X = _bfloat16_test_values().reshape(-1, 7)
+    from sparsecode.io.activations import float32_to_bfloat16
+
+    np.testing.assert_array_equal(float32_to_bfloat16(X), naive.bfloat16_round(X))
+    # finite values that would round to infinity are refused by the writer
+    overflow = (np.isfinite(X) & (naive.bfloat16_round(X) & 0x7FFF == 0x7F80)).any(axis=1)
+    if overflow.any():
+        with pytest.raises(ValueError, match="beyond the bfloat16 range"):
+            write_activations(tmp_path / "bad.h5", X, dtype="bfloat16")
+        assert not (tmp_path / "bad.h5").exists()
+    X = X[~overflow]
     write_activations(tmp_path / "a.h5", X, dtype="bfloat16", compression=compression)
     expected = naive.bfloat16_round(X)
     with h5py.File(tmp_path / "a.h5") as f:

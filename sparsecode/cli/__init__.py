@@ -40,7 +40,7 @@ def main(argv=None):
         print("sparsecode: aborted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (FileNotFoundError, FileExistsError, FileFormatError, ValueError, TypeError,
-            ImportError, IsADirectoryError, PermissionError) as exc:
+            ImportError, OSError) as exc:
         print(f"sparsecode: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

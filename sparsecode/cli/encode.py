@@ -115,6 +115,8 @@ def _encode_all(model, reader, writer, args, solver, k):
         for Xb in reader.epoch(0, start_batch=done // bs):
             if skip:
                 Xb, skip = Xb[skip:], 0
+            if not len(Xb):
+                continue  # every row of this batch was committed before the interruption
             codes = model.transform(Xb, k=k, tol=args.tol, solver=solver)
             writer.append(codes)
             if batch % STATS_EVERY == 0:

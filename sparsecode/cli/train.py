@@ -72,7 +72,6 @@ def _split(n, holdout):
 
 def run(args):
     from sparsecode.io import ActivationReader, load_model, model_position, save_model
-    from sparsecode.io._h5 import get_dataset, open_file
     from sparsecode.sae import MPSAE
 
     set_threads(args.threads)
@@ -90,8 +89,11 @@ def run(args):
             f"{ckpt} is left from an interrupted run; continue it with --resume, or pass "
             "--overwrite to start over"
         )
-    with open_file(args.acts) as f:
-        n_rows = get_dataset(f, args.dataset).shape[0]
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a directory; give a file path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with ActivationReader(args.acts, args.dataset, batch_size=1) as probe:
+        n_rows = probe.n_rows  # the committed rows of an interrupted writer's file
     train_rows, hold_rows = _split(n_rows, args.holdout)
     reader = ActivationReader(args.acts, args.dataset, batch_size=args.batch_size,
                               seed=args.seed, rows=train_rows,
@@ -102,6 +104,7 @@ def run(args):
         total = min(total, args.max_steps)
     data = {"acts": str(Path(args.acts).resolve()), "dataset": args.dataset,
             "rows": list(train_rows), "batch_size": args.batch_size, "seed": args.seed,
+            "buffer_bytes": int(args.buffer_mb * 2**20),
             "total_steps": total}
     if args.resume:
         model = load_model(ckpt)
@@ -125,10 +128,10 @@ def run(args):
         epoch, batch = 0, 0
     with reader:
         _loop(model, reader, args, ckpt, data, epoch, batch, total)
+    _report(model, args, hold_rows)  # before the model is written: it may find bad rows
     save_model(model, out, position={**data, "epoch": args.epochs, "batch": 0,
                                      "finished": True})
     ckpt.unlink(missing_ok=True)
-    _report(model, args, hold_rows)
     say(None, f"wrote {out}")
     return 0
 
@@ -141,7 +144,9 @@ def _check_same_run(args, model, pos, data):
                 f"--{opt} {getattr(args, opt)} differs from the checkpoint's {value}; resume "
                 "with the options of the interrupted run"
             )
-    for key in ("acts", "dataset", "rows", "batch_size", "seed", "total_steps"):
+    pos = pos or {}
+    for key in ("acts", "dataset", "rows", "batch_size", "seed", "total_steps",
+                "buffer_bytes"):
         if pos.get(key) != data[key]:
             what = "--epochs/--max-steps giving total_steps" if key == "total_steps" else key
             raise ValueError(

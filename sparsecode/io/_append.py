@@ -58,6 +58,11 @@ class AppendableFile:
                 check_format(self._file, self.kind)
                 self._check_resume(self._file)
                 n = int(self._file.attrs.get("committed_rows", 0))
+                if any(n > self._file[name].shape[0] for name in self.names):
+                    raise FileFormatError(
+                        f"{self.partial}: records {n} committed rows but holds fewer; the "
+                        "file is damaged, delete it to start over"
+                    )
                 for name in self.names:
                     self._file[name].resize(n, axis=0)
             except BaseException:

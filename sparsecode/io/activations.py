@@ -496,11 +496,14 @@ def _check_range(X, dtype):
     """Refuse finite values that the stored type would turn into infinity."""
     if dtype not in ("float16", "bfloat16", "float32") or X.size == 0:
         return
-    limit = np.finfo(np.float16 if dtype == "float16" else np.float32).max
-    if np.finfo(X.dtype if X.dtype.kind == "f" else np.float64).max <= limit:
+    # values at or above the rounding midpoint past the largest finite value overflow
+    limit = {"float16": 65520.0, "bfloat16": 3.3961775e38}.get(
+        dtype, float(np.finfo(np.float32).max))
+    if dtype != "bfloat16" and np.finfo(
+            X.dtype if X.dtype.kind == "f" else np.float64).max <= limit:
         return
     finite = np.isfinite(X)
-    big = finite & (np.abs(X) > limit)
+    big = finite & (np.abs(X) >= limit if dtype != "float32" else np.abs(X) > limit)
     if big.any():
         row = int(np.flatnonzero(big.any(axis=1))[0])
         raise ValueError(

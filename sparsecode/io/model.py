@@ -112,10 +112,10 @@ def save_model(model, path, *, position=None, overwrite=True):
                 state.create_dataset(name, data=value)
             if not isinstance(model.init, str):
                 f.create_dataset("init", data=np.asarray(model.init))
+        replace_into_place(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    replace_into_place(tmp, path)
     return path
 
 
