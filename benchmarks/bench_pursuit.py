@@ -21,7 +21,6 @@ Output: one JSON object per line; ratios are anchor time / sparsecode time per s
 import argparse
 import json
 import statistics
-import sys
 import time
 
 import numba
@@ -73,25 +72,14 @@ def overcomplete_encoder(D):
     Its encode runs exactly k steps whatever the atoms, so its time does not depend on
     whether our dictionary values were loaded into it.
     """
-    try:
-        import importlib
-        import types
+    import _overcomplete  # benchmarks/_overcomplete.py (the script's folder is on sys.path)
 
-        import torch
-
-        # importing the top-level package pulls in vision dependencies; load the SAE
-        # subpackage alone
-        if "overcomplete" not in sys.modules:
-            spec = importlib.util.find_spec("overcomplete")
-            if spec is None:
-                return None
-            pkg = types.ModuleType("overcomplete")
-            pkg.__path__ = list(spec.submodule_search_locations)
-            sys.modules["overcomplete"] = pkg
-        from overcomplete.sae import MpSAE
-    except Exception as exc:  # noqa: BLE001 - the anchor is optional
-        print(f"# overcomplete unavailable: {exc!r}", file=sys.stderr)
+    sae = _overcomplete.import_sae()
+    if sae is None:
         return None
+    import torch
+
+    MpSAE = sae.MpSAE
     K, d = D.shape
     model = MpSAE(d, K, k=1)
     with torch.no_grad():

@@ -57,10 +57,10 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 import warnings
 
+import _overcomplete  # benchmarks/_overcomplete.py (the script's folder is on sys.path)
 import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -133,33 +133,6 @@ def set_threads(threads):
         torch.set_num_threads(threads)
     except ImportError:
         pass
-
-
-def import_overcomplete_sae():
-    """overcomplete's SAE subpackage, or None if not installed.
-
-    Importing the top-level package pulls in vision dependencies; load the SAE subpackage
-    alone through a bare package module.
-    """
-    try:
-        import importlib
-        import types
-
-        if "overcomplete" not in sys.modules:
-            spec = importlib.util.find_spec("overcomplete")
-            if spec is None:
-                return None
-            pkg = types.ModuleType("overcomplete")
-            pkg.__path__ = list(spec.submodule_search_locations)
-            sys.modules["overcomplete"] = pkg
-        import overcomplete.sae as sae
-    except Exception as exc:  # noqa: BLE001 - the anchor is optional
-        print(f"# overcomplete unavailable: {exc!r}", file=sys.stderr)
-        return None
-    return sae
-
-
-# ---------------------------------------------------------------------------- part sae
 
 
 def overcomplete_stepper(sae, n_features, n_atoms, k):
@@ -282,7 +255,7 @@ def bench_sae(p, threads, repeats, torch_steps, with_torch):
         import torch
 
         torch.set_num_threads(threads)
-        sae = import_overcomplete_sae()
+        sae = _overcomplete.import_sae()
         tb = [torch.from_numpy(np.ascontiguousarray(x)) for x in batches]
         anchors = []
         if sae is not None:

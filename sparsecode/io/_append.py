@@ -166,7 +166,7 @@ class AppendableFile:
             self.close()
         return False
 
-    def _require(self, f, name, expected, actual):
+    def _require(self, name, expected, actual):
         if expected != actual:
             raise FileFormatError(
                 f"{self.partial}: cannot resume, it was written with {name} = {actual!r}, "

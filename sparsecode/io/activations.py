@@ -467,8 +467,8 @@ class ActivationWriter(AppendableFile):
 
     def _check_resume(self, f):
         ds = get_dataset(f, self.dataset)
-        self._require(f, "n_features", self.n_features, ds.shape[1])
-        self._require(f, "dtype", self.dtype, source_dtype(ds))
+        self._require("n_features", self.n_features, ds.shape[1])
+        self._require("dtype", self.dtype, source_dtype(ds))
 
     def append(self, X):
         """Append rows.

@@ -71,12 +71,12 @@ class CodesWriter(AppendableFile):
         write_json_attr(f, "settings", self.settings)
 
     def _check_resume(self, f):
-        self._require(f, "n_atoms", self.n_atoms, int(f.attrs["n_atoms"]))
-        self._require(f, "k", self.k, f["indices"].shape[1])
-        self._require(f, "dtype", self.dtype, f["values"].dtype)
+        self._require("n_atoms", self.n_atoms, int(f.attrs["n_atoms"]))
+        self._require("k", self.k, f["indices"].shape[1])
+        self._require("dtype", self.dtype, f["values"].dtype)
         # compare as stored: JSON turns tuples into lists
         stored = json.loads(json.dumps(self.settings, default=_json_default))
-        self._require(f, "settings", stored, read_json_attr(f, "settings", {}))
+        self._require("settings", stored, read_json_attr(f, "settings", {}))
 
     def append(self, codes):
         """Append a batch of codes.
