@@ -5,7 +5,8 @@ Convention: signals ``X`` of shape (n_samples, n_features), dictionary ``D`` of 
 Every update lowers (never raises) the objective :func:`objective`
 ``0.5 * ||X - Z D||_F^2`` for fixed codes.
 
-- :func:`mod_update`: method of optimal directions (regularised least squares).
+- :func:`mod_update`: method of optimal directions (regularised least squares);
+  :func:`mod_from_stats` solves it from code statistics summed elsewhere.
 - :func:`ksvd_update`: K-SVD, exact (rank-1 SVD per atom) or approximate (one pass).
 - :class:`OnlineStats` and :func:`online_update`: online learning on the sufficient
   statistics ``A = sum z z^T``, ``B = sum z x^T`` (block-coordinate descent).
@@ -43,7 +44,7 @@ from sparsecode.dictionary.init import (
     resample_dead,
 )
 from sparsecode.dictionary.ksvd import ksvd_update
-from sparsecode.dictionary.mod import mod_update
+from sparsecode.dictionary.mod import mod_from_stats, mod_update
 from sparsecode.dictionary.online import OnlineStats, online_update
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "coherent_atoms",
     "init_dictionary",
     "ksvd_update",
+    "mod_from_stats",
     "mod_update",
     "normalize_atoms",
     "objective",

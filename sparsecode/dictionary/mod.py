@@ -101,9 +101,53 @@ def mod_update(X, codes, *, reg=1e-6, D=None):
     idx, val = check_codes(codes, dt, n_samples=X.shape[0], n_atoms=n_atoms)
     X = X.astype(dt, copy=False)
     A, B = code_stats(X, idx, val, n_atoms)
+    return _solve(A, B, reg, D, dt)
+
+
+def mod_from_stats(A, B, *, reg=1e-6, D=None, dtype=None):
+    """MOD update from the code statistics ``A = Z^T Z`` and ``B = Z^T X``.
+
+    :func:`mod_update` computes these from the signals and codes; when they are summed
+    over parts of the data (blocks on several machines, or an accumulation over a file),
+    this solves the same normal equations from the sums.
+
+    Parameters
+    ----------
+    A : array-like of shape (n_atoms, n_atoms)
+        ``sum_i z_i z_i^T``.
+    B : array-like of shape (n_atoms, n_features)
+        ``sum_i z_i x_i^T``.
+    reg : float, default=1e-6
+        As in :func:`mod_update`.
+    D : array-like of shape (n_atoms, n_features), optional
+        Current dictionary: unused atoms keep their value (zero rows without it).
+    dtype : dtype, optional
+        Of the result (default: that of ``D``, else float64).
+
+    Returns
+    -------
+    D_new : ndarray of shape (n_atoms, n_features)
+    """
+    reg = check_reg(reg)
+    A = np.array(check_array(A, "A"), dtype=np.float64)  # a copy: the solve writes to it
+    B = np.asarray(check_array(B, "B"), dtype=np.float64)
+    K = A.shape[0]
+    if A.shape != (K, K) or B.shape[0] != K:
+        raise ValueError(
+            f"A must be square (n_atoms, n_atoms) and B (n_atoms, n_features); got "
+            f"shapes {A.shape} and {B.shape}"
+        )
+    if D is not None:
+        D = check_dictionary(D, n_features=B.shape[1], n_atoms=K, source="A")
+    if dtype is None:
+        dtype = np.float64 if D is None else float_dtype(D)
+    return _solve(A, B, reg, D, np.dtype(dtype))
+
+
+def _solve(A, B, reg, D, dt):
     Du, used = solve_normal_equations(A, B, reg)
     if D is None:
-        out = np.zeros((n_atoms, X.shape[1]), dtype=dt)
+        out = np.zeros(B.shape, dtype=dt)
     else:
         out = np.array(D, dtype=dt, order="C")
     out[used] = Du

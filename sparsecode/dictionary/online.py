@@ -111,21 +111,57 @@ class OnlineStats:
         require_codes(codes)
         dt = float_dtype(X)
         idx, val = check_codes(codes, dt, n_samples=X.shape[0], n_atoms=self.n_atoms)
-        if forget is None:
-            beta = self.next_forget()
-        else:
-            if isinstance(forget, bool) or not isinstance(forget, numbers.Real):
-                raise TypeError(f"forget must be a real number in [0, 1]; got {_describe(forget)}")
-            beta = float(forget)
-            if not (0.0 <= beta <= 1.0):
-                raise ValueError(f"forget must be in [0, 1]; got {beta}")
+        beta = self._beta(forget)
         ZZ, ZX = code_stats(X.astype(dt, copy=False), idx, val, self.n_atoms)
+        return self._add(ZZ, ZX, X.shape[0], beta)
+
+    def add(self, A, B, n_samples, *, forget=None):
+        """Add the statistics of a minibatch computed elsewhere (for instance summed over
+        the blocks of a batch spread over several machines): ``A <- beta A + ZZ``,
+        ``B <- beta B + ZX``.  :meth:`update` is ``add`` of the batch's own statistics.
+
+        Parameters
+        ----------
+        A : array-like of shape (n_atoms, n_atoms)
+            ``Z^T Z`` of the minibatch.
+        B : array-like of shape (n_atoms, n_features)
+            ``Z^T X`` of the minibatch.
+        n_samples : int
+            Signals in the minibatch.
+        forget : float in [0, 1], optional
+            As in :meth:`update`.
+
+        Returns
+        -------
+        self : OnlineStats
+        """
+        ZZ = np.asarray(A, dtype=np.float64)
+        ZX = np.asarray(B, dtype=np.float64)
+        if ZZ.shape != self.A.shape or ZX.shape != self.B.shape:
+            raise ValueError(
+                f"A and B must have shapes {self.A.shape} and {self.B.shape}; got "
+                f"{ZZ.shape} and {ZX.shape}"
+            )
+        return self._add(ZZ, ZX, _check_count(n_samples, "n_samples", 0),
+                         self._beta(forget))
+
+    def _beta(self, forget):
+        if forget is None:
+            return self.next_forget()
+        if isinstance(forget, bool) or not isinstance(forget, numbers.Real):
+            raise TypeError(f"forget must be a real number in [0, 1]; got {_describe(forget)}")
+        beta = float(forget)
+        if not (0.0 <= beta <= 1.0):
+            raise ValueError(f"forget must be in [0, 1]; got {beta}")
+        return beta
+
+    def _add(self, ZZ, ZX, n, beta):
         if beta != 1.0:
             self.A *= beta
             self.B *= beta
         self.A += ZZ
         self.B += ZX
-        self.n_samples += X.shape[0]
+        self.n_samples += n
         self.n_updates += 1
         return self
 

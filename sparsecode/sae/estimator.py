@@ -12,6 +12,7 @@ from sparsecode._validation import check_array, check_choice, float_dtype
 from sparsecode.codes import SparseCodes
 from sparsecode.pursuit._rules import RULES
 from sparsecode.sae import optim
+from sparsecode.sae._step import StepPart
 from sparsecode.sae.mpsae import batch_grad, gram_symmetric
 
 SOLVERS = ("mp", "topk", "omp", "gp")
@@ -345,79 +346,106 @@ class MPSAE(ParamsMixin):
 
     def _step(self, X):
         Xc = X - self.bias_
-        lr = optim.learning_rate(
+        self._apply_step(self._shard_step(Xc), lambda rows: Xc[rows])
+
+    def _learning_rate(self):
+        return optim.learning_rate(
             self.n_steps_, lr=self.lr, schedule=self.schedule, total_steps=self._total_steps,
             warmup_steps=self.warmup_steps, cooldown=self.cooldown,
             final_ratio=self.final_lr_ratio,
         )
-        if self.update == "adam":
-            codes, resid2 = self._adam_step(Xc, lr)
-        else:
-            codes, resid2 = self._classic_step(Xc)
-        self._gram = None
-        self.n_steps_ += 1
-        self.n_samples_seen_ += X.shape[0]
-        dead = self._track_dead(codes, Xc, resid2)
-        if self.n_steps_ % self.log_every == 0 or self.n_steps_ == 1 or (
-            self._total_steps and self.n_steps_ == self._total_steps
-        ):
-            self._log(Xc, codes, resid2, lr, dead)
 
-    def _adam_step(self, Xc, lr):
-        D, b = self.components_, self.bias_
-        if self.solver in ("mp", "topk"):
+    def _shard_step(self, Xc):
+        """The part of a step that needs the signals: codes, residuals, and the gradients
+        (``update="adam"``) or code statistics (``"mod"``, ``"online"``) of ``Xc`` (signals
+        centred by the pre-bias) at the current atoms.  Returns a :class:`StepPart`;
+        the parts of a batch's shards merge into the part of the whole batch."""
+        D = self.components_
+        grads = A = B = signals = None
+        if self.update == "adam" and self.solver in ("mp", "topk"):
             g = batch_grad(Xc, D, None, k=self.k, tol=self.tol or 0.0,
                            rule=RULES[self.selection], topk=self.solver == "topk")
-            codes, resid2, gD, gb = g.codes, g.residual_norms2, g.grad_D, g.grad_b
+            codes, resid2, grads = g.codes, g.residual_norms2, [g.grad_D, g.grad_b]
         else:
             codes = self._encode(Xc, self.k, self.tol, self.solver, D)
             R = Xc - codes.decode(D)
             resid2 = np.einsum("ij,ij->i", R, R, dtype=np.float64)
-            scale = -2.0 / R.shape[0]
-            gD = np.asarray(codes.tocsr().T @ R) * scale
-            gD = gD.astype(D.dtype, copy=False)
-            gb = (R.sum(axis=0, dtype=np.float64) * scale).astype(D.dtype)
+            if self.update == "adam":
+                scale = -2.0 / R.shape[0]
+                gD = np.asarray(codes.tocsr().T @ R) * scale
+                gb = (R.sum(axis=0, dtype=np.float64) * scale).astype(D.dtype)
+                grads = [gD.astype(D.dtype, copy=False), gb]
+            elif self.update == "ksvd":
+                signals = Xc  # K-SVD revisits the signals of each atom
+            else:
+                from sparsecode.dictionary._common import check_codes, code_stats
+
+                idx, val = check_codes(codes, Xc.dtype, n_atoms=self.n_atoms)
+                A, B = code_stats(Xc, idx, val, self.n_atoms)
+        return StepPart(
+            n=Xc.shape[0], codes=codes, residual_norms2=resid2,
+            norms2=np.einsum("ij,ij->i", Xc, Xc, dtype=np.float64),
+            x_sum=Xc.sum(axis=0, dtype=np.float64), grads=grads, A=A, B=B, signals=signals,
+        )
+
+    def _apply_step(self, part, rows):
+        """Finish a step from the merged :class:`StepPart` of the batch: move the atoms
+        (and pre-bias), count atom use, resample, log.  ``rows(indices)`` returns those
+        rows of the batch centred by the pre-bias of before the step (resampling needs a
+        few of them)."""
+        lr = self._learning_rate()
+        if self.update == "adam":
+            self._adam_update(part.grads, lr)
+        else:
+            self._classic_update(part)
+        self._gram = None
+        self.n_steps_ += 1
+        self.n_samples_seen_ += part.n
+        dead = self._track_dead(part, rows)
+        if self.n_steps_ % self.log_every == 0 or self.n_steps_ == 1 or (
+            self._total_steps and self.n_steps_ == self._total_steps
+        ):
+            self._log(part, lr, dead)
+
+    def _adam_update(self, grads, lr):
+        D, b = self.components_, self.bias_
+        gD, gb = grads
         if self.unit_atoms:
             # only the component of each atom's gradient tangent to the unit sphere: the
             # radial part is undone by the renormalisation, and Adam, which scales each
             # coordinate by its own history, would let it inflate the tangent steps
-            gD -= np.einsum("ij,ij->i", gD, D)[:, None] * D
+            gD = gD - np.einsum("ij,ij->i", gD, D)[:, None] * D
         grads = [gD, gb] if self.pre_bias else [gD]
         optim.clip_grad_norm(grads, self.clip_grad)
         self._opt.step([D, b] if self.pre_bias else [D], grads, lr)
         if self.unit_atoms:
             _normalise_rows(D)
-        return codes, resid2
 
-    def _classic_step(self, Xc):
+    def _classic_update(self, part):
         from sparsecode.dictionary import (
             ksvd_update,
-            mod_update,
+            mod_from_stats,
             normalize_atoms,
             online_update,
         )
 
         D = self.components_
-        codes = self._encode(Xc, self.k, self.tol, self.solver, D)
-        R = Xc - codes.decode(D)
-        resid2 = np.einsum("ij,ij->i", R, R, dtype=np.float64)
         if self.update == "mod":
-            new = mod_update(Xc, codes, D=D)
+            new = mod_from_stats(part.A, part.B, D=D)
         elif self.update == "ksvd":
-            new, _ = ksvd_update(Xc, codes, D, exact=True)
+            new, _ = ksvd_update(part.signals, part.codes, D, exact=True)
         else:
-            self._stats.update(Xc, codes, forget=self._forget)
+            self._stats.add(part.A, part.B, part.n, forget=self._forget)
             new = online_update(D, self._stats.A, self._stats.B, constraint="sphere")
         D[...] = normalize_atoms(np.asarray(new, dtype=D.dtype))
-        return codes, resid2
 
-    def _track_dead(self, codes, Xc, resid2):
+    def _track_dead(self, part, rows):
         """Count atom use; every ``dead_window`` samples replace dead and duplicated atoms
         (when ``resample_dead``).  Returns the mask of atoms currently dead."""
         from sparsecode.dictionary import coherent_atoms, resample_dead
 
         tracker = self._dead
-        tracker.update(codes)
+        tracker.update(part.codes)
         dead = tracker.dead()
         if not self.resample_dead or tracker.n_samples - self._last_check < tracker.window:
             return dead
@@ -430,8 +458,11 @@ class MPSAE(ParamsMixin):
             # near-duplicates (an n_atoms^2 n_features product) are looked for less often
             replace |= coherent_atoms(D, 0.99, usage=tracker.counts)
         if replace.any():
+            # the worst-coded non-zero signals, all that resample_dead will look at
+            picked = part.worst(int(replace.sum()))
             norms = np.linalg.norm(D, axis=1).mean()
-            new = resample_dead(D, replace, Xc, resid2, random_state=self._rng)
+            new = resample_dead(D, replace, rows(picked), part.residual_norms2[picked],
+                                random_state=self._rng)
             D[...] = new if self.unit_atoms or self.update != "adam" else new * norms
             self._opt.reset_rows(0, replace)
             if self._stats is not None:
@@ -440,21 +471,22 @@ class MPSAE(ParamsMixin):
             self._gram = None
         return dead
 
-    def _log(self, Xc, codes, resid2, lr, dead):
-        centred = Xc - Xc.mean(axis=0)
-        total = float(np.einsum("ij,ij->", centred, centred, dtype=np.float64))
-        err = float(resid2.sum())
+    def _log(self, part, lr, dead):
+        # sum ||x - mean||^2 of the (pre-bias centred) batch, from its sums
+        n = part.n
+        total = max(float(part.norms2.sum() - part.x_sum @ part.x_sum / n), 0.0)
+        err = float(part.residual_norms2.sum())
         fvu = err / total if total > 0 else 0.0
         record = {
             "step": self.n_steps_,
             "samples": self.n_samples_seen_,
             "lr": lr,
-            "loss": err / Xc.shape[0],
+            "loss": err / n,
             "fvu": fvu,
             "explained_variance": 1.0 - fvu,
-            "l0": float(np.count_nonzero(codes.values) / Xc.shape[0]),
+            "l0": float(np.count_nonzero(part.codes.values) / n),
             "dead_fraction": float(np.mean(dead)),
-            "residual_norm": float(np.sqrt(resid2).mean()),
+            "residual_norm": float(np.sqrt(part.residual_norms2).mean()),
             "seconds": time.perf_counter() - self._t0,
         }
         self.history_.append(record)
