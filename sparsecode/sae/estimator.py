@@ -653,8 +653,13 @@ class MPSAE(ParamsMixin):
             return batch_grad(Xc, D, None, k=k or Xc.shape[1], tol=tol or 0.0,
                               rule=RULES[self.selection], topk=False, backward=False).codes
         if solver == "mp":
-            gram = False  # few signals: recomputing correlations beats building the Gram
-            if Xc.shape[0] * (k or 1) >= D.shape[0]:
+            # few signals: recomputing correlations beats building the Gram (a caller
+            # encoding a large set in blocks fixes the choice for all of them)
+            use = getattr(self, "_use_gram", None)
+            if use is None:
+                use = Xc.shape[0] * (k or 1) >= D.shape[0]
+            gram = False
+            if use:
                 if self._gram is None:
                     self._gram = gram_symmetric(D)
                 gram = self._gram
