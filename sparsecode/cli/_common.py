@@ -1,5 +1,6 @@
 """What every subcommand shares: interruption, progress bars, threads."""
 
+import contextlib
 import signal
 import sys
 
@@ -75,3 +76,25 @@ def set_threads(n):
             f"--threads must be in [1, {numba.config.NUMBA_NUM_THREADS}]; got {n}"
         )
     numba.set_num_threads(n)
+
+
+def add_scheduler_option(parser):
+    """``--scheduler ADDRESS|local:N``: run the work on a Dask cluster."""
+    parser.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS",
+        help="run on a Dask cluster: a scheduler address (tcp://host:8786), or local:N for "
+        "N worker processes on this machine (needs sparsecode[dask]); files must be "
+        "readable at the same paths on every worker",
+    )
+
+
+@contextlib.contextmanager
+def cluster(scheduler):
+    """A Dask client for ``--scheduler`` (None without it)."""
+    if scheduler is None:
+        yield None
+        return
+    from sparsecode.distributed import connect
+
+    with connect(scheduler) as client:
+        yield client

@@ -5,7 +5,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsecode.cli._common import Interrupted, progress_bar, say, set_threads, stop_flag
+from sparsecode.cli._common import (
+    Interrupted,
+    add_scheduler_option,
+    cluster,
+    progress_bar,
+    say,
+    set_threads,
+    stop_flag,
+)
 
 #: The error is measured on every this many batches (it costs about a quarter of an MP
 #: encode of small k when measured on all of them).
@@ -32,11 +40,13 @@ def add_parser(sub):
                    help="also stop a signal once ||r||^2 <= tol ||x - b||^2")
     p.add_argument("--solver", choices=["mp", "topk", "omp", "gp"], default=None,
                    help="default: the model's")
-    p.add_argument("--batch-size", type=int, default=8192)
+    p.add_argument("--batch-size", type=int, default=8192,
+                   help="rows per batch (on a cluster: rows per task)")
     p.add_argument("--buffer-mb", type=float, default=64, help="read buffer (MiB)")
     p.add_argument("--commit-every", type=float, default=5.0, metavar="SECONDS",
                    help="make the rows written so far durable this often")
     p.add_argument("--threads", type=int, default=None)
+    add_scheduler_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run, stoppable=True)
     return p
@@ -67,6 +77,9 @@ def run(args):
                     "acts": str(Path(args.acts).resolve()), "dataset": dataset,
                     "solver": solver, "selection": model.selection, "k": k, "tol": args.tol,
                     "batch_size": args.batch_size}
+        if args.scheduler is not None:
+            reader.close()
+            return _encode_on_cluster(model, args, dataset, solver, k, settings)
         writer = CodesWriter(args.out, model.n_atoms, k, dtype=model.components_.dtype,
                              settings=settings, resume=args.resume, overwrite=args.overwrite,
                              commit_seconds=args.commit_every)
@@ -90,6 +103,44 @@ def run(args):
                   f"{l0 / n:.2f}; relative error ||x - x_hat||^2 / ||x - b||^2 {rel:.4f} "
                   f"(on {sampled:,} rows: every {STATS_EVERY}th batch)")
     say(None, f"wrote {path}")
+    return 0
+
+
+def _encode_on_cluster(model, args, dataset, solver, k, settings):
+    """Every block of rows encoded by a task on the cluster, written as a part; the parts
+    are merged into OUT when all are there (--resume keeps the parts already written)."""
+    import time
+
+    from sparsecode.distributed import encode
+    from sparsecode.distributed.encode import parts_dir
+
+    t0 = time.perf_counter()
+    stop = stop_flag(args)
+    with cluster(args.scheduler) as client:
+        if args.resume and not parts_dir(args.out).exists():
+            raise FileNotFoundError(f"{parts_dir(args.out)}: no parts of a job to resume")
+        try:
+            s = encode((args.acts, dataset), model, solver=solver, k=k, tol=args.tol,
+                       out=args.out, client=client, block_rows=args.batch_size,
+                       overwrite=args.overwrite, resume=args.resume,
+                       measure_every=STATS_EVERY, progress=not args.quiet and None,
+                       settings=settings, stop=lambda: stop.set)
+        except KeyboardInterrupt:
+            if not stop.set:
+                raise
+            raise Interrupted(f"interrupted; the blocks written so far are in "
+                              f"{parts_dir(args.out)}; continue with --resume") from None
+    secs = time.perf_counter() - t0
+    if s["blocks_resumed"]:
+        say(None, f"resumed: {s['blocks_resumed']} of {s['blocks']} blocks were written "
+                  "before")
+    n = s["n_rows"]
+    rel = s["error"] / s["total"] if s["total"] > 0 else 0.0
+    say(None, f"encoded {n:,} rows in {s['blocks']} blocks at {n / max(secs, 1e-9):,.0f} "
+              f"rows/s: mean l0 {s['nnz'] / max(n, 1):.2f}; relative error ||x - x_hat||^2 / "
+              f"||x - b||^2 {rel:.4f} (on {s['measured_rows']:,} rows: every "
+              f"{STATS_EVERY}th block)")
+    say(None, f"wrote {s['path']}")
     return 0
 
 

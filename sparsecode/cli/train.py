@@ -7,7 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsecode.cli._common import Interrupted, progress_bar, say, set_threads, stop_flag
+from sparsecode.cli._common import (
+    Interrupted,
+    add_scheduler_option,
+    cluster,
+    progress_bar,
+    say,
+    set_threads,
+    stop_flag,
+)
 
 #: Model options the command sets, and their MPSAE names.
 MODEL_OPTIONS = {
@@ -56,6 +64,7 @@ def add_parser(sub):
                    help="also checkpoint every this many steps")
     p.add_argument("--log-every", type=int, default=100, help="metric line every N steps")
     p.add_argument("--threads", type=int, default=None)
+    add_scheduler_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run, stoppable=True)
     return p
@@ -71,8 +80,7 @@ def _split(n, holdout):
 
 
 def run(args):
-    from sparsecode.io import ActivationReader, load_model, model_position, save_model
-    from sparsecode.sae import MPSAE
+    from sparsecode.io import ActivationReader
 
     set_threads(args.threads)
     out, ckpt = Path(args.out), checkpoint_path(args.out)
@@ -98,14 +106,31 @@ def run(args):
     reader = ActivationReader(args.acts, args.dataset, batch_size=args.batch_size,
                               seed=args.seed, rows=train_rows,
                               buffer_bytes=int(args.buffer_mb * 2**20))
-    per_epoch = len(reader)
+    with reader, cluster(args.scheduler) as client:
+        return _train(args, reader, client, out, ckpt, train_rows, hold_rows)
+
+
+def _train(args, reader, client, out, ckpt, train_rows, hold_rows):
+    from sparsecode.io import load_model, model_position, save_model
+    from sparsecode.sae import MPSAE
+
+    if client is not None:
+        if args.update == "ksvd":
+            raise ValueError("--update ksvd cannot be trained on a cluster; use adam, mod "
+                             "or online")
+        from sparsecode.distributed.learn import batch_plan
+
+        # the cluster's data order: pieces of the rows in a random order (see docs)
+        per_epoch = len(batch_plan(train_rows[1] - train_rows[0], args.batch_size))
+    else:
+        per_epoch = len(reader)
     total = per_epoch * args.epochs
     if args.max_steps is not None:
         total = min(total, args.max_steps)
     data = {"acts": str(Path(args.acts).resolve()), "dataset": args.dataset,
             "rows": list(train_rows), "batch_size": args.batch_size, "seed": args.seed,
             "buffer_bytes": int(args.buffer_mb * 2**20),
-            "total_steps": total}
+            "total_steps": total, "order": "reader" if client is None else "pieces"}
     if args.resume:
         model = load_model(ckpt)
         pos = model_position(ckpt)
@@ -117,17 +142,33 @@ def run(args):
                       update=args.update, batch_size=args.batch_size, lr=args.lr,
                       max_steps=total, log_every=args.log_every, progress=False,
                       random_state=args.seed)
-        # initialise from as many signals as there are atoms (one batch may hold fewer)
-        rows, init = 0, []
-        for Xb in reader.epoch(0):
-            init.append(Xb)
-            rows += len(Xb)
-            if rows >= max(args.atoms, args.batch_size):
-                break
-        model.start(np.concatenate(init), total_steps=total)
         epoch, batch = 0, 0
-    with reader:
-        _loop(model, reader, args, ckpt, data, epoch, batch, total)
+    if client is not None:
+        from sparsecode.distributed.learn import DataParallel
+
+        dp = DataParallel(model, (args.acts, args.dataset), client, seed=args.seed,
+                          rows=train_rows)
+        if not args.resume:
+            dp.start(total)
+
+        def steps(epoch, batch):
+            return dp.epoch(epoch, batch)
+    else:
+        if not args.resume:
+            # initialise from as many signals as there are atoms (a batch may hold fewer)
+            rows, init = 0, []
+            for Xb in reader.epoch(0):
+                init.append(Xb)
+                rows += len(Xb)
+                if rows >= max(args.atoms, args.batch_size):
+                    break
+            model.start(np.concatenate(init), total_steps=total)
+
+        def steps(epoch, batch):
+            for Xb in reader.epoch(epoch, batch):
+                model.partial_fit(Xb)
+                yield
+    _loop(model, steps, per_epoch, args, ckpt, data, epoch, batch, total)
     _report(model, args, hold_rows)  # before the model is written: it may find bad rows
     save_model(model, out, position={**data, "epoch": args.epochs, "batch": 0,
                                      "finished": True})
@@ -145,8 +186,9 @@ def _check_same_run(args, model, pos, data):
                 "with the options of the interrupted run"
             )
     pos = pos or {}
+    pos = {"order": "reader", **pos}  # checkpoints that do not say were in reader order
     for key in ("acts", "dataset", "rows", "batch_size", "seed", "total_steps",
-                "buffer_bytes"):
+                "buffer_bytes", "order"):
         if pos.get(key) != data[key]:
             what = "--epochs/--max-steps giving total_steps" if key == "total_steps" else key
             raise ValueError(
@@ -155,7 +197,7 @@ def _check_same_run(args, model, pos, data):
             )
 
 
-def _loop(model, reader, args, ckpt, data, epoch, batch, total):
+def _loop(model, steps, per_epoch, args, ckpt, data, epoch, batch, total):
     from sparsecode.io import save_model
 
     bar = progress_bar(total, "step", "train", enabled=not args.quiet)
@@ -170,8 +212,7 @@ def _loop(model, reader, args, ckpt, data, epoch, batch, total):
     try:
         stop = stop_flag(args)
         while epoch < args.epochs and model.n_steps_ < total:
-            for Xb in reader.epoch(epoch, batch):
-                model.partial_fit(Xb)
+            for _ in steps(epoch, batch):
                 batch += 1
                 if bar is not None:
                     bar.update(1)
@@ -193,7 +234,7 @@ def _loop(model, reader, args, ckpt, data, epoch, batch, total):
                     f"interrupted at step {model.n_steps_} of {total}; checkpoint in "
                     f"{ckpt}; continue with --resume"
                 )
-            if batch >= len(reader):
+            if batch >= per_epoch:
                 epoch, batch = epoch + 1, 0
     finally:
         if bar is not None:

@@ -127,7 +127,7 @@ def _encode_block(encoder, X):
 
 def encode(X, D, *, solver=None, k=None, tol=None, out=None, client=None, block_rows=None,
            dtype=None, overwrite=False, resume=False, measure_every=1, progress=None,
-           settings=None, **options):
+           settings=None, stop=None, **options):
     """Encode every row of ``X`` on the workers, block by block.
 
     Parameters
@@ -165,6 +165,10 @@ def encode(X, D, *, solver=None, k=None, tol=None, out=None, client=None, block_
         Progress bar while writing (default: when writing to a terminal).
     settings : dict, optional
         More JSON-serialisable settings to store in the file.
+    stop : callable, optional
+        With ``out``: polled as blocks finish; when it returns True the job is cancelled
+        and :class:`KeyboardInterrupt` raised (the parts written so far are kept for
+        ``resume=True``).
 
     Returns
     -------
@@ -195,7 +199,7 @@ def encode(X, D, *, solver=None, k=None, tol=None, out=None, client=None, block_
         return da.concatenate(idx), da.concatenate(val)
     return _encode_to_file(X, encoder, Path(out), client=client, overwrite=overwrite,
                            resume=resume, measure_every=measure_every, progress=progress,
-                           settings=settings)
+                           settings=settings, stop=stop)
 
 
 def _job_token(X, encoder):
@@ -212,7 +216,7 @@ def parts_dir(out):
 
 
 def _encode_to_file(X, encoder, out, *, client, overwrite, resume, measure_every, progress,
-                    settings):
+                    settings, stop):
     import dask
     from distributed import as_completed, default_client
 
@@ -255,6 +259,9 @@ def _encode_to_file(X, encoder, out, *, client, overwrite, resume, measure_every
             n = fut.result()["n_rows"]
             if bar is not None:
                 bar.update(n)
+            if stop is not None and stop():
+                client.cancel(futures)
+                raise KeyboardInterrupt(f"stopped; the parts written so far are in {parts}")
     finally:
         if bar is not None:
             bar.close()

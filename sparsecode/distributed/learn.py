@@ -129,10 +129,14 @@ class DataParallel:
         Tasks per step (default: the number of workers).
     seed : int, optional
         Data order (default: the model's ``random_state``, else 0).
+    rows : (int, int), optional
+        Train on rows ``[start, stop)`` only (default: all).
+    dtype : {"float32", "float64"}, optional
+        Float type of the signals (default: the model's).
     """
 
     def __init__(self, model, X, client, *, pieces_per_batch=8, n_shards=None, seed=None,
-                 dtype=None):
+                 rows=None, dtype=None):
         require_dask()
         if model.update == "ksvd":
             raise ValueError("update='ksvd' revisits every signal of an atom at once and "
@@ -141,6 +145,10 @@ class DataParallel:
             raise ValueError("distributed training needs a batch_size")
         self.model, self.client = model, client
         self.data = _Data(X, dtype or model.dtype)
+        n = self.data.n_rows
+        self.rows = (0, n) if rows is None else (int(rows[0]), int(rows[1]))
+        if not 0 <= self.rows[0] < self.rows[1] <= n:
+            raise ValueError(f"rows must be a non-empty range within [0, {n}); got {rows}")
         self.pieces_per_batch = int(pieces_per_batch)
         self.n_shards = int(n_shards or max(1, len(client.scheduler_info()["workers"])))
         rs = model.random_state
@@ -150,9 +158,10 @@ class DataParallel:
 
     def plan(self, epoch):
         """The batches of ``epoch`` (see :func:`batch_plan`)."""
-        return batch_plan(self.data.n_rows, self.model.batch_size,
-                          pieces_per_batch=self.pieces_per_batch, seed=self.seed,
-                          epoch=epoch)
+        a, b = self.rows
+        plan = batch_plan(b - a, self.model.batch_size, pieces_per_batch=self.pieces_per_batch,
+                          seed=self.seed, epoch=epoch)
+        return [[(s + a, e + a) for s, e in batch] for batch in plan]
 
     def init_rows(self, n_min):
         """The first rows of epoch 0's batches, at least ``n_min`` of them (fewer if the
@@ -172,7 +181,8 @@ class DataParallel:
         m.start(self.init_rows(max(m.batch_size, m.n_atoms)), total_steps=total_steps)
         if m.update == "online" and m.forget is None:
             bs = m.batch_size
-            m._forget = 1.0 - bs / self.data.n_rows if bs < self.data.n_rows else 1.0
+            n = self.rows[1] - self.rows[0]
+            m._forget = 1.0 - bs / n if bs < n else 1.0
         return m
 
     def epoch(self, epoch, start_batch=0):
