@@ -220,6 +220,7 @@ def _encode_to_file(X, encoder, out, *, client, overwrite, resume, measure_every
     import dask
     from distributed import as_completed, default_client
 
+    from sparsecode.distributed.learn import scatter_everywhere
     from sparsecode.io import CodesWriter, read_codes
     from sparsecode.io._h5 import partial_path
 
@@ -246,7 +247,7 @@ def _encode_to_file(X, encoder, out, *, client, overwrite, resume, measure_every
     file_settings = dict(settings or {}, encoder=encoder.settings())
     done = {i for i in range(n_blocks) if _part_path(parts, i).exists()}
     todo = [i for i in range(n_blocks) if i not in done]
-    enc = client.scatter(encoder, broadcast=True, hash=False)
+    enc = scatter_everywhere(client, [encoder])[0]
     blocks = X.to_delayed().ravel()
     tasks = [dask.delayed(_write_part, pure=False)(
         enc, blocks[i], str(_part_path(parts, i)), int(starts[i]),

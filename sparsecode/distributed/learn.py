@@ -96,6 +96,20 @@ class _Data:
         return self.future(client, ranges).result()
 
 
+def scatter_everywhere(client, values, tries=5):
+    """Copies of ``values`` on every worker (futures); a worker lost during the transfer
+    is retried without (the others hold copies, and a restarted one fetches them)."""
+    import time
+
+    for attempt in range(tries):
+        try:
+            return client.scatter(values, broadcast=True, hash=False)
+        except OSError:  # a connection to a worker that died
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
 def _shard_step(spec, D, b, X):
     """On a worker: one shard's :class:`~sparsecode.sae._step.StepPart`."""
     from sparsecode import MPSAE
@@ -202,8 +216,7 @@ class DataParallel:
 
     def _submit(self, data):
         m = self.model
-        D, b = self.client.scatter([m.components_.copy(), m.bias_.copy()], broadcast=True,
-                                   hash=False)
+        D, b = scatter_everywhere(self.client, [m.components_.copy(), m.bias_.copy()])
         return [self.client.submit(_shard_step, self.spec, D, b, x, pure=False) for x in data]
 
     def _apply(self, batch, parts):
