@@ -300,6 +300,9 @@ def test_encode_in_a_thread_while_the_client_is_busy(client, data):
         t.join()
     assert np.array_equal(out["a"][0], out["b"][0])
     assert np.array_equal(out["a"][1], out["b"][1])
+    ref = sparsecode.mp(X, D, k=3)
+    assert np.array_equal(out["a"][0], ref.indices)
+    assert np.array_equal(out["a"][1], ref.values)
 
 
 # ----------------------------------------------------------------------------- command

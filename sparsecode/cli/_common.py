@@ -47,14 +47,9 @@ def stop_flag(args):
 
 def progress_bar(total, unit, desc, enabled=True):
     """A tqdm bar with rate and ETA on stderr (None when disabled or tqdm is missing)."""
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit=unit, desc=desc, unit_scale=True, dynamic_ncols=True,
-                file=sys.stderr, disable=None)
+    from sparsecode._progress import progress_bar as bar
+
+    return bar("auto" if enabled else False, total, unit=unit, desc=desc)
 
 
 def say(bar, text):

@@ -116,9 +116,9 @@ def _encode_on_cluster(model, args, dataset, solver, k, settings):
 
     t0 = time.perf_counter()
     stop = stop_flag(args)
+    if args.resume and not parts_dir(args.out).exists():
+        raise FileNotFoundError(f"{parts_dir(args.out)}: no parts of a job to resume")
     with cluster(args.scheduler) as client:
-        if args.resume and not parts_dir(args.out).exists():
-            raise FileNotFoundError(f"{parts_dir(args.out)}: no parts of a job to resume")
         try:
             s = encode((args.acts, dataset), model, solver=solver, k=k, tol=args.tol,
                        out=args.out, client=client, block_rows=args.batch_size,

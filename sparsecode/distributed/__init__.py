@@ -1,9 +1,9 @@
 """Encode and learn on a Dask cluster (the optional extra ``sparsecode[dask]``).
 
 Signals are a :class:`dask.array.Array` of shape ``(n_samples, n_features)``, a NumPy
-array, or an HDF5 activation dataset given as ``(path, dataset)``.  HDF5 files are never
-opened on the client and shipped: each task receives the path and reopens the file (which
-must therefore be readable at the same path on every worker).
+array, or an HDF5 activation dataset given as ``(path, dataset)``.  h5py handles never
+travel: each task receives the path and opens the file itself (which must therefore be
+readable at the same path on every worker); the client opens it only to read its shape.
 
 - :func:`encode`: codes of every row, block by block on the workers, as dask arrays of
   ``indices``/``values`` or written to a codes file (one part per block, then one atomic

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sparsecode._progress import progress_bar
 from sparsecode.codes import SparseCodes
 from sparsecode.distributed._cluster import require_dask, task_threads
 from sparsecode.distributed._source import as_dask_array
@@ -26,45 +27,36 @@ class BlockEncoder:
     the codes are identical.
     """
 
-    def __init__(self, D, *, solver, k, tol, options, n_samples):
+    def __init__(self, D, *, solver, k, tol, options, n_samples, dtype):
         from sparsecode import MPSAE
-        from sparsecode._validation import check_choice
+        from sparsecode._validation import check_array, check_choice, float_dtype
+        from sparsecode.pursuit._driver import _want_gram
 
         self.k, self.tol = k, tol
         if isinstance(D, MPSAE):
             D._check_fitted()
-            self.model = _inference_copy(D, k, n_samples)
+            k_run = D.k if k is None and tol is None else k  # as transform takes it
+            self.model = _inference_copy(D, n_samples * (k_run or 1) >= D.n_atoms)
             self.solver = solver or D.solver
             self.atoms, self.bias = D.components_, D.bias_
             self.options = {}
-            k_eff = k if k is not None else (D.k if tol is None else D.n_features_in_)
-            self.k = k_eff if tol is None else k
+            self.values_dtype = self.atoms.dtype
+            k_eff = k_run or D.n_features_in_
         else:
-            from sparsecode._validation import check_array
-            from sparsecode.pursuit._driver import _want_gram
-
             self.model = None
             self.solver = check_choice(solver or "mp", "solver", SOLVERS)
             self.atoms = check_array(D, "D")
             self.bias = None
+            self.values_dtype = float_dtype(np.empty(0, dtype), self.atoms)
             self.options = dict(options)
             gram = self.options.pop("gram", "auto")
             K, d = self.atoms.shape
             k_eff = k if k is not None else (d if self.solver == "mp" else min(K, d))
-            norms = np.linalg.norm(self.atoms, axis=1, keepdims=True)
-            unit = self.atoms / np.where(norms > 0, norms, 1)
-            want = _want_gram(gram, n_samples, k_eff, unit)
+            want = _want_gram(gram, n_samples, k_eff,
+                              self.atoms.astype(self.values_dtype, copy=False))
             self.options["gram"] = gram if want is None else want
         self.n_atoms, self.n_features = self.atoms.shape
         self.width = min(k_eff, self.n_atoms)
-
-    def values_dtype(self, signals_dtype):
-        """dtype of the code values for signals of ``signals_dtype``."""
-        if self.model is not None:
-            return self.atoms.dtype
-        from sparsecode._validation import float_dtype
-
-        return float_dtype(np.empty(0, signals_dtype), self.atoms)
 
     def settings(self):
         """JSON-serialisable description (stored with the codes)."""
@@ -97,14 +89,15 @@ class BlockEncoder:
         return float(err), float(np.einsum("ij,ij->", C, C, dtype=np.float64))
 
 
-def _inference_copy(model, k, n_samples):
-    """A light copy of a fitted model for the workers: atoms and bias, no optimiser."""
+def _inference_copy(model, use_gram):
+    """A light copy of a fitted model for the workers: atoms and bias, no optimiser, and
+    the Gram decision of its MP encoder fixed to ``use_gram``."""
     params = dict(model.get_params(), callback=None, progress=False)
     m = type(model)(**params)
     m._reset()
     m.components_, m.bias_ = model.components_, model.bias_
     m.n_features_in_ = model.n_features_in_
-    m._use_gram = n_samples * (k or model.k) >= model.n_atoms
+    m._use_gram = use_gram
     return m
 
 
@@ -184,7 +177,7 @@ def encode(X, D, *, solver=None, k=None, tol=None, out=None, client=None, block_
 
     X = as_dask_array(X, block_rows=block_rows, dtype=dtype)
     encoder = BlockEncoder(D, solver=solver, k=k, tol=tol, options=options,
-                           n_samples=X.shape[0])
+                           n_samples=X.shape[0], dtype=X.dtype)
     if X.shape[1] != encoder.n_features:
         raise ValueError(f"X has {X.shape[1]} features per row; the atoms have "
                          f"{encoder.n_features}")
@@ -195,7 +188,7 @@ def encode(X, D, *, solver=None, k=None, tol=None, out=None, client=None, block_
             d = dask.delayed(_encode_block, pure=True, nout=2)(enc, X.blocks[i])
             idx.append(da.from_delayed(d[0], (rows, encoder.width), np.int32))
             val.append(da.from_delayed(d[1], (rows, encoder.width),
-                                       encoder.values_dtype(X.dtype)))
+                                       encoder.values_dtype))
         return da.concatenate(idx), da.concatenate(val)
     return _encode_to_file(X, encoder, Path(out), client=client, overwrite=overwrite,
                            resume=resume, measure_every=measure_every, progress=progress,
@@ -222,7 +215,6 @@ def _encode_to_file(X, encoder, out, *, client, overwrite, resume, measure_every
 
     from sparsecode.distributed.learn import scatter_everywhere
     from sparsecode.io import CodesWriter, read_codes
-    from sparsecode.io._h5 import partial_path
 
     client = client or default_client()
     if out.exists() and not overwrite:
@@ -253,7 +245,8 @@ def _encode_to_file(X, encoder, out, *, client, overwrite, resume, measure_every
         enc, blocks[i], str(_part_path(parts, i)), int(starts[i]),
         measure_every > 0 and i % measure_every == 0) for i in todo]
     futures = client.compute(tasks)
-    bar = _bar(progress, int(starts[-1]), int(sum(X.chunks[0][i] for i in done)))
+    bar = progress_bar(progress, int(starts[-1]), unit="row", desc="encode",
+                       initial=int(sum(X.chunks[0][i] for i in done)))
     summary = {"n_rows": 0, "nnz": 0, "error": 0.0, "total": 0.0, "measured_rows": 0}
     try:
         for fut in as_completed(futures):
@@ -268,7 +261,7 @@ def _encode_to_file(X, encoder, out, *, client, overwrite, resume, measure_every
             bar.close()
     del futures
     # merge in row order (streaming: one part in memory at a time)
-    with CodesWriter(out, encoder.n_atoms, encoder.width, dtype=encoder.values_dtype(X.dtype),
+    with CodesWriter(out, encoder.n_atoms, encoder.width, dtype=encoder.values_dtype,
                      settings=file_settings, overwrite=True) as writer:
         for i in range(n_blocks):
             p = _part_path(parts, i)
@@ -276,7 +269,6 @@ def _encode_to_file(X, encoder, out, *, client, overwrite, resume, measure_every
             meta = json.loads(_meta_path(p).read_text())
             for key in ("n_rows", "nnz", "error", "total", "measured_rows"):
                 summary[key] += meta[key]
-    assert not partial_path(out).exists()
     shutil.rmtree(parts)
     summary.update(path=str(out), blocks=n_blocks, blocks_resumed=len(done))
     return summary
@@ -312,15 +304,3 @@ def _write_part(encoder, X, path, start, measure):
     os.replace(tmp_meta, _meta_path(path))
     os.replace(tmp, path)  # the part counts as written once this is there
     return meta
-
-
-def _bar(progress, total, initial):
-    import sys
-
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit="row", unit_scale=True, desc="encode")

@@ -59,25 +59,28 @@ def split_shards(ranges, n_shards):
 
 
 class _Data:
-    """Where shards of a batch come from: futures on the workers, never the client."""
+    """Where shards of a batch come from: futures held by the workers (a file is read by
+    them; the client only looks up its shape)."""
 
     def __init__(self, X, dtype):
         import dask.array as da
 
-        self.file = None
+        from sparsecode.distributed._source import describe_hdf5
+
+        self.file = self.array = self.numpy = None
         if isinstance(X, tuple):
             self.file = (str(X[0]), X[1])
-            self.array = as_dask_array(X, dtype=dtype)
-        elif isinstance(X, da.Array):
-            self.array = as_dask_array(X, dtype=dtype)
+            self.dtype = np.dtype(dtype or "float32")
+            self.n_rows, self.n_features, _ = describe_hdf5(*self.file, self.dtype)
+            return
+        if isinstance(X, da.Array):
+            self.array = arr = as_dask_array(X, dtype=dtype)
         else:
-            self.array = None
             from sparsecode._validation import check_array
 
             X = check_array(X, "X")
-            self.numpy = X.astype(dtype or (X.dtype if X.dtype.kind == "f" else np.float64),
-                                  copy=False)
-        arr = self.array if self.array is not None else self.numpy
+            self.numpy = arr = X.astype(
+                dtype or (X.dtype if X.dtype.kind == "f" else np.float64), copy=False)
         self.n_rows, self.n_features = arr.shape
         self.dtype = arr.dtype
 
@@ -89,11 +92,16 @@ class _Data:
             import dask.array as da
 
             return client.compute(da.concatenate([self.array[a:b] for a, b in ranges]))
-        return client.scatter(np.concatenate([self.numpy[a:b] for a, b in ranges]))
+        return client.scatter(self._slice(ranges))
 
     def read(self, client, ranges):
         """The rows of ``ranges``, here."""
+        if self.numpy is not None:
+            return self._slice(ranges)
         return self.future(client, ranges).result()
+
+    def _slice(self, ranges):
+        return np.concatenate([self.numpy[a:b] for a, b in ranges])
 
 
 def scatter_everywhere(client, values, tries=5):
@@ -167,8 +175,9 @@ class DataParallel:
         self.n_shards = int(n_shards or max(1, len(client.scheduler_info()["workers"])))
         rs = model.random_state
         self.seed = int(seed if seed is not None else (rs if isinstance(rs, int) else 0))
-        spec = dict(model.get_params(), callback=None, progress=False, init="random")
-        self.spec = spec
+        # the parameters the workers' shard steps need (init is used only on the client
+        # and may be a whole array of atoms: not sent every step)
+        self.spec = dict(model.get_params(), callback=None, progress=False, init="random")
 
     def plan(self, epoch):
         """The batches of ``epoch`` (see :func:`batch_plan`)."""
@@ -256,7 +265,7 @@ def fit(model, X, *, client=None, n_epochs=None, pieces_per_batch=8, n_shards=No
     require_dask()
     from distributed import default_client
 
-    from sparsecode.sae.estimator import _progress_bar
+    from sparsecode._progress import progress_bar
 
     dp = DataParallel(model, X, client or default_client(), pieces_per_batch=pieces_per_batch,
                       n_shards=n_shards, seed=seed, dtype=dtype)
@@ -265,7 +274,7 @@ def fit(model, X, *, client=None, n_epochs=None, pieces_per_batch=8, n_shards=No
     if model.max_steps is not None:
         total = min(total, model.max_steps)
     dp.start(total)
-    bar = _progress_bar(model.progress, total)
+    bar = progress_bar(model.progress, total, unit="step")
     try:
         for e in range(n_epochs):
             for _ in dp.epoch(e):
@@ -335,7 +344,8 @@ def mod_pass(X, D, *, solver="omp", k=None, tol=None, reg=1e-6, client=None, blo
     from sparsecode.distributed.encode import BlockEncoder
 
     X = as_dask_array(X, block_rows=block_rows, dtype=dtype)
-    enc = BlockEncoder(D, solver=solver, k=k, tol=tol, options=options, n_samples=X.shape[0])
+    enc = BlockEncoder(D, solver=solver, k=k, tol=tol, options=options, n_samples=X.shape[0],
+                       dtype=X.dtype)
     denc = dask.delayed(enc, pure=True)
     level = [dask.delayed(_block_stats, pure=True)(denc, blk) for blk in X.to_delayed().ravel()]
     while len(level) > 1:  # tree reduction: pairs of partial sums, log2(blocks) deep

@@ -8,6 +8,7 @@ import numpy as np
 
 from sparsecode._blas import one_blas_thread
 from sparsecode._estimator import ParamsMixin
+from sparsecode._progress import progress_bar
 from sparsecode._validation import check_array, check_choice, float_dtype
 from sparsecode.codes import SparseCodes
 from sparsecode.pursuit._rules import RULES
@@ -264,7 +265,7 @@ class MPSAE(ParamsMixin):
         return self
 
     def _train(self, batches, total):
-        bar = _progress_bar(self.progress, total)
+        bar = progress_bar(self.progress, total, unit="step")
         # Numba's threads do the parallel work; BLAS threads left free between kernel
         # calls would spin against them (measured: online learning 5x slower on 2 cores)
         try:
@@ -307,6 +308,7 @@ class MPSAE(ParamsMixin):
         self.n_samples_seen_ = 0
         self.history_ = []
         self._gram = None
+        self._use_gram = None  # None: decided per call from its number of signals
         self._forget = 1.0 if self.forget is None else self.forget
         self._last_check = 0
         self._n_checks = 0
@@ -655,7 +657,7 @@ class MPSAE(ParamsMixin):
         if solver == "mp":
             # few signals: recomputing correlations beats building the Gram (a caller
             # encoding a large set in blocks fixes the choice for all of them)
-            use = getattr(self, "_use_gram", None)
+            use = self._use_gram
             if use is None:
                 use = Xc.shape[0] * (k or 1) >= D.shape[0]
             gram = False
@@ -748,16 +750,6 @@ def _is_array(X):
         isinstance(X, (list, tuple)) and len(X) > 0 and np.isscalar(np.asarray(X[0]).flat[0])
         and np.asarray(X[0]).ndim == 1
     )
-
-
-def _progress_bar(progress, total):
-    if progress is False:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="step", disable=None if progress == "auto" else False)
 
 
 _GEMM_ORDER = (
