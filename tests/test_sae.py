@@ -207,3 +207,24 @@ def test_bad_input(rng):
                                                    np.ones((1, 1), np.float32), 9))
     with pytest.raises(ValueError, match="not fitted yet"):
         MPSAE(8, 2).transform(bad)
+
+
+@pytest.mark.parametrize("unit_atoms", [False, True])
+def test_resampling_dead_atoms_leaves_the_live_atoms_alone(unit_atoms, rng):
+    # data in the first 4 coordinates: atoms 4 and 5 (along coordinates 4 and 5) are dead
+    X = np.zeros((64, 6), np.float32)
+    X[:, :4] = rng.standard_normal((64, 4))
+    # lr so small that the Adam steps are invisible
+    model = MPSAE(6, 2, batch_size=64, lr=1e-30, init=np.eye(6, dtype=np.float32),
+                  pre_bias=False, dead_window=64, unit_atoms=unit_atoms, warmup_steps=0,
+                  progress=False, random_state=0)
+    model.start(X)
+    if not unit_atoms:
+        model.components_[:4] *= 0.8  # free norms away from 1: a rescaling would show
+    D0 = model.components_.copy()
+    model.partial_fit(X)
+    D = model.components_
+    assert not np.allclose(D[4:], D0[4:])                  # the dead atoms were replaced
+    np.testing.assert_allclose(D[:4], D0[:4], atol=1e-6)  # and nothing else moved
+    expected = np.linalg.norm(D0, axis=1).mean() if not unit_atoms else 1.0
+    np.testing.assert_allclose(np.linalg.norm(D[4:], axis=1), expected, rtol=1e-5)

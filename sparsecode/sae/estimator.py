@@ -462,10 +462,12 @@ class MPSAE(ParamsMixin):
         if replace.any():
             # the worst-coded non-zero signals, all that resample_dead will look at
             picked = part.worst(int(replace.sum()))
-            norms = np.linalg.norm(D, axis=1).mean()
             new = resample_dead(D, replace, rows(picked), part.residual_norms2[picked],
                                 random_state=self._rng)
-            D[...] = new if self.unit_atoms or self.update != "adam" else new * norms
+            if not self.unit_atoms and self.update == "adam":
+                # free norms: the new (unit) atoms take the mean norm of the others
+                new[replace] *= np.linalg.norm(D, axis=1).mean()
+            D[...] = new
             self._opt.reset_rows(0, replace)
             if self._stats is not None:
                 self._stats.forget_atoms(replace)
