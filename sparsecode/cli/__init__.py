@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from sparsecode.cli import demo, encode, export, info, train
-from sparsecode.cli._common import Interrupted, StopFlag
+from sparsecode.cli._common import HelpFormatter, Interrupted, StopFlag
 
 #: Exit codes: bad input, interrupted (as a shell reports SIGINT).
 EXIT_BAD_INPUT = 2
@@ -18,7 +18,7 @@ def build_parser():
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (demo, train, encode, export, info):
-        module.add_parser(sub)
+        module.add_parser(sub).formatter_class = HelpFormatter
     return parser
 
 

@@ -1,5 +1,6 @@
 """What every subcommand shares: interruption, progress bars, threads."""
 
+import argparse
 import contextlib
 import signal
 import sys
@@ -71,6 +72,18 @@ def set_threads(n):
             f"--threads must be in [1, {numba.config.NUMBA_NUM_THREADS}]; got {n}"
         )
     numba.set_num_threads(n)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that ends each option with its default, where it has a meaningful one."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        shown = not (action.default is None or action.default is False
+                     or action.default is argparse.SUPPRESS)
+        if shown and action.option_strings and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 def add_scheduler_option(parser):

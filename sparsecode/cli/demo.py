@@ -159,13 +159,15 @@ def add_parser(sub):
         "TopK SAE on the hierarchical toy of the MP-SAE paper and print the recovery of "
         "each feature.",
     )
-    demo.add_argument("--samples", type=int, default=20000)
-    demo.add_argument("--features", type=int, default=64)
-    demo.add_argument("--atoms", type=int, default=256)
-    demo.add_argument("--k", type=int, default=8)
-    demo.add_argument("--noise", type=float, default=0.01)
-    demo.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--samples", type=int, default=20000, help="synthetic signals")
+    demo.add_argument("--features", type=int, default=64, help="signal dimension")
+    demo.add_argument("--atoms", type=int, default=256, help="atoms of the planted dictionary")
+    demo.add_argument("--k", type=int, default=8, help="atoms per signal")
+    demo.add_argument("--noise", type=float, default=0.01,
+                      help="noise norm relative to the signal norm")
+    demo.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                      help="precision of the signals and the solvers")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
     demo.add_argument("--workdir", default="sparsecode-demo",
                       help="where the file workflow writes its files")
     demo.add_argument("--file-rows", type=int, default=50000,

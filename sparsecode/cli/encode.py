@@ -45,7 +45,8 @@ def add_parser(sub):
     p.add_argument("--buffer-mb", type=float, default=64, help="read buffer (MiB)")
     p.add_argument("--commit-every", type=float, default=5.0, metavar="SECONDS",
                    help="make the rows written so far durable this often")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="Numba threads (default: all cores)")
     add_scheduler_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run, stoppable=True)

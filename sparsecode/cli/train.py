@@ -46,13 +46,18 @@ def add_parser(sub):
     p.add_argument("--out", required=True, help="model file to write (.h5)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=1, help="passes over the training rows")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    p.add_argument("--batch-size", type=int, default=4096)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--solver", choices=["mp", "topk", "omp", "gp"], default="mp")
-    p.add_argument("--selection", choices=["abs", "positive", "signed"], default="abs")
-    p.add_argument("--update", choices=["adam", "mod", "ksvd", "online"], default="adam")
+    p.add_argument("--batch-size", type=int, default=4096, help="rows per training step")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (peak of the "
+                   "schedule; unused by mod, ksvd and online)")
+    p.add_argument("--solver", choices=["mp", "topk", "omp", "gp"], default="mp",
+                   help="encoder: unrolled MP (the MP-SAE), one-step TopK, OMP or GP")
+    p.add_argument("--selection", choices=["abs", "positive", "signed"], default="abs",
+                   help="MP selection rule (see the concepts page)")
+    p.add_argument("--update", choices=["adam", "mod", "ksvd", "online"], default="adam",
+                   help="dictionary update: Adam on the exact gradient, or a classic update "
+                   "at fixed codes")
     p.add_argument("--holdout", type=float, default=0.0,
                    help="fraction of rows (at the end of the dataset) kept out of training "
                    "and used to report explained variance")
@@ -63,7 +68,8 @@ def add_parser(sub):
     p.add_argument("--checkpoint-steps", type=int, default=None,
                    help="also checkpoint every this many steps")
     p.add_argument("--log-every", type=int, default=100, help="metric line every N steps")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="Numba threads (default: all cores)")
     add_scheduler_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run, stoppable=True)
