@@ -228,3 +228,18 @@ def test_resampling_dead_atoms_leaves_the_live_atoms_alone(unit_atoms, rng):
     np.testing.assert_allclose(D[:4], D0[:4], atol=1e-6)  # and nothing else moved
     expected = np.linalg.norm(D0, axis=1).mean() if not unit_atoms else 1.0
     np.testing.assert_allclose(np.linalg.norm(D[4:], axis=1), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("unit_atoms", [False, True])
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(tol=-0.1), "tol must be in"),
+    (dict(tol=1.5), "tol must be in"),
+    (dict(k=0), "k must be"),
+    (dict(k=3, tol=0.1, solver="topk"), "solver='topk' takes k atoms"),
+])
+def test_transform_rejects_bad_stopping_rules(unit_atoms, kwargs, match, rng):
+    X = rng.standard_normal((50, 6)).astype(np.float32)
+    model = MPSAE(8, 2, batch_size=50, unit_atoms=unit_atoms, progress=False,
+                  random_state=0).fit(X)
+    with pytest.raises(ValueError, match=match):
+        model.transform(X, **kwargs)

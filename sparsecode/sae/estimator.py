@@ -9,7 +9,7 @@ import numpy as np
 from sparsecode._blas import one_blas_thread
 from sparsecode._estimator import ParamsMixin
 from sparsecode._progress import progress_bar
-from sparsecode._validation import check_array, check_choice, float_dtype
+from sparsecode._validation import check_array, check_choice, check_k_tol, float_dtype
 from sparsecode.codes import SparseCodes
 from sparsecode.pursuit._rules import RULES
 from sparsecode.sae import optim
@@ -593,6 +593,10 @@ class MPSAE(ParamsMixin):
         solver = self.solver if solver is None else check_choice(solver, "solver", SOLVERS)
         if k is None and tol is None:
             k = self.k
+        if solver == "topk" and tol is not None:
+            raise ValueError("tol applies to the pursuit solvers; solver='topk' takes k atoms")
+        # validated here: the free-norm MP encoder and TopK do not go through the solvers
+        check_k_tol(k, tol, self.n_atoms, X.shape[1], k_may_exceed_atoms=solver == "mp")
         return self._encode(X - self.bias_, k, tol, solver, self.components_)
 
     def fit_transform(self, X, y=None):
