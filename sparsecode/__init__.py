@@ -5,7 +5,7 @@ Importing the package is cheap: the Numba kernels load on first use (or all at o
 :func:`warmup`).
 """
 
-from sparsecode import datasets, dictionary, metrics
+from sparsecode import datasets, dictionary, gpu, metrics
 from sparsecode.codes import SparseCodes
 from sparsecode.pursuit import gp, gram, mp, omp
 from sparsecode.sae import MPSAE, mpsae_grad
@@ -18,6 +18,7 @@ __all__ = [
     "datasets",
     "dictionary",
     "gp",
+    "gpu",
     "gram",
     "metrics",
     "mp",

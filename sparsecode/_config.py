@@ -30,3 +30,23 @@ UNIT_NORM_ATOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-12}
 def rtol(dtype):
     """Return the relative tolerance used by the kernels for ``dtype``."""
     return RTOL[np.dtype(dtype)]
+
+# ---- GPU backend (sparsecode.gpu) ----
+
+#: GPU: largest block of correlations ``X_block D^T`` (plus per-signal scratch) held on
+#: the device at once, in bytes.  A block is one kernel launch; it is at least
+#: ``GPU_MIN_BLOCK_ROWS`` signals.
+GPU_BLOCK_BYTES = 1 << 30
+GPU_MIN_BLOCK_ROWS = 16
+
+#: GPU: threads per thread block (a multiple of 32, at most 1024).  One thread block
+#: encodes one signal at a time; fewer threads are used when the rows are short.
+GPU_THREADS = 512
+
+#: GPU: most thread blocks per launch, or None for enough to fill the device.  The blocks
+#: take signals from a shared queue, so any number covers every signal of a launch.
+GPU_MAX_BLOCKS = None
+
+#: GPU: keep each signal's correlation row in shared memory when it fits (the Gram path
+#: then streams only Gram rows from device memory).
+GPU_SHARED_CORRELATIONS = True

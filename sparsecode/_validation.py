@@ -12,9 +12,32 @@ from sparsecode import _config
 
 
 def _describe(x):
-    if isinstance(x, np.ndarray):
+    if isinstance(x, np.ndarray) or is_cupy(x):
         return f"array of shape {x.shape} and dtype {x.dtype}"
     return f"{type(x).__name__} {x!r}"
+
+
+def is_cupy(x):
+    """True when ``x`` is a CuPy array (checked without importing CuPy)."""
+    return type(x).__module__.startswith("cupy")
+
+
+def array_module(x):
+    """``cupy`` for a CuPy array, else ``numpy``."""
+    if is_cupy(x):
+        import cupy
+
+        return cupy
+    return np
+
+
+def row_norms2(a):
+    """Squared norms of the rows of a 2-D NumPy or CuPy array, in float64."""
+    if is_cupy(a):
+        from sparsecode.gpu import _module
+
+        return _module.row_norms2(a)
+    return np.einsum("ij,ij->i", a, a, dtype=np.float64)
 
 
 def float_dtype(*arrays):
@@ -37,6 +60,8 @@ def float_dtype(*arrays):
 def check_array(x, name, *, ndim=2):
     """Return ``x`` as a real NumPy array of ``ndim`` dimensions, without copying.
 
+    A CuPy array is checked on its device and returned as it is.
+
     Raises
     ------
     TypeError
@@ -51,8 +76,9 @@ def check_array(x, name, *, ndim=2):
             f"{name} must be a dense array; sparse input is not supported "
             f"(got {type(x).__name__}). Convert it with {name}.toarray()."
         )
+    xp = array_module(x)
     try:
-        a = np.asarray(x)
+        a = x if xp is not np else np.asarray(x)
     except Exception as exc:  # noqa: BLE001 - any conversion failure is a type error
         raise TypeError(f"{name} must be array-like; got {type(x).__name__}") from exc
     if a.dtype.kind == "c":
@@ -83,8 +109,8 @@ def check_array(x, name, *, ndim=2):
                 "minimum of 1 is required."
             )
         raise ValueError(f"{name} must not be empty; got {_describe(a)}")
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
-        bad = np.argwhere(~np.isfinite(a))[0]
+    if a.dtype.kind == "f" and not bool(xp.isfinite(a).all()):
+        bad = xp.argwhere(~xp.isfinite(a))[0]
         raise ValueError(
             f"{name} must be finite; got NaN or inf, first at index {tuple(int(i) for i in bad)}"
         )
@@ -102,7 +128,8 @@ def check_signals_and_dictionary(X, D):
     Returns
     -------
     X, D : ndarray
-        Same dtype (float32 or float64); copied only when the dtype had to change.
+        Same dtype (float32 or float64); copied only when the dtype had to change.  NumPy
+        or CuPy like the inputs (both of one kind).
     norms2 : ndarray of shape (n_atoms,)
         Squared atom norms, in float64.
     """
@@ -117,9 +144,10 @@ def check_signals_and_dictionary(X, D):
     dt = float_dtype(X, D)
     X = X.astype(dt, copy=False)
     D = D.astype(dt, copy=False)
-    norms2 = np.einsum("ij,ij->i", D, D, dtype=np.float64)
-    zero = np.flatnonzero(norms2 <= np.finfo(dt).tiny)
+    norms2 = row_norms2(D)
+    zero = array_module(D).flatnonzero(norms2 <= np.finfo(dt).tiny)
     if zero.size:
+        zero = zero.get() if is_cupy(zero) else zero
         raise ValueError(
             f"D must not contain zero-norm atoms; atom(s) {zero[:10].tolist()} "
             f"{'(and more) ' if zero.size > 10 else ''}have norm 0. Remove them or "
@@ -176,14 +204,15 @@ def check_gram(gram, norms2, dtype):
             f"gram must have shape (n_atoms, n_atoms) = {(K, K)} to match D; got shape {G.shape}"
         )
     G = G.astype(dtype, copy=False)
-    diag = np.diagonal(G).astype(np.float64)
+    xp = array_module(G)
+    diag = G.diagonal().astype(np.float64)
     rtol = _config.GRAM_CHECK_RTOL[np.dtype(dtype)]
-    bad = np.flatnonzero(np.abs(diag - norms2) > rtol * norms2)
+    bad = xp.flatnonzero(xp.abs(diag - norms2) > rtol * norms2)
     if bad.size:
         j = int(bad[0])
         raise ValueError(
             "gram does not match D: its diagonal must be the squared atom norms; "
-            f"at atom {j} expected {norms2[j]:.6g}, got {diag[j]:.6g}. "
+            f"at atom {j} expected {float(norms2[j]):.6g}, got {float(diag[j]):.6g}. "
             "Build it with sparsecode.gram(D)."
         )
     return G

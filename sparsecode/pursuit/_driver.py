@@ -12,6 +12,10 @@ Each solver supplies two callables working on one block of signals:
 
 ``ctx`` is a :class:`Problem`; ``out`` is a :class:`BlockOutput` whose ``I``/``Z``
 rows the kernels fill.
+
+:func:`prepare` also picks the backend: with ``Problem.on_gpu`` the solver hands the
+problem (CuPy arrays) to :mod:`sparsecode.gpu` instead of :func:`run`; both end in
+:func:`finish_codes`, and :func:`deliver` returns the codes where ``X`` came from.
 """
 
 import contextlib
@@ -23,10 +27,13 @@ import numpy as np
 from sparsecode import _config
 from sparsecode._blas import one_blas_thread
 from sparsecode._validation import (
+    array_module,
+    check_array,
     check_choice,
     check_gram,
     check_k_tol,
     check_signals_and_dictionary,
+    is_cupy,
 )
 from sparsecode.codes import SparseCodes
 from sparsecode.pursuit._rules import DEPENDENT
@@ -44,6 +51,8 @@ class Problem:
     rtol: float
     G: np.ndarray | None
     options: dict
+    on_gpu: bool = False  # the arrays are CuPy arrays and the GPU kernels run
+    cupy_out: bool = False  # return CuPy codes (X was a CuPy array)
 
     @property
     def dtype(self):
@@ -106,16 +115,48 @@ def _want_gram(gram, n_samples, k, D):
     return None  # an array: validated by the caller
 
 
-def prepare(X, D, *, k, tol, gram, backend, k_may_exceed_atoms=False, **options):
-    """Validate the common arguments; return ``(X, Problem)``."""
+def _on_gpu(X, D, backend, name, gpu):
+    """Whether to run on the GPU: ``backend="gpu"``, or ``"auto"`` with CuPy input."""
     check_choice(backend, "backend", ("auto", "cpu", "gpu"))
-    on_gpu = type(X).__module__.startswith("cupy") or type(D).__module__.startswith("cupy")
-    if backend == "gpu" or (backend == "auto" and on_gpu):
+    want = backend == "gpu" or (backend == "auto" and (is_cupy(X) or is_cupy(D)))
+    if want and not gpu:
         raise NotImplementedError(
-            "the GPU backend is not available in this version of sparsecode; pass NumPy "
-            "arrays (cupy_array.get()) or backend='cpu'"
+            f"{name} has no GPU backend in this version of sparsecode; pass NumPy arrays "
+            "(cupy_array.get()) or backend='cpu'"
         )
+    return want
+
+
+def _to_backend(a, name, on_gpu):
+    """``a`` as an array of the backend: host arrays are validated on the host and
+    copied to the device; device arrays are copied to the host for the CPU."""
+    if on_gpu:
+        if is_cupy(a):
+            return a
+        from sparsecode.gpu import require
+
+        return require().asarray(check_array(a, name))
+    return a.get() if is_cupy(a) else a
+
+
+def prepare(X, D, *, k, tol, gram, backend, k_may_exceed_atoms=False, gpu=True,
+            name="pursuit", **options):
+    """Validate the common arguments and pick the backend; return ``(X, Problem)``.
+
+    ``gpu=False`` for solvers without GPU kernels: asking for the GPU is then an error.
+    """
+    cupy_out = is_cupy(X)
+    on_gpu = _on_gpu(X, D, backend, name, gpu)
+    if on_gpu:
+        from sparsecode.gpu import require
+
+        require()  # one clear error when CuPy or a device is missing
+    X = _to_backend(X, "X", on_gpu)
+    D = _to_backend(D, "D", on_gpu)
+    if not isinstance(gram, (str, bool, np.bool_)) and gram is not None:
+        gram = _to_backend(gram, "gram", on_gpu)
     X, D, norms2 = check_signals_and_dictionary(X, D)
+    xp = array_module(D)
     n, n_features = X.shape
     K = D.shape[0]
     k_given = k
@@ -124,15 +165,15 @@ def prepare(X, D, *, k, tol, gram, backend, k_may_exceed_atoms=False, **options)
     # The kernels work on unit-norm atoms: normalise here (a copy) when needed, and
     # rescale the coefficients at the end.  Selection by |<r, d_j>| / ||d_j|| and every
     # residual are unchanged by this.
-    unit = bool(np.all(np.abs(norms2 - 1.0) <= _config.UNIT_NORM_ATOL[dt]))
-    scale = None if unit else 1.0 / np.sqrt(norms2)
+    unit = bool(xp.all(xp.abs(norms2 - 1.0) <= _config.UNIT_NORM_ATOL[dt]))
+    scale = None if unit else 1.0 / xp.sqrt(norms2)
     if scale is not None:
         D = D * scale[:, None].astype(dt)
     want = _want_gram(gram, n, k, D)
     if want is None:
         G = check_gram(gram, norms2, dt)
         if scale is not None:
-            G = G * np.outer(scale, scale).astype(dt)
+            G = G * xp.outer(scale, scale).astype(dt)
     elif want:
         G = D @ D.T
     else:
@@ -146,6 +187,8 @@ def prepare(X, D, *, k, tol, gram, backend, k_may_exceed_atoms=False, **options)
         rtol=_config.rtol(dt),
         G=G,
         options=dict(options, k_given=k_given),
+        on_gpu=on_gpu,
+        cupy_out=cupy_out,
     )
     return X, prob
 
@@ -177,13 +220,35 @@ def run(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0, name="purs
             RuntimeWarning,
             stacklevel=3,
         )
+    return finish_codes(I, Z, prob)
+
+
+def finish_codes(I, Z, prob):
+    """:class:`SparseCodes` from the kernels' ``I`` (int32) and ``Z`` (float64) of the
+    unit-norm problem (NumPy or CuPy): coefficients rescaled to the given atoms, cast to
+    the problem's dtype, and the width trimmed to the longest code when ``k`` was not
+    given."""
+    xp = array_module(I)
     if prob.scale is not None:
-        Z *= np.where(I >= 0, prob.scale[np.maximum(I, 0)], 0.0)
+        Z *= xp.where(I >= 0, prob.scale[xp.maximum(I, 0)], 0.0)
     values = Z.astype(prob.dtype)
-    if prob.options.get("k_given") is None and n:
+    if prob.options.get("k_given") is None and I.shape[0]:
         width = max(1, int((I >= 0).sum(axis=1).max()))
         I, values = I[:, :width].copy(), values[:, :width].copy()
     return SparseCodes(I, values, prob.n_atoms)
+
+
+def deliver(codes, prob):
+    """The codes as arrays of the kind of the input ``X``: NumPy for NumPy input (also
+    when computed on the GPU), CuPy for CuPy input (also when computed on the CPU)."""
+    if prob.on_gpu and not prob.cupy_out:
+        return SparseCodes(codes.indices.get(), codes.values.get(), codes.n_atoms)
+    if prob.cupy_out and not prob.on_gpu:
+        import cupy
+
+        return SparseCodes(cupy.asarray(codes.indices), cupy.asarray(codes.values),
+                           codes.n_atoms)
+    return codes
 
 
 def _run_blocks(X, prob, B, I, Z, status, gram_block, nogram_block):
@@ -240,16 +305,19 @@ def nogram_steps(Xb, prob, out, step, max_steps):
 def compact_nonzero(codes):
     """Drop zero coefficients from each row of ``codes`` in place, keeping order.
 
-    Used by the non-negative solvers, where an atom can end at exactly 0.
+    Used by the non-negative solvers, where an atom can end at exactly 0.  Works on
+    NumPy and CuPy codes.
     """
+    xp = codes._xp()
     keep = (codes.values != 0) & (codes.indices >= 0)
-    if keep.all() or not keep.size:
+    if not keep.size or bool(keep.all()):
         return codes
-    order = np.argsort(~keep, axis=1, kind="stable")
-    idx = np.take_along_axis(codes.indices, order, axis=1)
-    val = np.take_along_axis(codes.values, order, axis=1)
-    kept = np.take_along_axis(keep, order, axis=1)
-    idx[~kept] = -1
-    val[~kept] = 0
+    n, width = keep.shape
+    col = xp.cumsum(keep, axis=1) - 1  # where each kept entry moves to
+    rows = xp.broadcast_to(xp.arange(n)[:, None], (n, width))
+    idx = xp.full_like(codes.indices, -1)
+    val = xp.zeros_like(codes.values)
+    idx[rows[keep], col[keep]] = codes.indices[keep]
+    val[rows[keep], col[keep]] = codes.values[keep]
     codes.indices, codes.values = idx, val
     return codes

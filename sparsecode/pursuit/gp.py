@@ -69,6 +69,7 @@ def gp(X, D, *, k=None, tol=None, variant="gp", positive=False, gram="auto",
     gram : "auto", bool or ndarray of shape (n_atoms, n_atoms)
         See :func:`sparsecode.mp`.
     backend : {"auto", "cpu", "gpu"}
+        See :func:`sparsecode.mp`.
 
     Returns
     -------
@@ -83,10 +84,17 @@ def gp(X, D, *, k=None, tol=None, variant="gp", positive=False, gram="auto",
     """
     check_choice(variant, "variant", ("gp", "acgp"))
     positive = bool(positive)
-    X, p = _driver.prepare(X, D, k=k, tol=tol, gram=gram, backend=backend,
+    X, p = _driver.prepare(X, D, k=k, tol=tol, gram=gram, backend=backend, name="gp",
                            rule=POSITIVE if positive else ABS, positive=positive,
                            acgp=variant == "acgp")
     k = p.width
-    codes = _driver.run(X, p, _gram_block, _nogram_block, name="gp",
-                        nogram_bytes_per_row=8 * (k * k + 5 * k))
-    return _driver.compact_nonzero(codes) if positive else codes
+    if p.on_gpu:
+        from sparsecode.gpu.gp import gp_gpu
+
+        codes = gp_gpu(X, p, max_steps(k))
+    else:
+        codes = _driver.run(X, p, _gram_block, _nogram_block, name="gp",
+                            nogram_bytes_per_row=8 * (k * k + 5 * k))
+    if positive:
+        codes = _driver.compact_nonzero(codes)
+    return _driver.deliver(codes, p)

@@ -61,6 +61,9 @@ def mp(X, D, *, k=None, tol=None, selection="abs", gram="auto", backend="auto"):
         and amount of work (``"auto"``).  A precomputed ``G`` (see
         :func:`sparsecode.gram`) is used as given.
     backend : {"auto", "cpu", "gpu"}
+        ``"auto"``: the GPU (CuPy kernels) when ``X`` or ``D`` is a CuPy array, else the
+        CPU.  ``"cpu"``/``"gpu"`` force it; the codes are CuPy arrays when ``X`` is one.
+        The GPU needs CuPy: ``pip install "sparsecode[cuda12]"`` (or ``[cuda13]``).
 
     Returns
     -------
@@ -75,5 +78,11 @@ def mp(X, D, *, k=None, tol=None, selection="abs", gram="auto", backend="auto"):
     """
     check_choice(selection, "selection", tuple(RULES))
     X, p = _driver.prepare(X, D, k=k, tol=tol, gram=gram, backend=backend,
-                           k_may_exceed_atoms=True, rule=RULES[selection])
-    return _driver.run(X, p, _gram_block, _nogram_block, name="mp")
+                           k_may_exceed_atoms=True, name="mp", rule=RULES[selection])
+    if p.on_gpu:
+        from sparsecode.gpu.mp import mp_gpu
+
+        codes = mp_gpu(X, p)
+    else:
+        codes = _driver.run(X, p, _gram_block, _nogram_block, name="mp")
+    return _driver.deliver(codes, p)

@@ -1,0 +1,195 @@
+// Shared by every kernel of sparsecode.gpu.  sparsecode/gpu/_module.py concatenates this
+// file first, then mp.cu and gp.cu, and compiles them as one module with NVRTC (through
+// cupy.RawModule).  NVRTC sees no system headers: only CUDA built-ins are used here.
+//
+// Conventions of every pursuit kernel:
+//   * one thread block encodes one signal at a time; blocks take the next signal from a
+//     queue (an int counter in device memory, zeroed by the caller), so a launch of any
+//     number of blocks covers every signal and long signals do not hold up short ones;
+//   * blockDim.x is a multiple of 32 (at most 1024); warp 0 does the per-step
+//     bookkeeping (the support, the small linear algebra of gradient pursuit) while the
+//     whole block does the O(n_atoms) passes;
+//   * atoms are unit norm (the caller normalises), codes are written to I (int32, -1
+//     filled by the caller) and Z (float64, 0 filled) of width `width` per signal;
+//   * every branch that decides whether to stop depends only on values all threads of
+//     the block hold identically (broadcast through shared memory), so __syncthreads()
+//     is never reached by only part of a block.
+
+#define SC_FULL_MASK 0xffffffffu
+#define SC_INT_MAX 2147483647
+
+// Selection rules and per-signal status: the values of sparsecode/pursuit/_rules.py.
+#define SC_ABS 0
+#define SC_POSITIVE 1
+#define SC_SIGNED 2
+#define SC_RUNNING 0
+#define SC_DONE 1
+
+// ---- selection keys --------------------------------------------------------------
+// As in the CPU kernels (sparsecode/pursuit/_common_numba.py), selection compares the
+// integer view of the correlations: |v| for ABS (sign bit cleared), v itself for
+// POSITIVE (a winner <= 0 stops the signal anyway), and v with the magnitude bits of
+// negative values flipped for SIGNED (orders every float like its value).  Ties go to
+// the lowest atom index, so the GPU picks the atom the CPU picks from equal numbers.
+
+template <typename T>
+struct Key;
+
+template <>
+struct Key<float> {
+  typedef int type;
+  static __device__ __forceinline__ int bits(float v) { return __float_as_int(v); }
+  static __device__ __forceinline__ int mask() { return 0x7fffffff; }
+  static __device__ __forceinline__ int lowest() { return -2147483647 - 1; }
+};
+
+template <>
+struct Key<double> {
+  typedef long long type;
+  static __device__ __forceinline__ long long bits(double v) { return __double_as_longlong(v); }
+  static __device__ __forceinline__ long long mask() { return 0x7fffffffffffffffLL; }
+  static __device__ __forceinline__ long long lowest() { return -9223372036854775807LL - 1; }
+};
+
+template <typename T>
+__device__ __forceinline__ typename Key<T>::type select_key(T v, int rule) {
+  const typename Key<T>::type a = Key<T>::bits(v);
+  if (rule == SC_ABS) return a & Key<T>::mask();
+  if (rule == SC_SIGNED) return a >= 0 ? a : (a ^ Key<T>::mask());
+  return a;
+}
+
+// True when the selected correlation cannot make progress (see vanished() in
+// _common_numba.py): the positive rule also stops when no correlation is positive.
+template <typename T>
+__device__ __forceinline__ bool vanished(T cj, double thr, int rule) {
+  if (rule == SC_POSITIVE && cj <= (T)0) return true;
+  return fabs((double)cj) <= thr;
+}
+
+// ---- warp and block reductions ---------------------------------------------------
+
+// Keep the better of two (key, index) pairs: the larger key, then the lower index.
+template <typename K>
+__device__ __forceinline__ void better_of(K& key, int& idx, K k2, int i2) {
+  if (k2 > key || (k2 == key && i2 < idx)) {
+    key = k2;
+    idx = i2;
+  }
+}
+
+// Butterfly reduction: every lane ends with the best pair of the warp.
+template <typename K>
+__device__ __forceinline__ void warp_argmax(K& key, int& idx) {
+  for (int off = 16; off > 0; off >>= 1) {
+    const K k2 = __shfl_xor_sync(SC_FULL_MASK, key, off);
+    const int i2 = __shfl_xor_sync(SC_FULL_MASK, idx, off);
+    better_of(key, idx, k2, i2);
+  }
+}
+
+// Argmax over the block: afterwards every lane of warp 0 holds the best (key, index).
+// Contains one __syncthreads(); sk and si are __shared__ arrays of 32 entries.  The
+// caller must __syncthreads() before the next call (the pursuit loops do).
+template <typename K>
+__device__ __forceinline__ void block_argmax(K& key, int& idx, K* sk, int* si) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  warp_argmax(key, idx);
+  if (lane == 0) {
+    sk[warp] = key;
+    si[warp] = idx;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    const int nw = blockDim.x >> 5;
+    key = lane < nw ? sk[lane] : sk[0];  // repeating warp 0's pair changes no maximum
+    idx = lane < nw ? si[lane] : si[0];
+    warp_argmax(key, idx);
+  }
+}
+
+// IEEE addition is commutative, so the butterfly leaves the same bits in every lane.
+__device__ __forceinline__ double warp_sum(double v) {
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(SC_FULL_MASK, v, off);
+  return v;
+}
+
+__device__ __forceinline__ int warp_max_int(int v) {
+  for (int off = 16; off > 0; off >>= 1) {
+    const int o = __shfl_xor_sync(SC_FULL_MASK, v, off);
+    v = o > v ? o : v;
+  }
+  return v;
+}
+
+// Sum over the block: the result is valid in warp 0.  One __syncthreads(); sd is a
+// __shared__ array of 32 doubles.
+__device__ __forceinline__ double block_sum(double v, double* sd) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) sd[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    const int nw = blockDim.x >> 5;
+    v = warp_sum(lane < nw ? sd[lane] : 0.0);
+  }
+  return v;
+}
+
+// ---- work queue and support bookkeeping ------------------------------------------
+
+// The next signal for this block (every thread gets the same answer).  The caller ends
+// each loop iteration with __syncthreads() so that sh_row is not overwritten early.
+__device__ __forceinline__ int next_row(int* queue, int* sh_row) {
+  if (threadIdx.x == 0) *sh_row = atomicAdd(queue, 1);
+  __syncthreads();
+  return *sh_row;
+}
+
+// Position of atom j in the support Irow[0:s], or -1 (warp 0, same answer in every lane).
+__device__ __forceinline__ int find_in_support(const int* Irow, int s, int j, int lane) {
+  int pos = -1;
+  for (int m = lane; m < s; m += 32) {
+    if (Irow[m] == j) pos = m;
+  }
+  return warp_max_int(pos);
+}
+
+// MP's code update (warp 0): a new atom is appended, an atom selected again has its
+// coefficients summed.  Returns whether j was already in the support; s is updated.
+__device__ __forceinline__ bool add_to_code(int* Irow, double* Zrow, int& s, int j,
+                                            double coef, int lane) {
+  const int pos = find_in_support(Irow, s, j, lane);
+  if (pos < 0) {
+    if (lane == 0) {
+      Irow[s] = j;
+      Zrow[s] = coef;
+    }
+    ++s;
+    return false;
+  }
+  if (lane == 0) Zrow[pos] += coef;
+  return true;
+}
+
+// ---- utilities -------------------------------------------------------------------
+
+// Squared norms of the n rows of the C-contiguous (n, m) matrix A, in float64.
+template <typename T>
+__global__ void row_norms2(const T* __restrict__ A, const long long n, const int m,
+                           double* __restrict__ out) {
+  __shared__ double sd[32];
+  for (long long row = blockIdx.x; row < n; row += gridDim.x) {
+    const T* a = A + row * m;
+    double acc = 0.0;
+    for (int q = threadIdx.x; q < m; q += blockDim.x) {
+      const double v = (double)a[q];
+      acc += v * v;
+    }
+    acc = block_sum(acc, sd);
+    if (threadIdx.x == 0) out[row] = acc;
+    __syncthreads();
+  }
+}

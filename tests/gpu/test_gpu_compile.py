@@ -1,0 +1,103 @@
+"""Every kernel of the table compiles, on machines without a GPU.
+
+The module's source and the list of instantiations both come from
+``sparsecode.gpu._module`` (``KERNELS`` x ``DTYPES``), the same table CuPy compiles from.
+Two compilers: ``nvcc`` (explicit instantiations, ptxas included, warnings are errors,
+no register spills) and NVRTC through cuda-python (what CuPy runs: name expressions,
+no system headers).  Each skips when its compiler is missing.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from sparsecode.gpu import _module
+
+#: A GPU architecture every CUDA 12/13 toolkit compiles for (A100; also the oldest
+#: with the shared memory sizes the kernels plan for).
+ARCH = "sm_80"
+
+
+def _nvcc():
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    for root in (os.environ.get("CUDA_PATH"), os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if root and os.path.exists(os.path.join(root, "bin", "nvcc")):
+            return os.path.join(root, "bin", "nvcc")
+    return None
+
+
+def _mangled(expr):
+    """The part of the mangled symbol that names one instantiation, e.g.
+    ``mp_gram<float>`` -> ``7mp_gramIfE``."""
+    name, ctype = re.fullmatch(r"(\w+)<(\w+)>", expr).groups()
+    return f"{len(name)}{name}I{ {'float': 'f', 'double': 'd'}[ctype] }E".replace(" ", "")
+
+
+def test_table_names_every_kernel_of_the_sources():
+    # a kernel template in the .cu files but not in the table would never be compiled
+    templates = re.findall(r"template <typename T>\s*__global__ void (\w+)\(", _module.source())
+    assert sorted(templates) == sorted(_module.KERNELS)
+    assert len(_module.name_expressions()) == len(_module.KERNELS) * len(_module.DTYPES)
+
+
+def test_every_kernel_compiles_with_nvcc(tmp_path):
+    nvcc = _nvcc()
+    if nvcc is None:
+        pytest.skip("nvcc not found (PATH, CUDA_PATH, CUDA_HOME, /usr/local/cuda)")
+    src = tmp_path / "sparsecode_kernels.cu"
+    src.write_text(_module.instantiation_source())
+    out = tmp_path / "sparsecode_kernels.cubin"
+    cmd = [nvcc, "-std=c++17", "-cubin", f"-arch={ARCH}", "-Werror", "all-warnings",
+           "-Xptxas", "-v,-warn-spills,-warn-lmem-usage", "-o", str(out), str(src)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, f"nvcc failed:\n{res.stdout}\n{res.stderr}"
+    binary = out.read_bytes()
+    for expr in _module.name_expressions():
+        assert _mangled(expr).encode() in binary, f"{expr} missing from the cubin"
+    # static shared memory stays within what the launcher reserves
+    from sparsecode.gpu._driver import STATIC_SMEM
+
+    smem = [int(m) for m in re.findall(r"(\d+) bytes smem", res.stdout + res.stderr)]
+    assert smem and max(smem) <= STATIC_SMEM
+
+
+def _nvrtc():
+    try:
+        from cuda.bindings import nvrtc
+    except ImportError:
+        try:
+            from cuda import nvrtc
+        except ImportError:
+            return None
+    return nvrtc
+
+
+def test_every_kernel_compiles_with_nvrtc():
+    nvrtc = _nvrtc()
+    if nvrtc is None:
+        pytest.skip("cuda-python (NVRTC bindings) not installed")
+
+    def check(result):
+        err, *rest = result
+        assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, err
+        return rest[0] if rest else None
+
+    prog = check(nvrtc.nvrtcCreateProgram(_module.source().encode(), b"sparsecode.cu", 0, [], []))
+    for expr in _module.name_expressions():
+        check(nvrtc.nvrtcAddNameExpression(prog, expr.encode()))
+    opts = [o.encode() for o in (*_module.OPTIONS, f"--gpu-architecture=compute_{ARCH[3:]}")]
+    (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+    size = check(nvrtc.nvrtcGetProgramLogSize(prog))
+    log = b" " * size
+    check(nvrtc.nvrtcGetProgramLog(prog, log))
+    log = log.decode(errors="replace").strip("\x00 \n")
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, log
+    assert "warning" not in log.lower(), log
+    for expr in _module.name_expressions():
+        lowered = check(nvrtc.nvrtcGetLoweredName(prog, expr.encode()))
+        assert _mangled(expr).encode() in lowered
