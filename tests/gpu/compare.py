@@ -6,6 +6,16 @@ from sparsecode import SparseCodes
 from tests.helpers import MARGIN, assert_codes_equal_reference
 
 
+def gaussian(seed, n, d, K, dtype, unit=True):
+    """Gaussian signals ``(n, d)`` and atoms ``(K, d)``: unit norm, or norms in [0.5, 2]."""
+    rng = np.random.default_rng(seed)
+    D = rng.standard_normal((K, d))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    if not unit:
+        D *= rng.uniform(0.5, 2.0, size=(K, 1))
+    return rng.standard_normal((n, d)).astype(dtype), D.astype(dtype)
+
+
 def to_host(codes):
     """CuPy codes as NumPy codes (checked to be CuPy first)."""
     assert type(codes.indices).__module__.startswith("cupy")

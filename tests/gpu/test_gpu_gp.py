@@ -6,7 +6,7 @@ import pytest
 import sparsecode
 from sparsecode import _config
 from tests import naive
-from tests.gpu.compare import assert_same_codes, to_host
+from tests.gpu.compare import assert_same_codes, gaussian, to_host
 from tests.strategies import planted
 
 cp = pytest.importorskip("cupy")
@@ -20,15 +20,6 @@ too_slow_emulated = pytest.mark.skipif(getattr(cp, "EMULATED", False),
 
 VARIANTS = ["gp", "acgp"]
 DTYPES = [np.float32, np.float64]
-
-
-def gaussian(seed, n, d, K, dtype, unit=True):
-    rng = np.random.default_rng(seed)
-    D = rng.standard_normal((K, d))
-    D /= np.linalg.norm(D, axis=1, keepdims=True)
-    if not unit:
-        D *= rng.uniform(0.5, 2.0, size=(K, 1))
-    return rng.standard_normal((n, d)).astype(dtype), D.astype(dtype)
 
 
 def check_gp(X, D, *, min_fraction=0.5, **kw):
