@@ -1,9 +1,9 @@
 """The CUDA kernels: one table, one module, compiled on first use.
 
 ``KERNELS`` lists every kernel template and ``DTYPES`` the float types each is built
-for; the module's source is the ``kernels/*.cu`` files of ``SOURCES`` concatenated (the
-shared ``common.cu`` first), and its ``name_expressions`` are generated from the table,
-so adding a kernel is one line here plus its CUDA.  The same table generates the explicit
+for; the module's source is the shared ``kernels/common.cuh`` followed by the
+``kernels/*.cu`` files of ``SOURCES``, and its ``name_expressions`` are generated from the
+table, so adding a kernel is one line here plus its CUDA.  The same table generates the explicit
 instantiations of :func:`instantiation_source`, which the test suite compiles with
 ``nvcc`` on machines without a GPU.
 
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-#: The ``.cu`` files of the module, in order (``common.cu`` defines what the others use).
-SOURCES = ("common.cu", "mp.cu", "gp.cu")
+#: The header every kernel file includes, and the kernel files of the module.
+HEADER = "common.cuh"
+SOURCES = ("mp.cu", "gp.cu")
 
 #: Every kernel template of the module.
 KERNELS = ("row_norms2", "mp_gram", "mp_nogram_step", "gp_gram", "gp_nogram_step")
@@ -43,11 +44,18 @@ def name_expressions():
 
 @functools.cache
 def source():
-    """The module's CUDA source: the files of ``SOURCES`` with ``#line`` markers, so
-    compiler messages name the file and line they come from."""
+    """The module's CUDA source: ``HEADER``, then the files of ``SOURCES`` with their
+    ``#include`` of it blanked (the header's text itself, not an include, so CuPy's cache
+    of compiled modules sees every change), each after a ``#line`` marker so compiler
+    messages name the file and line they come from."""
+    include = f'#include "{HEADER}"'
     parts = []
-    for name in SOURCES:
+    for name in (HEADER, *SOURCES):
         text = (_KERNEL_DIR / name).read_text()
+        if name != HEADER:
+            if include not in text:
+                raise RuntimeError(f"{name} must include {HEADER}")
+            text = text.replace(include, "")
         parts.append(f'#line 1 "{name}"\n{text}')
     return "\n".join(parts)
 

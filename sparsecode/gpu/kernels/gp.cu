@@ -15,6 +15,8 @@
 // signal on the no-Gram path (gp_nogram_step runs one step per launch).
 // Dynamic shared memory: [correlation row (Gram path, use_shared)] [delta: k T] [I: k int].
 
+#include "common.cuh"
+
 struct GPScratch {
   double* GII;    // k x k, both triangles
   double* dprev;  // k

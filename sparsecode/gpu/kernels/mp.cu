@@ -15,6 +15,8 @@
 // C = R[rows] D^T the caller recomputed with cuBLAS: select, update the code, then
 // r -= c_j d_j and ||r||^2 (O(n_features)).
 
+#include "common.cuh"
+
 template <typename T>
 __global__ void mp_gram(T* __restrict__ C, const T* __restrict__ G, const int n, const int K,
                         const int rule, const int k, const int width, const int use_shared,

@@ -1,6 +1,7 @@
-// Shared by every kernel of sparsecode.gpu.  sparsecode/gpu/_module.py concatenates this
-// file first, then mp.cu and gp.cu, and compiles them as one module with NVRTC (through
-// cupy.RawModule).  NVRTC sees no system headers: only CUDA built-ins are used here.
+// Shared by every kernel of sparsecode.gpu; mp.cu and gp.cu include it, so each file
+// compiles on its own.  sparsecode/gpu/_module.py puts this header first and the .cu
+// files after it (their include of it blanked) into one module that NVRTC compiles
+// (through cupy.RawModule).  NVRTC sees no system headers: only CUDA built-ins are used.
 //
 // Conventions of every pursuit kernel:
 //   * one thread block encodes one signal at a time; blocks take the next signal from a
@@ -14,6 +15,9 @@
 //   * every branch that decides whether to stop depends only on values all threads of
 //     the block hold identically (broadcast through shared memory), so __syncthreads()
 //     is never reached by only part of a block.
+
+#ifndef SPARSECODE_GPU_COMMON_CUH
+#define SPARSECODE_GPU_COMMON_CUH
 
 #define SC_FULL_MASK 0xffffffffu
 #define SC_INT_MAX 2147483647
@@ -193,3 +197,5 @@ __global__ void row_norms2(const T* __restrict__ A, const long long n, const int
     __syncthreads();
   }
 }
+
+#endif  // SPARSECODE_GPU_COMMON_CUH
