@@ -198,4 +198,26 @@ __global__ void row_norms2(const T* __restrict__ A, const long long n, const int
   }
 }
 
+// The first selection of a signal: copy its correlation row `src` into `c` (shared
+// memory when use_shared; otherwise `c` is `src` itself), take the block-wide argmax of
+// the rule's key and hand it to thread 0, which stores it in *sh_j and *sh_cj.  The
+// caller's __syncthreads() makes them visible to the block.
+template <typename T>
+__device__ void load_and_select(const T* __restrict__ src, T* c, const int K, const int rule,
+                                const int use_shared, typename Key<T>::type* sk, int* si,
+                                int* sh_j, T* sh_cj) {
+  typename Key<T>::type best = Key<T>::lowest();
+  int bi = SC_INT_MAX;
+  for (int m = threadIdx.x; m < K; m += blockDim.x) {
+    const T v = src[m];
+    if (use_shared) c[m] = v;
+    better_of(best, bi, select_key(v, rule), m);
+  }
+  block_argmax(best, bi, sk, si);
+  if (threadIdx.x == 0) {
+    *sh_j = bi;
+    *sh_cj = c[bi];
+  }
+}
+
 #endif  // SPARSECODE_GPU_COMMON_CUH

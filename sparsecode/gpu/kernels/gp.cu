@@ -165,18 +165,7 @@ __global__ void gp_gram(T* __restrict__ C, const T* __restrict__ G, const int n,
       int* Irow = I + (long long)row * k;
       double* Zrow = Z + (long long)row * k;
 
-      key_t best = Key<T>::lowest();
-      int bi = SC_INT_MAX;
-      for (int m = threadIdx.x; m < K; m += blockDim.x) {
-        const T v = src[m];
-        if (use_shared) c[m] = v;
-        better_of(best, bi, select_key(v, rule), m);
-      }
-      block_argmax(best, bi, sk, si);
-      if (threadIdx.x == 0) {
-        sh_j = bi;
-        sh_cj = c[bi];
-      }
+      load_and_select(src, c, K, rule, use_shared, sk, si, &sh_j, &sh_cj);
       __syncthreads();
 
       int s = 0;                // support size, the same in every thread
@@ -217,8 +206,8 @@ __global__ void gp_gram(T* __restrict__ C, const T* __restrict__ G, const int n,
         energy -= sh_dec;
         s = sh_s;
         // c -= sum_m delta[m] G[I[m]], in support order for every entry (as sub_rows)
-        best = Key<T>::lowest();
-        bi = SC_INT_MAX;
+        key_t best = Key<T>::lowest();
+        int bi = SC_INT_MAX;
         for (int q = threadIdx.x; q < K; q += blockDim.x) {
           T v = c[q];
           for (int m = 0; m < s; ++m) {

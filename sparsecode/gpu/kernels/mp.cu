@@ -44,19 +44,8 @@ __global__ void mp_gram(T* __restrict__ C, const T* __restrict__ G, const int n,
       int* Irow = I + (long long)row * width;
       double* Zrow = Z + (long long)row * width;
 
-      key_t best = Key<T>::lowest();
-      int bi = SC_INT_MAX;
-      for (int m = threadIdx.x; m < K; m += blockDim.x) {
-        const T v = src[m];
-        if (use_shared) c[m] = v;
-        better_of(best, bi, select_key(v, rule), m);
-      }
-      block_argmax(best, bi, sk, si);
-      if (threadIdx.x == 0) {
-        sh_j = bi;
-        sh_cj = c[bi];
-        sh_stop = 0;
-      }
+      load_and_select(src, c, K, rule, use_shared, sk, si, &sh_j, &sh_cj);
+      if (threadIdx.x == 0) sh_stop = 0;
       __syncthreads();
 
       int s = 0;  // support size (used by warp 0 only)
@@ -70,8 +59,8 @@ __global__ void mp_gram(T* __restrict__ C, const T* __restrict__ G, const int n,
         // The positive rule stops once a step re-selects an atom of the support; the
         // update below is then wasted (once) but harmless, and sh_stop ends the loop.
         const T* g = G + (long long)j * K;
-        best = Key<T>::lowest();
-        bi = SC_INT_MAX;
+        key_t best = Key<T>::lowest();
+        int bi = SC_INT_MAX;
 #pragma unroll 4
         for (int m = threadIdx.x; m < K; m += blockDim.x) {
           const T v = c[m] - cj * g[m];
