@@ -31,6 +31,21 @@ def array_module(x):
     return np
 
 
+def to_host(a):
+    """``a`` as a NumPy array: CuPy arrays are copied from the device."""
+    return a.get() if is_cupy(a) else a
+
+
+def on_device_of(a, ref):
+    """``a`` on the device of ``ref``: copied to the GPU when ``ref`` is a CuPy array and
+    ``a`` is not, to the host in the opposite case, returned as it is otherwise."""
+    if is_cupy(ref) and not is_cupy(a):
+        import cupy
+
+        return cupy.asarray(a)
+    return to_host(a) if not is_cupy(ref) else a
+
+
 def row_norms2(a):
     """Squared norms of the rows of a 2-D NumPy or CuPy array, in float64."""
     if is_cupy(a):

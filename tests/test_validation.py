@@ -35,9 +35,6 @@ def test_bad_inputs_name_argument_expected_and_actual(fn, XD):
         (dict(X=X, D=D, k=2, gram=np.eye(6)), ValueError, "gram does not match D"),
         (dict(X=X, D=D, k=2, backend="tpu"), ValueError, "backend must be one of"),
     ]
-    if fn is sparsecode.omp:  # mp and gp: tests/gpu/test_gpu_unavailable.py
-        cases.append((dict(X=X, D=D, k=2, backend="gpu"), NotImplementedError,
-                      "omp has no GPU backend"))
     if fn is not sparsecode.mp:
         cases.append((dict(X=X, D=D, k=7), ValueError, "k must be <= n_atoms = 6; got k = 7"))
     for kwargs, exc, match in cases:

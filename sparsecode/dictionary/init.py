@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 
-from sparsecode._validation import _describe, check_array, float_dtype
+from sparsecode._validation import _describe, check_array, float_dtype, is_cupy
 from sparsecode.codes import SparseCodes
 from sparsecode.dictionary._common import (
     blas_for,
@@ -314,18 +314,23 @@ class DeadAtoms:
         Parameters
         ----------
         codes : SparseCodes of shape (n_batch, n_atoms)
+            NumPy or CuPy (counted on the device; only ``2 n_atoms`` numbers come back).
 
         Returns
         -------
         self : DeadAtoms
         """
         require_codes(codes)
-        idx, _ = check_codes(codes, float_dtype(codes.values), n_atoms=self.n_atoms)
-        rows, slots = np.nonzero(idx >= 0)
-        atoms = idx[rows, slots]
-        self.counts += np.bincount(atoms, minlength=self.n_atoms)
-        last = np.full(self.n_atoms, -1, dtype=np.int64)
-        np.maximum.at(last, atoms, rows)
+        if is_cupy(codes.indices):
+            counts, last = _atom_use_on_device(codes.indices, self.n_atoms)
+        else:
+            idx, _ = check_codes(codes, float_dtype(codes.values), n_atoms=self.n_atoms)
+            rows, slots = np.nonzero(idx >= 0)
+            atoms = idx[rows, slots]
+            counts = np.bincount(atoms, minlength=self.n_atoms)
+            last = np.full(self.n_atoms, -1, dtype=np.int64)
+            np.maximum.at(last, atoms, rows)
+        self.counts += counts
         hit = last >= 0
         self.last_used[hit] = self.n_samples + last[hit] + 1
         self.n_samples += len(codes)
@@ -410,3 +415,19 @@ def coherent_atoms(D, threshold=0.99, usage=None):
         drop = j if usage is None or usage[j] <= usage[i] else i
         mask[drop] = True
     return mask
+
+
+def _atom_use_on_device(idx, n_atoms):
+    """Per atom, the number of uses and the last row using it (-1: none) in the CuPy
+    code indices ``idx``, as NumPy arrays."""
+    import cupy
+
+    rows, slots = cupy.nonzero(idx >= 0)
+    atoms = idx[rows, slots].astype(np.int64)
+    counts = cupy.bincount(atoms, minlength=n_atoms)
+    # rows ascend in row-major order: the first hit of an atom in the reversed list is
+    # its last use
+    found, first = cupy.unique(atoms[::-1], return_index=True)
+    last = cupy.full(n_atoms, -1, dtype=np.int64)
+    last[found] = rows[::-1][first]
+    return counts.get(), last.get()

@@ -20,7 +20,8 @@ import numpy as np
 
 from sparsecode import _config
 from sparsecode.gpu import _module
-from sparsecode.pursuit._driver import finish_codes
+from sparsecode.pursuit._driver import finish_codes, warn_dependent
+from sparsecode.pursuit._rules import DEPENDENT
 
 #: Shared memory a kernel declares statically (at most 656 bytes, see ``ptxas -v`` in
 #: the compile test), kept free when sizing the dynamic part.
@@ -36,6 +37,7 @@ class RowStats:
     xnorm2: object  # ||x||^2
     tol2: object  # residual energy at which to stop
     thr: object  # smallest correlation worth a step
+    status: object  # int8, why each signal stopped (DEPENDENT counts; written by OMP)
 
 
 def threads_for(kernel, length):
@@ -90,7 +92,8 @@ def row_stats(Xb, prob):
     import cupy
 
     xnorm2 = _module.row_norms2(Xb)
-    return RowStats(xnorm2=xnorm2, tol2=prob.tol * xnorm2, thr=prob.rtol * cupy.sqrt(xnorm2))
+    return RowStats(xnorm2=xnorm2, tol2=prob.tol * xnorm2, thr=prob.rtol * cupy.sqrt(xnorm2),
+                    status=cupy.zeros(Xb.shape[0], dtype=np.int8))
 
 
 def rows_per_block(bytes_per_row):
@@ -105,8 +108,9 @@ def correlations(Xb, prob):
     return cupy.ascontiguousarray(Xb @ prob.D.T)
 
 
-def encode(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0):
-    """Encode the CuPy signals ``X`` block by block; return CuPy :class:`SparseCodes`."""
+def encode(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0, name="pursuit"):
+    """Encode the CuPy signals ``X`` block by block; return CuPy :class:`SparseCodes`
+    (warning, as on the CPU, about signals stopped by a dependent atom)."""
     import cupy
 
     prob.D = cupy.ascontiguousarray(prob.D)
@@ -119,11 +123,15 @@ def encode(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0):
     if prob.G is None:
         per_row += n_features * prob.dtype.itemsize + nogram_bytes_per_row
     B = rows_per_block(per_row)
+    n_dep = 0
     for b0 in range(0, n, B):
         b1 = min(b0 + B, n)
         Xb = X[b0:b1]
         block = gram_block if prob.G is not None else nogram_block
-        block(Xb, prob, row_stats(Xb, prob), I[b0:b1], Z[b0:b1])
+        stats = row_stats(Xb, prob)
+        block(Xb, prob, stats, I[b0:b1], Z[b0:b1])
+        n_dep += int(cupy.count_nonzero(stats.status == DEPENDENT))
+    warn_dependent(n_dep, n, name, stacklevel=5)  # encode < *_gpu < solver < caller
     return finish_codes(I, Z, prob)
 
 
@@ -139,7 +147,8 @@ def nogram_steps(Xb, prob, stats, step, max_steps):
 
     R = cupy.array(Xb, dtype=prob.dtype, order="C")
     active = cupy.flatnonzero(stats.xnorm2 > stats.tol2).astype(np.int32)
-    status = cupy.ones(Xb.shape[0], dtype=np.int8)
+    status = stats.status
+    status[...] = 1
     status[active] = 0
     for _ in range(max_steps):
         if active.size == 0:

@@ -17,10 +17,11 @@ import numpy as np
 
 #: The header every kernel file includes, and the kernel files of the module.
 HEADER = "common.cuh"
-SOURCES = ("mp.cu", "gp.cu")
+SOURCES = ("mp.cu", "gp.cu", "omp.cu", "mpsae.cu")
 
 #: Every kernel template of the module.
-KERNELS = ("row_norms2", "mp_gram", "mp_nogram_step", "gp_gram", "gp_nogram_step")
+KERNELS = ("row_norms2", "mp_gram", "mp_nogram_step", "gp_gram", "gp_nogram_step", "omp_gram",
+           "omp_nogram_step", "mpsae_forward", "mpsae_backward")
 
 #: The C type each kernel is instantiated for, per NumPy dtype.
 DTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}

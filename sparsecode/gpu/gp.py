@@ -88,4 +88,5 @@ def gp_gpu(X, prob, max_steps):
         _nogram_block(*a, max_steps)
 
     return _driver.encode(X, prob, gram_block, nogram_block,
-                          nogram_bytes_per_row=8 * (_scratch_doubles(prob.width) + 2))
+                          nogram_bytes_per_row=8 * (_scratch_doubles(prob.width) + 2),
+                          name="gp")

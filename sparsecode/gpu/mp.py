@@ -71,4 +71,4 @@ def mp_gpu(X, prob):
     codes : SparseCodes
         CuPy arrays of shape (n_samples, width).
     """
-    return _driver.encode(X, prob, _gram_block, _nogram_block)
+    return _driver.encode(X, prob, _gram_block, _nogram_block, name="mp")

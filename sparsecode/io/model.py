@@ -19,6 +19,7 @@ import numbers
 
 import numpy as np
 
+from sparsecode._validation import to_host
 from sparsecode.io._h5 import (
     FileFormatError,
     check_format,
@@ -102,8 +103,8 @@ def save_model(model, path, *, position=None, overwrite=True):
             f.attrs["sparsecode_version"] = sparsecode.__version__
             for name, text in texts.items():
                 f.attrs[name] = text
-            f.create_dataset("components", data=model.components_)
-            f.create_dataset("bias", data=model.bias_)
+            f.create_dataset("components", data=to_host(model.components_))
+            f.create_dataset("bias", data=to_host(model.bias_))
             hist = f.create_dataset("history",
                                     data=table.reshape(len(model.history_), len(columns)))
             write_json_attr(hist, "columns", columns)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sparsecode._validation import to_host
+
 #: File names SAELens reads (``sae_lens.constants``).
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
@@ -137,11 +139,11 @@ def export_saelens(model, directory, *, overwrite=False):
     target = Path(directory)
     _check_target(target, overwrite)
 
-    D = model.components_
+    D = to_host(model.components_)
     dtype = np.dtype(D.dtype)
     tensors = {
         "W_dec": np.ascontiguousarray(D, dtype=dtype),
-        "b_dec": np.ascontiguousarray(model.bias_, dtype=dtype),
+        "b_dec": np.ascontiguousarray(to_host(model.bias_), dtype=dtype),
     }
     cfg = _config(model, dtype)
 

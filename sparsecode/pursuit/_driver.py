@@ -115,16 +115,10 @@ def _want_gram(gram, n_samples, k, D):
     return None  # an array: validated by the caller
 
 
-def _on_gpu(X, D, backend, name, gpu):
+def _on_gpu(X, D, backend):
     """Whether to run on the GPU: ``backend="gpu"``, or ``"auto"`` with CuPy input."""
     check_choice(backend, "backend", ("auto", "cpu", "gpu"))
-    want = backend == "gpu" or (backend == "auto" and (is_cupy(X) or is_cupy(D)))
-    if want and not gpu:
-        raise NotImplementedError(
-            f"{name} has no GPU backend in this version of sparsecode; pass NumPy arrays "
-            "(cupy_array.get()) or backend='cpu'"
-        )
-    return want
+    return backend == "gpu" or (backend == "auto" and (is_cupy(X) or is_cupy(D)))
 
 
 def _to_backend(a, name, on_gpu):
@@ -139,14 +133,10 @@ def _to_backend(a, name, on_gpu):
     return a.get() if is_cupy(a) else a
 
 
-def prepare(X, D, *, k, tol, gram, backend, k_may_exceed_atoms=False, gpu=True,
-            name="pursuit", **options):
-    """Validate the common arguments and pick the backend; return ``(X, Problem)``.
-
-    ``gpu=False`` for solvers without GPU kernels: asking for the GPU is then an error.
-    """
+def prepare(X, D, *, k, tol, gram, backend, k_may_exceed_atoms=False, **options):
+    """Validate the common arguments and pick the backend; return ``(X, Problem)``."""
     cupy_out = is_cupy(X)
-    on_gpu = _on_gpu(X, D, backend, name, gpu)
+    on_gpu = _on_gpu(X, D, backend)
     if on_gpu:
         from sparsecode.gpu import require
 
@@ -212,15 +202,21 @@ def run(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0, name="purs
     limit = one_blas_thread() if use_gram else contextlib.nullcontext()
     with limit:
         _run_blocks(X, prob, B, I, Z, status, gram_block, nogram_block)
-    n_dep = int(np.count_nonzero(status == DEPENDENT))
+    warn_dependent(int(np.count_nonzero(status == DEPENDENT)), n, name)
+    return finish_codes(I, Z, prob)
+
+
+def warn_dependent(n_dep, n, name, stacklevel=4):
+    """Warn (for the caller of the solver) when ``n_dep`` of ``n`` signals stopped because
+    their next atom was linearly dependent on the atoms already selected.  ``stacklevel``
+    counts from this function to the solver's caller."""
     if n_dep:
         warnings.warn(
             f"{name} stopped early for {n_dep} of {n} signal(s): the next atom is linearly "
             "dependent on the atoms already selected (duplicated or dependent atoms in D)",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
-    return finish_codes(I, Z, prob)
 
 
 def finish_codes(I, Z, prob):

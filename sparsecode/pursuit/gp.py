@@ -84,7 +84,7 @@ def gp(X, D, *, k=None, tol=None, variant="gp", positive=False, gram="auto",
     """
     check_choice(variant, "variant", ("gp", "acgp"))
     positive = bool(positive)
-    X, p = _driver.prepare(X, D, k=k, tol=tol, gram=gram, backend=backend, name="gp",
+    X, p = _driver.prepare(X, D, k=k, tol=tol, gram=gram, backend=backend,
                            rule=POSITIVE if positive else ABS, positive=positive,
                            acgp=variant == "acgp")
     k = p.width

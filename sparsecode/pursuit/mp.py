@@ -78,7 +78,7 @@ def mp(X, D, *, k=None, tol=None, selection="abs", gram="auto", backend="auto"):
     """
     check_choice(selection, "selection", tuple(RULES))
     X, p = _driver.prepare(X, D, k=k, tol=tol, gram=gram, backend=backend,
-                           k_may_exceed_atoms=True, name="mp", rule=RULES[selection])
+                           k_may_exceed_atoms=True, rule=RULES[selection])
     if p.on_gpu:
         from sparsecode.gpu.mp import mp_gpu
 

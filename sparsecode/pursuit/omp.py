@@ -58,8 +58,8 @@ def omp(X, D, *, k=None, tol=None, positive=False, gram="auto", backend="auto"):
         coefficient ends at 0 are dropped from the code.
     gram : "auto", bool or ndarray of shape (n_atoms, n_atoms)
         See :func:`sparsecode.mp`.
-    backend : {"auto", "cpu"}
-        OMP has no GPU kernels yet: CuPy input or ``"gpu"`` raise ``NotImplementedError``.
+    backend : {"auto", "cpu", "gpu"}
+        See :func:`sparsecode.mp`.
 
     Returns
     -------
@@ -79,9 +79,16 @@ def omp(X, D, *, k=None, tol=None, positive=False, gram="auto", backend="auto"):
     ``n_atoms k^2`` flops over ``k`` steps.
     """
     positive = bool(positive)
-    X, p = _driver.prepare(X, D, k=k, tol=tol, gram=gram, backend=backend, gpu=False,
-                           name="omp", rule=POSITIVE if positive else ABS, positive=positive)
+    X, p = _driver.prepare(X, D, k=k, tol=tol, gram=gram, backend=backend,
+                           rule=POSITIVE if positive else ABS, positive=positive)
     k = p.width
-    codes = _driver.run(X, p, _gram_block, _nogram_block, name="omp",
-                        nogram_bytes_per_row=8 * (2 * k * k + 3 * k))
-    return _driver.compact_nonzero(codes) if positive else codes
+    if p.on_gpu:
+        from sparsecode.gpu.omp import omp_gpu
+
+        codes = omp_gpu(X, p)
+    else:
+        codes = _driver.run(X, p, _gram_block, _nogram_block, name="omp",
+                            nogram_bytes_per_row=8 * (2 * k * k + 3 * k))
+    if positive:
+        codes = _driver.compact_nonzero(codes)
+    return _driver.deliver(codes, p)

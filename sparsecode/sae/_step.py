@@ -49,12 +49,14 @@ class StepPart:
     signals: np.ndarray | None = None
 
     def worst(self, m):
-        """Indices (ascending) of the ``m`` non-zero signals of largest residual, the
+        """Indices (ascending, NumPy) of the ``m`` non-zero signals of largest residual, the
         candidates :func:`~sparsecode.dictionary.resample_dead` picks from (all non-zero
         ones when fewer than ``m``)."""
-        candidates = np.flatnonzero(self.norms2 > 0)
+        from sparsecode._validation import to_host
+
+        candidates = np.flatnonzero(to_host(self.norms2) > 0)
         if m < candidates.size:
-            score = -self.residual_norms2[candidates]
+            score = -to_host(self.residual_norms2)[candidates]
             candidates = candidates[np.argpartition(score, m - 1)[:m]]
         return np.sort(candidates)
 

@@ -9,7 +9,17 @@ import numpy as np
 from sparsecode._blas import one_blas_thread
 from sparsecode._estimator import ParamsMixin
 from sparsecode._progress import progress_bar
-from sparsecode._validation import check_array, check_choice, check_k_tol, float_dtype
+from sparsecode._validation import (
+    array_module,
+    check_array,
+    check_choice,
+    check_k_tol,
+    float_dtype,
+    is_cupy,
+    on_device_of,
+    row_norms2,
+    to_host,
+)
 from sparsecode.codes import SparseCodes
 from sparsecode.pursuit._rules import RULES
 from sparsecode.sae import optim
@@ -123,6 +133,14 @@ class MPSAE(ParamsMixin):
     random_state : int, Generator or None
         Seed for initialisation, shuffling and resampling.
 
+    Notes
+    -----
+    Training on CuPy arrays (or batches of them) runs on the GPU end to end with
+    ``update="adam"`` and ``solver="mp"`` or ``"topk"``: the encoder and its exact backward
+    pass are CUDA kernels, and the atoms, pre-bias and Adam moments stay on the device
+    (``components_`` and ``bias_`` are then CuPy arrays; :func:`sparsecode.io.save_model`
+    copies them to the host).  Only the dead-atom counters and resampling use the host.
+
     Attributes
     ----------
     components_ : ndarray of shape (n_atoms, n_features)
@@ -235,7 +253,7 @@ class MPSAE(ParamsMixin):
         """
         if not hasattr(self, "components_"):
             self.start(X)
-        X = self._check_X(X, "X", reset=False)
+        X = self._to_model(self._check_X(X, "X", reset=False))
         with one_blas_thread():
             self._step(X)
         return self
@@ -288,7 +306,8 @@ class MPSAE(ParamsMixin):
         for _ in range(self.n_epochs):
             order = self._rng.permutation(X.shape[0])
             for s in range(0, X.shape[0], bs):
-                yield X[np.sort(order[s : s + bs])]
+                rows = np.sort(order[s : s + bs])
+                yield X[on_device_of(rows, X)]
 
     def _iter_batches(self, batches):
         passes = 1 if iter(batches) is batches else self.n_epochs
@@ -298,7 +317,7 @@ class MPSAE(ParamsMixin):
                 Xb = self._check_X(Xb, "batch", reset=first)
                 if first:
                     self._init_model(Xb)
-                yield Xb
+                yield self._to_model(Xb)
 
     def _reset(self):
         for name in ("components_", "bias_", "n_features_in_"):
@@ -317,6 +336,14 @@ class MPSAE(ParamsMixin):
     def _init_model(self, X):
         from sparsecode.dictionary import DeadAtoms, OnlineStats, init_dictionary
 
+        on_gpu = is_cupy(X)
+        if on_gpu and not (self.update == "adam" and self.solver in ("mp", "topk")):
+            raise ValueError(
+                "training on the GPU (CuPy data) supports update='adam' with solver='mp' or "
+                f"'topk'; got update={self.update!r}, solver={self.solver!r}. Pass NumPy "
+                "arrays (X.get()) to train on the CPU."
+            )
+        X = to_host(X)  # initialisation draws from the data once, on the host
         dt = self._dtype
         nf = X.shape[1]
         b = X.mean(axis=0, dtype=np.float64).astype(dt) if self.pre_bias else np.zeros(nf, dt)
@@ -333,11 +360,14 @@ class MPSAE(ParamsMixin):
             D /= np.linalg.norm(D, axis=1, keepdims=True)
         else:
             D = init_dictionary(X - b, self.n_atoms, method=init, random_state=self._rng)
-        self.components_ = np.ascontiguousarray(D, dtype=dt)
-        self.bias_ = b
+        xp = np
+        if on_gpu:
+            import cupy as xp
+        self.components_ = xp.ascontiguousarray(xp.asarray(D, dtype=dt))
+        self.bias_ = xp.asarray(b)
         shapes = [D.shape, b.shape] if self.pre_bias else [D.shape]
         self._opt = optim.Adam(shapes, betas=self.betas, weight_decay=self.weight_decay,
-                               dtype=dt)
+                               dtype=dt, xp=xp)
         self._stats = OnlineStats(self.n_atoms, nf) if self.update == "online" else None
         window = self.dead_window
         if window is None:
@@ -371,7 +401,7 @@ class MPSAE(ParamsMixin):
         else:
             codes = self._encode(Xc, self.k, self.tol, self.solver, D)
             R = Xc - codes.decode(D)
-            resid2 = np.einsum("ij,ij->i", R, R, dtype=np.float64)
+            resid2 = row_norms2(R)
             if self.update == "adam":
                 scale = -2.0 / R.shape[0]
                 gD = np.asarray(codes.tocsr().T @ R) * scale
@@ -386,7 +416,7 @@ class MPSAE(ParamsMixin):
                 A, B = code_stats(Xc, idx, val, self.n_atoms)
         return StepPart(
             n=Xc.shape[0], codes=codes, residual_norms2=resid2,
-            norms2=np.einsum("ij,ij->i", Xc, Xc, dtype=np.float64),
+            norms2=row_norms2(Xc),
             x_sum=Xc.sum(axis=0, dtype=np.float64), grads=grads, A=A, B=B, signals=signals,
         )
 
@@ -416,7 +446,7 @@ class MPSAE(ParamsMixin):
             # only the component of each atom's gradient tangent to the unit sphere: the
             # radial part is undone by the renormalisation, and Adam, which scales each
             # coordinate by its own history, would let it inflate the tangent steps
-            gD = gD - np.einsum("ij,ij->i", gD, D)[:, None] * D
+            gD = gD - (gD * D).sum(axis=1, keepdims=True) * D
         grads = [gD, gb] if self.pre_bias else [gD]
         optim.clip_grad_norm(grads, self.clip_grad)
         self._opt.step([D, b] if self.pre_bias else [D], grads, lr)
@@ -458,16 +488,17 @@ class MPSAE(ParamsMixin):
         every = COHERENCE_EVERY if self.update == "adam" else 1
         if (self._n_checks - 1) % every == 0:
             # near-duplicates (an n_atoms^2 n_features product) are looked for less often
-            replace |= coherent_atoms(D, 0.99, usage=tracker.counts)
+            replace |= coherent_atoms(to_host(D), 0.99, usage=tracker.counts)
         if replace.any():
             # the worst-coded non-zero signals, all that resample_dead will look at
             picked = part.worst(int(replace.sum()))
-            new = resample_dead(D, replace, rows(picked), part.residual_norms2[picked],
-                                random_state=self._rng)
+            Dh = to_host(D)
+            new = resample_dead(Dh, replace, to_host(rows(on_device_of(picked, D))),
+                                to_host(part.residual_norms2)[picked], random_state=self._rng)
             if not self.unit_atoms and self.update == "adam":
                 # free norms: the new (unit) atoms take the mean norm of the others
-                new[replace] *= np.linalg.norm(D, axis=1).mean()
-            D[...] = new
+                new[replace] *= np.linalg.norm(Dh, axis=1).mean()
+            D[...] = on_device_of(new, D)
             self._opt.reset_rows(0, replace)
             if self._stats is not None:
                 self._stats.forget_atoms(replace)
@@ -478,7 +509,7 @@ class MPSAE(ParamsMixin):
     def _log(self, part, lr, dead):
         # sum ||x - mean||^2 of the (pre-bias centred) batch, from its sums
         n = part.n
-        total = max(float(part.norms2.sum() - part.x_sum @ part.x_sum / n), 0.0)
+        total = max(float(part.norms2.sum()) - float(part.x_sum @ part.x_sum) / n, 0.0)
         err = float(part.residual_norms2.sum())
         fvu = err / total if total > 0 else 0.0
         record = {
@@ -488,9 +519,10 @@ class MPSAE(ParamsMixin):
             "loss": err / n,
             "fvu": fvu,
             "explained_variance": 1.0 - fvu,
-            "l0": float(np.count_nonzero(part.codes.values) / n),
+            "l0": float(array_module(part.codes.values).count_nonzero(part.codes.values)) / n,
             "dead_fraction": float(np.mean(dead)),
-            "residual_norm": float(np.sqrt(part.residual_norms2).mean()),
+            "residual_norm": float(array_module(part.residual_norms2).sqrt(
+                part.residual_norms2).mean()),
             "seconds": time.perf_counter() - self._t0,
         }
         self.history_.append(record)
@@ -541,8 +573,8 @@ class MPSAE(ParamsMixin):
             self._init_model(X0)  # allocates the optimiser and trackers
         finally:
             self.init = saved_init
-        self.components_[...] = components
-        self.bias_[...] = bias
+        self.components_[...] = on_device_of(components, self.components_)
+        self.bias_[...] = on_device_of(bias, self.bias_)
         self.n_steps_ = int(scalars["n_steps"])
         self.n_samples_seen_ = int(scalars["n_samples_seen"])
         self._forget = scalars["forget"]
@@ -597,7 +629,8 @@ class MPSAE(ParamsMixin):
             raise ValueError("tol applies to the pursuit solvers; solver='topk' takes k atoms")
         # validated here: the free-norm MP encoder and TopK do not go through the solvers
         check_k_tol(k, tol, self.n_atoms, X.shape[1], k_may_exceed_atoms=solver == "mp")
-        return self._encode(X - self.bias_, k, tol, solver, self.components_)
+        return self._encode(X - on_device_of(self.bias_, X), k, tol, solver,
+                            on_device_of(self.components_, X))
 
     def fit_transform(self, X, y=None):
         """``fit(X)`` then ``transform(X)``."""
@@ -620,13 +653,15 @@ class MPSAE(ParamsMixin):
                 raise ValueError(
                     f"codes must refer to n_atoms = {self.n_atoms} atoms; got {codes.n_atoms}"
                 )
-            return codes.decode(self.components_) + self.bias_
+            X_hat = codes.decode(on_device_of(self.components_, codes.values))
+            return X_hat + on_device_of(self.bias_, X_hat)
         Z = check_array(codes, "codes")
         if Z.shape[1] != self.n_atoms:
             raise ValueError(
                 f"codes must have n_atoms = {self.n_atoms} columns; got shape {Z.shape}"
             )
-        return (Z @ self.components_ + self.bias_).astype(self.components_.dtype, copy=False)
+        D, b = on_device_of(self.components_, Z), on_device_of(self.bias_, Z)
+        return (Z @ D + b).astype(D.dtype, copy=False)
 
     def score(self, X, y=None):
         """Explained variance of the reconstruction of ``X`` (1 is perfect).
@@ -644,7 +679,7 @@ class MPSAE(ParamsMixin):
         X_hat = self.inverse_transform(self.transform(X))
         from sparsecode.metrics import explained_variance
 
-        return float(explained_variance(X, X_hat))
+        return float(explained_variance(to_host(X), to_host(X_hat)))
 
     # ------------------------------------------------------------------ helpers
 
@@ -675,6 +710,10 @@ class MPSAE(ParamsMixin):
         if solver == "omp":
             return sparsecode.omp(Xc, D, k=k, tol=tol)
         return sparsecode.gp(Xc, D, k=k, tol=tol)
+
+    def _to_model(self, X):
+        """A training batch on the model's device (the device of its first batch)."""
+        return on_device_of(X, self.components_)
 
     def _check_fitted(self):
         if not hasattr(self, "components_"):
@@ -727,22 +766,26 @@ class MPSAE(ParamsMixin):
 def topk_codes(Xc, D, k, selection):
     """One-step TopK codes: the ``k`` atoms of best score of ``Xc D^T`` under the selection
     rule, coded by their correlations (zero scores dropped)."""
+    xp = array_module(Xc)
     C = Xc @ D.T
-    score = np.abs(C) if selection == "abs" else C
+    score = xp.abs(C) if selection == "abs" else C
     k = min(k, D.shape[0])
-    part = np.argpartition(-score, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(score, part, axis=1), axis=1, kind="stable")
-    idx = np.take_along_axis(part, order, axis=1)
-    val = np.take_along_axis(C, idx, axis=1)
-    keep = np.take_along_axis(score, idx, axis=1) > 0
-    idx = np.where(keep, idx, -1).astype(np.int32)
-    val = np.where(keep, val, 0).astype(D.dtype)
+    part = xp.argpartition(-score, k - 1, axis=1)[:, :k]
+    # ties in order of atom index, as the stable sort of the CPU
+    part.sort(axis=1)
+    order = xp.argsort(-xp.take_along_axis(score, part, axis=1), axis=1, kind="stable")
+    idx = xp.take_along_axis(part, order, axis=1)
+    val = xp.take_along_axis(C, idx, axis=1)
+    keep = xp.take_along_axis(score, idx, axis=1) > 0
+    idx = xp.where(keep, idx, -1).astype(np.int32)
+    val = xp.where(keep, val, 0).astype(D.dtype)
     return SparseCodes(idx, val, D.shape[0])
 
 
 def _normalise_rows(D):
-    norms = np.linalg.norm(D, axis=1, keepdims=True)
-    np.maximum(norms, np.finfo(D.dtype).tiny, out=norms)
+    xp = array_module(D)
+    norms = xp.linalg.norm(D, axis=1, keepdims=True)
+    xp.maximum(norms, np.finfo(D.dtype).tiny, out=norms)
     D /= norms
 
 
@@ -752,7 +795,7 @@ def _positive_int(value, name):
 
 
 def _is_array(X):
-    return isinstance(X, np.ndarray) or hasattr(X, "__array__") or (
+    return isinstance(X, np.ndarray) or is_cupy(X) or hasattr(X, "__array__") or (
         isinstance(X, (list, tuple)) and len(X) > 0 and np.isscalar(np.asarray(X[0]).flat[0])
         and np.asarray(X[0]).ndim == 1
     )

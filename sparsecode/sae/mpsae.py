@@ -17,10 +17,12 @@ import numpy as np
 from sparsecode import _config
 from sparsecode._blas import one_blas_thread
 from sparsecode._validation import (
+    array_module,
     check_array,
     check_choice,
     check_k_tol,
     check_signals_and_dictionary,
+    is_cupy,
 )
 from sparsecode.codes import SparseCodes
 from sparsecode.pursuit._rules import RULES
@@ -88,6 +90,7 @@ def mpsae_grad(X, D, b=None, *, k, tol=None, selection="abs", encoder="mp", gram
     Returns
     -------
     SAEGrad
+        Of CuPy arrays, computed on the GPU, when ``X`` or ``D`` is a CuPy array.
 
     Notes
     -----
@@ -98,24 +101,28 @@ def mpsae_grad(X, D, b=None, *, k, tol=None, selection="abs", encoder="mp", gram
     """
     check_choice(selection, "selection", tuple(RULES))
     check_choice(encoder, "encoder", ENCODERS)
+    from sparsecode.pursuit._driver import _to_backend
+
+    on_gpu = is_cupy(X) or is_cupy(D)  # CuPy in: the GPU kernels, CuPy out
+    X, D = _to_backend(X, "X", on_gpu), _to_backend(D, "D", on_gpu)
     X, D, _ = check_signals_and_dictionary(X, D)
     if encoder == "topk" and tol is not None:
         raise ValueError("tol applies to encoder='mp' only; the TopK encoder takes exactly k atoms")
     k, tol = check_k_tol(k, tol, D.shape[0], D.shape[1], k_may_exceed_atoms=encoder == "mp")
     if b is not None:
-        b = check_array(b, "b", ndim=1)
+        b = check_array(_to_backend(b, "b", on_gpu), "b", ndim=1)
         if b.shape[0] != X.shape[1]:
             raise ValueError(
                 f"b must have shape (n_features,) = ({X.shape[1]},); got shape {b.shape}"
             )
         X = X - b.astype(X.dtype)
     if gram is not None:
-        gram = check_array(gram, "gram").astype(D.dtype, copy=False)
+        gram = check_array(_to_backend(gram, "gram", on_gpu), "gram").astype(D.dtype, copy=False)
         if gram.shape != (D.shape[0],) * 2:
             raise ValueError(
                 f"gram must have shape {(D.shape[0],) * 2} to match D; got {gram.shape}"
             )
-    return batch_grad(X, np.ascontiguousarray(D), gram, k=k, tol=tol,
+    return batch_grad(X, array_module(D).ascontiguousarray(D), gram, k=k, tol=tol,
                       rule=RULES[selection], topk=encoder == "topk")
 
 
@@ -123,6 +130,10 @@ def batch_grad(X, D, G, *, k, tol, rule, topk, backward=True):
     """:func:`mpsae_grad` on trusted inputs: ``X`` already centred by the pre-bias, ``D``
     C-contiguous atoms of ``X``'s dtype, ``G`` their Gram or None.  With
     ``backward=False`` only the codes, loss and residual norms are computed."""
+    if is_cupy(X):
+        from sparsecode.gpu.mpsae import batch_grad_gpu
+
+        return batch_grad_gpu(X, D, G, k=k, tol=tol, rule=rule, topk=topk, backward=backward)
     import numba
 
     from sparsecode.sae._mpsae_numba import mp_train, mp_train_serial

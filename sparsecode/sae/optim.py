@@ -62,6 +62,7 @@ def clip_grad_norm(grads, max_norm):
     Parameters
     ----------
     grads : list of ndarray
+        NumPy or CuPy arrays.
     max_norm : float or None
         No clipping when None or not positive.
 
@@ -70,7 +71,9 @@ def clip_grad_norm(grads, max_norm):
     float
         The joint norm before clipping.
     """
-    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
+    from sparsecode._validation import array_module
+
+    norm = math.sqrt(sum(float(array_module(g).vdot(g, g)) for g in grads))
     if max_norm and max_norm > 0 and norm > max_norm:
         scale = max_norm / (norm + 1e-12)
         for g in grads:
@@ -91,15 +94,19 @@ class Adam:
         Decoupled weight decay (AdamW); 0 gives Adam.
     dtype : dtype
         dtype of the moment estimates.
+    xp : module
+        ``numpy``, or ``cupy`` to keep the moments on the GPU (the parameters and
+        gradients passed to :meth:`step` must then be CuPy arrays too).
     """
 
     def __init__(self, shapes, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 dtype=np.float32):
+                 dtype=np.float32, xp=np):
         self.betas = tuple(float(b) for b in betas)
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
-        self.m = [np.zeros(s, dtype=dtype) for s in shapes]
-        self.v = [np.zeros(s, dtype=dtype) for s in shapes]
+        self.xp = xp
+        self.m = [xp.zeros(s, dtype=dtype) for s in shapes]
+        self.v = [xp.zeros(s, dtype=dtype) for s in shapes]
         self.t = 0
 
     def step(self, params, grads, lr):
@@ -115,26 +122,28 @@ class Adam:
             v += (1 - b2) * (g * g)
             if self.weight_decay:
                 p *= 1 - lr * self.weight_decay
-            denom = np.sqrt(v / c2)
+            denom = self.xp.sqrt(v / c2)
             denom += self.eps
             p -= (lr / c1) * m / denom
 
     def reset_rows(self, index, rows):
-        """Zero the moments of ``rows`` of parameter ``index`` (resampled atoms)."""
+        """Zero the moments of ``rows`` (a NumPy boolean mask or indices) of parameter
+        ``index`` (resampled atoms)."""
+        rows = self.xp.asarray(rows)
         self.m[index][rows] = 0
         self.v[index][rows] = 0
 
     def state_dict(self):
-        """dict of arrays and numbers that :meth:`load_state_dict` restores."""
+        """dict of NumPy arrays and numbers that :meth:`load_state_dict` restores."""
         out = {"t": self.t}
         for i, (m, v) in enumerate(zip(self.m, self.v, strict=True)):
-            out[f"m{i}"] = m.copy()
-            out[f"v{i}"] = v.copy()
+            out[f"m{i}"] = m.get() if self.xp is not np else m.copy()
+            out[f"v{i}"] = v.get() if self.xp is not np else v.copy()
         return out
 
     def load_state_dict(self, state):
         """Restore the state saved by :meth:`state_dict`."""
         self.t = int(state["t"])
         for i in range(len(self.m)):
-            self.m[i][...] = state[f"m{i}"]
-            self.v[i][...] = state[f"v{i}"]
+            self.m[i][...] = self.xp.asarray(state[f"m{i}"])
+            self.v[i][...] = self.xp.asarray(state[f"v{i}"])

@@ -165,5 +165,3 @@ def test_mp_gpu_validates_like_cpu():
         sparsecode.mp(cp.asarray(X), cp.asarray(Dz), k=2)
     with pytest.raises(ValueError, match="gram does not match D"):
         sparsecode.mp(cp.asarray(X), cp.asarray(D), k=2, gram=2 * cp.eye(10))
-    with pytest.raises(NotImplementedError, match="omp has no GPU backend"):
-        sparsecode.omp(cp.asarray(X), cp.asarray(D), k=2)

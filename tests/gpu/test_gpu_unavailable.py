@@ -14,7 +14,7 @@ def no_cupy(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
 
 
-@pytest.mark.parametrize("solver", [sparsecode.mp, sparsecode.gp])
+@pytest.mark.parametrize("solver", [sparsecode.mp, sparsecode.omp, sparsecode.gp])
 def test_gpu_backend_without_cupy_names_the_extra(solver, no_cupy, rng):
     X, D = rng.standard_normal((3, 4)), rng.standard_normal((5, 4))
     with pytest.raises(GPUUnavailableError, match=r'sparsecode\[cuda12\]".*sparsecode\[cuda13\]'):
@@ -35,7 +35,8 @@ def test_cpu_backends_do_not_need_cupy(no_cupy, rng):
 def test_importing_sparsecode_does_not_import_cupy():
     import subprocess
 
-    code = ("import sys, sparsecode, sparsecode.gpu, sparsecode.gpu.mp, sparsecode.gpu.gp; "
+    code = ("import sys, sparsecode, sparsecode.gpu, sparsecode.gpu.mp, sparsecode.gpu.gp, "
+            "sparsecode.gpu.omp, sparsecode.gpu.mpsae; "
             "assert 'cupy' not in sys.modules, 'cupy imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -28,6 +28,7 @@
 #define SC_SIGNED 2
 #define SC_RUNNING 0
 #define SC_DONE 1
+#define SC_DEPENDENT 2
 
 // ---- selection keys --------------------------------------------------------------
 // As in the CPU kernels (sparsecode/pursuit/_common_numba.py), selection compares the
@@ -45,6 +46,7 @@ struct Key<float> {
   static __device__ __forceinline__ int bits(float v) { return __float_as_int(v); }
   static __device__ __forceinline__ int mask() { return 0x7fffffff; }
   static __device__ __forceinline__ int lowest() { return -2147483647 - 1; }
+  static __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
 };
 
 template <>
@@ -53,6 +55,9 @@ struct Key<double> {
   static __device__ __forceinline__ long long bits(double v) { return __double_as_longlong(v); }
   static __device__ __forceinline__ long long mask() { return 0x7fffffffffffffffLL; }
   static __device__ __forceinline__ long long lowest() { return -9223372036854775807LL - 1; }
+  static __device__ __forceinline__ double neg_inf() {
+    return __longlong_as_double(0xfff0000000000000LL);
+  }
 };
 
 template <typename T>
@@ -198,25 +203,119 @@ __global__ void row_norms2(const T* __restrict__ A, const long long n, const int
   }
 }
 
-// The first selection of a signal: copy its correlation row `src` into `c` (shared
-// memory when use_shared; otherwise `c` is `src` itself), take the block-wide argmax of
-// the rule's key and hand it to thread 0, which stores it in *sh_j and *sh_cj.  The
-// caller's __syncthreads() makes them visible to the block.
+// The first selection of a signal: take the block-wide argmax of the rule's key over its
+// correlation row `src` and hand it to thread 0, which stores it in *sh_j and *sh_cj;
+// with `copy` non-null, also copy the row there (into shared memory).  The caller's
+// __syncthreads() makes the choice visible to the block.
 template <typename T>
-__device__ void load_and_select(const T* __restrict__ src, T* c, const int K, const int rule,
-                                const int use_shared, typename Key<T>::type* sk, int* si,
-                                int* sh_j, T* sh_cj) {
+__device__ void load_and_select(const T* __restrict__ src, T* copy, const int K, const int rule,
+                                typename Key<T>::type* sk, int* si, int* sh_j, T* sh_cj) {
   typename Key<T>::type best = Key<T>::lowest();
   int bi = SC_INT_MAX;
   for (int m = threadIdx.x; m < K; m += blockDim.x) {
     const T v = src[m];
-    if (use_shared) c[m] = v;
+    if (copy) copy[m] = v;
     better_of(best, bi, select_key(v, rule), m);
   }
   block_argmax(best, bi, sk, si);
   if (threadIdx.x == 0) {
     *sh_j = bi;
+    *sh_cj = src[bi];
+  }
+}
+
+// ---- what the least-squares pursuits (OMP, GP) share -----------------------------
+
+// u^T A v over the leading s x s block of the symmetric k x k matrix A (warp 0; lanes
+// over rows; A[q][m] is read for A[m][q] so that the lanes read consecutive doubles).
+__device__ __forceinline__ double warp_quad(const double* A, int k, int s, const double* u,
+                                            const double* v, int lane) {
+  double acc = 0.0;
+  for (int m = lane; m < s; m += 32) {
+    double t = 0.0;
+    for (int q = 0; q < s; ++q) t += A[(long long)q * k + m] * v[q];
+    acc += u[m] * t;
+  }
+  return warp_sum(acc);
+}
+
+// Gram path: c -= sum_m s_delta[m] G[s_I[m]] over the support (in support order for every
+// entry, as sub_rows on the CPU; zero changes skipped), fused with the next selection:
+// thread 0 stores the argmax of the rule's key in *sh_j and *sh_cj.  2 K s flops, s Gram
+// rows read.  The caller's __syncthreads() makes them visible.
+template <typename T>
+__device__ void sub_rows_select(T* c, const T* __restrict__ G, const int K, const int s,
+                                const T* s_delta, const int* s_I, const int rule,
+                                typename Key<T>::type* sk, int* si, int* sh_j, T* sh_cj) {
+  typename Key<T>::type best = Key<T>::lowest();
+  int bi = SC_INT_MAX;
+  for (int q = threadIdx.x; q < K; q += blockDim.x) {
+    T v = c[q];
+    for (int m = 0; m < s; ++m) {
+      const T dm = s_delta[m];
+      if (dm != (T)0) v -= dm * G[(long long)s_I[m] * K + q];
+    }
+    c[q] = v;
+    better_of(best, bi, select_key(v, rule), q);
+  }
+  block_argmax(best, bi, sk, si);
+  if (threadIdx.x == 0) {
+    *sh_j = bi;
     *sh_cj = c[bi];
+  }
+}
+
+// No-Gram path: r -= sum_m s_delta[m] D[s_I[m]] (support order, zeros skipped); returns
+// ||r||^2, valid in warp 0.  2 d s flops.  One __syncthreads() (block_sum).
+template <typename T>
+__device__ double sub_rows_energy(T* r, const T* __restrict__ D, const int d, const int s,
+                                  const T* s_delta, const int* s_I, double* sd) {
+  double e = 0.0;
+  for (int q = threadIdx.x; q < d; q += blockDim.x) {
+    T v = r[q];
+    for (int m = 0; m < s; ++m) {
+      const T dm = s_delta[m];
+      if (dm != (T)0) v -= dm * D[(long long)s_I[m] * d + q];
+    }
+    r[q] = v;
+    e += (double)v * (double)v;
+  }
+  return block_sum(e, sd);
+}
+
+// Gram path: row s of the support Gram, G[j, Irow[m]] for m < s and G[j, j], written to
+// both triangles of the k x k matrix GII (warp 0).
+template <typename T>
+__device__ __forceinline__ void support_gram_row_of_G(double* GII, const int k, const int s,
+                                                      const int* Irow, const T* __restrict__ G,
+                                                      const int K, const int j, const int lane) {
+  const T* gj = G + (long long)j * K;
+  for (int m = lane; m < s; m += 32) {
+    const double v = (double)gj[Irow[m]];
+    GII[(long long)s * k + m] = v;
+    GII[(long long)m * k + s] = v;
+  }
+  if (lane == 0) GII[(long long)s * k + s] = (double)gj[j];
+}
+
+// No-Gram path: row `snew` of the support Gram, <d_j, d_Irow[m]> for m < snew and
+// <d_j, d_j>, one warp per entry (the whole block), written to both triangles of the
+// k x k matrix GII.  2 d (snew + 1) flops.
+template <typename T>
+__device__ void support_gram_row(double* GII, const int k, const int snew, const int* Irow,
+                                 const int j, const T* __restrict__ D, const int d) {
+  const int lane = threadIdx.x & 31;
+  const int nw = blockDim.x >> 5;
+  const T* dj = D + (long long)j * d;
+  for (int m = threadIdx.x >> 5; m <= snew; m += nw) {
+    const T* dm = m < snew ? D + (long long)Irow[m] * d : dj;
+    double acc = 0.0;
+    for (int q = lane; q < d; q += 32) acc += (double)dj[q] * (double)dm[q];
+    acc = warp_sum(acc);
+    if (lane == 0) {
+      GII[(long long)snew * k + m] = acc;
+      GII[(long long)m * k + snew] = acc;
+    }
   }
 }
 

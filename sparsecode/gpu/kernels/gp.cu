@@ -38,19 +38,6 @@ __device__ __forceinline__ double project(double dm, double zm, int positive) {
   return (positive && zm <= 0.0 && dm < 0.0) ? 0.0 : dm;
 }
 
-// u^T A v over the leading s x s block of the symmetric k x k matrix A (warp 0; lanes
-// over rows; A[q][m] is read for A[m][q] so that the lanes read consecutive doubles).
-__device__ __forceinline__ double warp_quad(const double* A, int k, int s, const double* u,
-                                            const double* v, int lane) {
-  double acc = 0.0;
-  for (int m = lane; m < s; m += 32) {
-    double t = 0.0;
-    for (int q = 0; q < s; ++q) t += A[(long long)q * k + m] * v[q];
-    acc += u[m] * t;
-  }
-  return warp_sum(acc);
-}
-
 // One gradient-pursuit step after the selection (warp 0, see gp_step in _gp_numba.py).
 // c is the signal's correlation row, Irow[0:s] its support (already holding the selected
 // atom), z its coefficients.  Returns SC_RUNNING (delta written to s_delta/s_I, curv_prev
@@ -165,7 +152,7 @@ __global__ void gp_gram(T* __restrict__ C, const T* __restrict__ G, const int n,
       int* Irow = I + (long long)row * k;
       double* Zrow = Z + (long long)row * k;
 
-      load_and_select(src, c, K, rule, use_shared, sk, si, &sh_j, &sh_cj);
+      load_and_select(src, use_shared ? c : (T*)0, K, rule, sk, si, &sh_j, &sh_cj);
       __syncthreads();
 
       int s = 0;                // support size, the same in every thread
@@ -177,14 +164,8 @@ __global__ void gp_gram(T* __restrict__ C, const T* __restrict__ G, const int n,
         if (warp0) {
           int s1 = s;
           if (find_in_support(Irow, s, j, lane) < 0) {
-            const T* gj = G + (long long)j * K;
-            for (int m = lane; m < s; m += 32) {
-              const double v = (double)gj[Irow[m]];
-              w.GII[(long long)s * k + m] = v;
-              w.GII[(long long)m * k + s] = v;
-            }
+            support_gram_row_of_G(w.GII, k, s, Irow, G, K, j, lane);
             if (lane == 0) {
-              w.GII[(long long)s * k + s] = (double)gj[j];
               Irow[s] = j;
               Zrow[s] = 0.0;
               w.dprev[s] = 0.0;
@@ -205,23 +186,7 @@ __global__ void gp_gram(T* __restrict__ C, const T* __restrict__ G, const int n,
         if (sh_st != SC_RUNNING) break;
         energy -= sh_dec;
         s = sh_s;
-        // c -= sum_m delta[m] G[I[m]], in support order for every entry (as sub_rows)
-        key_t best = Key<T>::lowest();
-        int bi = SC_INT_MAX;
-        for (int q = threadIdx.x; q < K; q += blockDim.x) {
-          T v = c[q];
-          for (int m = 0; m < s; ++m) {
-            const T dm = s_delta[m];
-            if (dm != (T)0) v -= dm * G[(long long)s_I[m] * K + q];
-          }
-          c[q] = v;
-          better_of(best, bi, select_key(v, rule), q);
-        }
-        block_argmax(best, bi, sk, si);
-        if (threadIdx.x == 0) {
-          sh_j = bi;
-          sh_cj = c[bi];
-        }
+        sub_rows_select(c, G, K, s, s_delta, s_I, rule, sk, si, &sh_j, &sh_cj);
         __syncthreads();
       }
     }
@@ -239,16 +204,13 @@ __global__ void gp_nogram_step(const T* __restrict__ C, const int* __restrict__ 
                                int* __restrict__ ns, double* __restrict__ curv,
                                double* __restrict__ work, signed char* __restrict__ status,
                                int* __restrict__ queue) {
-  typedef typename Key<T>::type key_t;
   extern __shared__ double sc_smem[];
-  __shared__ key_t sk[32];
+  __shared__ typename Key<T>::type sk[32];
   __shared__ int si[32];
   __shared__ double sd[32];
   __shared__ int sh_row, sh_j, sh_new, sh_st;
   __shared__ T sh_cj;
   const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  const int nw = blockDim.x >> 5;
   const bool warp0 = threadIdx.x < 32;
   T* s_delta = reinterpret_cast<T*>(sc_smem);
   int* s_I = reinterpret_cast<int*>(s_delta + k);
@@ -262,14 +224,7 @@ __global__ void gp_nogram_step(const T* __restrict__ C, const int* __restrict__ 
     double* Zrow = Z + (long long)i * k;
     const GPScratch w = gp_scratch(work + (long long)i * ((long long)k * k + 3LL * k), k);
 
-    key_t best = Key<T>::lowest();
-    int bi = SC_INT_MAX;
-    for (int m = threadIdx.x; m < K; m += blockDim.x) better_of(best, bi, select_key(c[m], rule), m);
-    block_argmax(best, bi, sk, si);
-    if (threadIdx.x == 0) {
-      sh_j = bi;
-      sh_cj = c[bi];
-    }
+    load_and_select(c, (T*)0, K, rule, sk, si, &sh_j, &sh_cj);
     __syncthreads();
     const int j = sh_j;
     const T cj = sh_cj;
@@ -291,18 +246,7 @@ __global__ void gp_nogram_step(const T* __restrict__ C, const int* __restrict__ 
       __syncthreads();
       const int snew = sh_new;
       if (snew >= 0) {
-        // the new row of the support Gram: <d_j, d_I[m]> for m <= snew, one warp each
-        const T* dj = D + (long long)j * d;
-        for (int m = warp; m <= snew; m += nw) {
-          const T* dm = D + (long long)Irow[m] * d;
-          double acc = 0.0;
-          for (int q = lane; q < d; q += 32) acc += (double)dj[q] * (double)dm[q];
-          acc = warp_sum(acc);
-          if (lane == 0) {
-            w.GII[(long long)snew * k + m] = acc;
-            w.GII[(long long)m * k + snew] = acc;
-          }
-        }
+        support_gram_row(w.GII, k, snew, Irow, j, D, d);
         s = snew + 1;
       }
       __syncthreads();
@@ -319,19 +263,7 @@ __global__ void gp_nogram_step(const T* __restrict__ C, const int* __restrict__ 
       }
       __syncthreads();
       if (sh_st == SC_RUNNING) {
-        // r -= sum_m delta[m] d_I[m] (support order, as sub_rows), then ||r||^2
-        T* r = R + (long long)i * d;
-        double e = 0.0;
-        for (int q = threadIdx.x; q < d; q += blockDim.x) {
-          T v = r[q];
-          for (int m = 0; m < s; ++m) {
-            const T dm = s_delta[m];
-            if (dm != (T)0) v -= dm * D[(long long)s_I[m] * d + q];
-          }
-          r[q] = v;
-          e += (double)v * (double)v;
-        }
-        e = block_sum(e, sd);
+        const double e = sub_rows_energy(R + (long long)i * d, D, d, s, s_delta, s_I, sd);
         if (threadIdx.x == 0) status[i] = (e <= tol2[i] || s >= k) ? SC_DONE : SC_RUNNING;
       } else if (threadIdx.x == 0) {
         status[i] = SC_DONE;

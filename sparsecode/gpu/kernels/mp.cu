@@ -44,7 +44,7 @@ __global__ void mp_gram(T* __restrict__ C, const T* __restrict__ G, const int n,
       int* Irow = I + (long long)row * width;
       double* Zrow = Z + (long long)row * width;
 
-      load_and_select(src, c, K, rule, use_shared, sk, si, &sh_j, &sh_cj);
+      load_and_select(src, use_shared ? c : (T*)0, K, rule, sk, si, &sh_j, &sh_cj);
       if (threadIdx.x == 0) sh_stop = 0;
       __syncthreads();
 
@@ -88,8 +88,7 @@ __global__ void mp_nogram_step(const T* __restrict__ C, const int* __restrict__ 
                                int* __restrict__ I, double* __restrict__ Z, const int width,
                                int* __restrict__ ns, signed char* __restrict__ status,
                                int* __restrict__ queue) {
-  typedef typename Key<T>::type key_t;
-  __shared__ key_t sk[32];
+  __shared__ typename Key<T>::type sk[32];
   __shared__ int si[32];
   __shared__ double sd[32];
   __shared__ int sh_row, sh_j;
@@ -102,14 +101,7 @@ __global__ void mp_nogram_step(const T* __restrict__ C, const int* __restrict__ 
     if (a >= n_active) break;
     const int i = rows[a];
     const T* c = C + (long long)a * K;
-    key_t best = Key<T>::lowest();
-    int bi = SC_INT_MAX;
-    for (int m = threadIdx.x; m < K; m += blockDim.x) better_of(best, bi, select_key(c[m], rule), m);
-    block_argmax(best, bi, sk, si);
-    if (threadIdx.x == 0) {
-      sh_j = bi;
-      sh_cj = c[bi];
-    }
+    load_and_select(c, (T*)0, K, rule, sk, si, &sh_j, &sh_cj);
     __syncthreads();
     const int j = sh_j;
     const T cj = sh_cj;

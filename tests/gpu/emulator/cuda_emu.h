@@ -62,8 +62,12 @@ inline T __shfl_xor_sync(unsigned mask, T v, int off) {
 }
 
 inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
+inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
+inline double atomicAdd(double* p, double v) { return std::atomic_ref<double>(*p).fetch_add(v); }
 inline int __float_as_int(float v) { int r; std::memcpy(&r, &v, 4); return r; }
 inline long long __double_as_longlong(double v) { long long r; std::memcpy(&r, &v, 8); return r; }
+inline float __int_as_float(unsigned v) { float r; std::memcpy(&r, &v, 4); return r; }
+inline double __longlong_as_double(long long v) { double r; std::memcpy(&r, &v, 8); return r; }
 
 template <class F>
 void emu_launch(int grid, int block, long long smem, F&& body) {
@@ -93,5 +97,6 @@ void emu_launch(int grid, int block, long long smem, F&& body) {
 #define __global__
 #define __device__
 #define __forceinline__ inline
+#define __noinline__
 #define __restrict__ __restrict
 #define __shared__ static
