@@ -1,6 +1,17 @@
-"""GPU matching pursuit: sparsecode's CuPy kernels against plain PyTorch MP on the same GPU.
+"""GPU benchmarks: sparsecode's CuPy kernels against PyTorch anchors on the same GPU.
 
-Problems (float32, unit-norm Gaussian dictionary, Gaussian signals, exactly k steps):
+Three parts (``--parts``; each skips its anchor with a message when it is not installed):
+
+``mp``     sparsecode.mp against plain PyTorch MP (problems G1, G2 below).
+``omp``    sparsecode.omp against ``orthogonal-matching-pursuit-gpu`` (``run_omp``, its
+           batched PyTorch OMP, ``alg="v0"``) at O1 d=256, 1024 atoms, 65536 signals, k=32
+           and O2 d=768, 16384 atoms, 16384 signals, k=64 (target >= 3x).  k-sparse signals
+           of the dictionary plus 1% noise; supports are compared on 512 signals.
+``train``  MPSAE training steps (update="adam", MP encoder) against overcomplete's
+           ``MpSAE`` (Adam, the same k) at T1 d=768, 16384 atoms, k=64, batch 8192:
+           steps per second after warm-up (target >= 10x).
+
+MP problems (float32, unit-norm Gaussian dictionary, Gaussian signals, exactly k steps):
 
     G1  d=768,  16384 atoms, 65536 signals, k=64
     G2  d=2304, 32768 atoms, 16384 signals, k=64
@@ -26,7 +37,8 @@ Every timing is the median of ``--repeats`` (>= 5) runs after one warm-up, each 
 a device synchronisation.  TF32 is off for both (PyTorch's and CuPy's default).  Output:
 one JSON object per line.
 
-    python benchmarks/bench_gpu.py [--problems G1 G2] [--repeats 5] [--quick]
+    python benchmarks/bench_gpu.py [--parts mp omp train] [--problems G1 G2]
+                                   [--repeats 5] [--quick]
 """
 
 import argparse
@@ -43,10 +55,38 @@ PROBLEMS = {
 }
 
 
+OMP_PROBLEMS = {
+    "O1": dict(n_features=256, n_atoms=1024, n_samples=65536, k=32),
+    "O2": dict(n_features=768, n_atoms=16384, n_samples=16384, k=64),
+}
+TRAIN_PROBLEMS = {
+    "T1": dict(n_features=768, n_atoms=16384, n_samples=8192, k=64),  # n_samples: the batch
+}
+
+
 def quick(p):
     """``--quick``: the same shapes shrunk (fewer signals, atoms and steps)."""
     return dict(n_features=p["n_features"], n_atoms=p["n_atoms"] // 4,
                 n_samples=p["n_samples"] // 16, k=p["k"] // 4)
+
+
+def device_name(cupy):
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    return props["name"].decode(errors="replace")
+
+
+def planted_gpu(cupy, n, d, K, k, seed=0):
+    """k-sparse signals of a unit-norm Gaussian dictionary plus 1% noise (float32)."""
+    rs = cupy.random.RandomState(seed)
+    D = rs.standard_normal((K, d), dtype=np.float32)
+    D /= cupy.linalg.norm(D, axis=1, keepdims=True)
+    idx = cupy.argsort(rs.random_sample((n, K)), axis=1)[:, :k] if K <= 4096 else \
+        rs.randint(0, K, size=(n, k))
+    coef = (rs.uniform(1.0, 2.0, size=(n, k)) * (2 * rs.randint(0, 2, size=(n, k)) - 1))
+    X = cupy.einsum("nk,nkd->nd", coef.astype(np.float32), D[idx])
+    X += 0.01 * rs.standard_normal(X.shape, dtype=np.float32) * \
+        cupy.linalg.norm(X, axis=1, keepdims=True) / np.sqrt(d)
+    return X, D
 
 
 def emit(**row):
@@ -142,8 +182,7 @@ def bench_problem(name, p, repeats, cupy, torch):
 
     d, K, n, k = p["n_features"], p["n_atoms"], p["n_samples"], p["k"]
     base = dict(problem=name, n_samples=n, n_features=d, n_atoms=K, k=k, dtype="float32",
-                device=cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
-                .decode(errors="replace"))
+                device=device_name(cupy))
     rs = cupy.random.RandomState(0)
     D = rs.standard_normal((K, d), dtype=np.float32)
     D /= cupy.linalg.norm(D, axis=1, keepdims=True)
@@ -194,9 +233,91 @@ def bench_problem(name, p, repeats, cupy, torch):
          fraction_of_peak=None if peak is None else phase["gram_row_GBps"] / peak)
 
 
+def bench_omp(name, p, repeats, cupy, torch):
+    import sparsecode
+
+    d, K, n, k = p["n_features"], p["n_atoms"], p["n_samples"], p["k"]
+    base = dict(problem=name, n_samples=n, n_features=d, n_atoms=K, k=k, dtype="float32",
+                device=device_name(cupy))
+    X, D = planted_gpu(cupy, n, d, K, k)
+    sync = cupy.cuda.Device().synchronize
+    G = sparsecode.gram(D)
+    t_ours = median_time(lambda: sparsecode.omp(X, D, k=k, gram=G), repeats, sync)
+    t_ours_g = median_time(lambda: sparsecode.omp(X, D, k=k), repeats, sync)
+    codes = sparsecode.omp(X[:512], D, k=k, gram=G)
+    t_anchor, agree = None, None
+    try:
+        from orthogonal_matching_pursuit_gpu import run_omp
+    except ImportError:
+        print("# bench_gpu: orthogonal-matching-pursuit-gpu is not installed; the OMP anchor "
+              "is skipped (pip install orthogonal-matching-pursuit-gpu)", file=sys.stderr)
+        run_omp = None
+    if run_omp is not None and torch is not None:
+        Xt, Dt = torch.as_tensor(X, device="cuda"), torch.as_tensor(D, device="cuda")
+
+        def anchor():
+            return run_omp(Dt.T, Xt, k, normalize=False, fit_intercept=False, alg="v0")
+
+        t_anchor = median_time(anchor, repeats, torch.cuda.synchronize)
+        dense = run_omp(Dt.T, Xt[:512], k, normalize=False, fit_intercept=False, alg="v0")
+        theirs = [set(np.flatnonzero(r).tolist()) for r in dense.cpu().numpy()]
+        ours = [set(r[r >= 0].tolist()) for r in codes.indices.get()]
+        agree = float(np.mean([a == b for a, b in zip(ours, theirs, strict=True)]))
+        emit(**base, solver="orthogonal-matching-pursuit-gpu run_omp v0", seconds=t_anchor,
+             signals_per_s=n / t_anchor)
+        del Xt, Dt
+        torch.cuda.empty_cache()
+    for label, t in (("sparsecode.omp (Gram given)", t_ours), ("sparsecode.omp", t_ours_g)):
+        emit(**base, solver=label, seconds=t, signals_per_s=n / t,
+             speedup=None if t_anchor is None else t_anchor / t, support_agreement=agree)
+
+
+def bench_train(name, p, repeats, cupy, torch):
+    from sparsecode import MPSAE
+
+    d, K, n, k = p["n_features"], p["n_atoms"], p["n_samples"], p["k"]
+    base = dict(problem=name, batch=n, n_features=d, n_atoms=K, k=k, dtype="float32",
+                device=device_name(cupy))
+    X, _ = planted_gpu(cupy, n, d, K, 8)
+    sync = cupy.cuda.Device().synchronize
+    model = MPSAE(K, k, batch_size=n, lr=1e-4, warmup_steps=0, resample_dead=False,
+                  progress=False, log_every=10**9, random_state=0).start(X, total_steps=10**6)
+    t_ours = median_time(lambda: model.partial_fit(X), repeats, sync)
+    sae = import_overcomplete()
+    t_anchor = None
+    if sae is not None and torch is not None:
+        Xt = torch.as_tensor(X, device="cuda")
+        anchor = sae.MpSAE(d, K, k=k, device="cuda")
+        opt = torch.optim.Adam(anchor.parameters(), lr=1e-4)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            _, _, x_hat = anchor(Xt)
+            ((x_hat - Xt) ** 2).sum(dim=1).mean().backward()
+            opt.step()
+
+        t_anchor = median_time(step, repeats, torch.cuda.synchronize)
+        emit(**base, solver="overcomplete MpSAE + torch Adam", seconds=t_anchor,
+             samples_per_s=n / t_anchor)
+        del Xt, anchor, opt
+        torch.cuda.empty_cache()
+    emit(**base, solver="sparsecode MPSAE.partial_fit", seconds=t_ours, samples_per_s=n / t_ours,
+         speedup=None if t_anchor is None else t_anchor / t_ours)
+
+
+def import_overcomplete():
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from _overcomplete import import_sae
+
+    return import_sae()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+    ap.add_argument("--parts", nargs="+", default=["mp", "omp", "train"],
+                    choices=["mp", "omp", "train"])
+    ap.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS),
+                    help="MP problems")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="shrunk shapes (a smoke run)")
     args = ap.parse_args(argv)
@@ -221,9 +342,16 @@ def main(argv=None):
         print("# bench_gpu: PyTorch is not installed; the torch MP anchor is skipped "
               "(pip install torch)", file=sys.stderr)
         torch = None
-    for name in args.problems:
-        p = quick(PROBLEMS[name]) if args.quick else PROBLEMS[name]
-        bench_problem(name + ("-quick" if args.quick else ""), p, args.repeats, cupy, torch)
+    runs = []
+    if "mp" in args.parts:
+        runs += [(bench_problem, name, PROBLEMS[name]) for name in args.problems]
+    if "omp" in args.parts:
+        runs += [(bench_omp, name, p) for name, p in OMP_PROBLEMS.items()]
+    if "train" in args.parts:
+        runs += [(bench_train, name, p) for name, p in TRAIN_PROBLEMS.items()]
+    for fn, name, p in runs:
+        p = quick(p) if args.quick else p
+        fn(name + ("-quick" if args.quick else ""), p, args.repeats, cupy, torch)
         cupy.get_default_memory_pool().free_all_blocks()
 
 

@@ -104,10 +104,19 @@ class Adam:
         self.betas = tuple(float(b) for b in betas)
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
-        self.xp = xp
+        self._gpu = xp is not np  # the module itself is not stored: models pickle
         self.m = [xp.zeros(s, dtype=dtype) for s in shapes]
         self.v = [xp.zeros(s, dtype=dtype) for s in shapes]
         self.t = 0
+
+    @property
+    def xp(self):
+        """The array module of the moments (``numpy`` or ``cupy``)."""
+        if self._gpu:
+            import cupy
+
+            return cupy
+        return np
 
     def step(self, params, grads, lr):
         """Update ``params`` in place from ``grads`` with learning rate ``lr``."""

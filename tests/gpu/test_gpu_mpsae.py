@@ -76,7 +76,8 @@ def test_mpsae_grad_gpu_zero_signal_and_numpy_dictionary():
 
 def test_dead_atom_counts_from_device_codes_equal_host():
     rng = np.random.default_rng(35)
-    idx = rng.integers(-1, 12, size=(30, 4)).astype(np.int32)
+    idx = np.array([rng.permutation(12)[:4] for _ in range(30)], dtype=np.int32)
+    idx[rng.random((30, 4)) < 0.3] = -1  # unused slots
     codes = sparsecode.SparseCodes(idx, np.ones((30, 4)), 12)
     host, dev = DeadAtoms(12, 50), DeadAtoms(12, 50)
     for _ in range(2):
