@@ -76,12 +76,12 @@ def device_name(cupy):
 
 
 def planted_gpu(cupy, n, d, K, k, seed=0):
-    """k-sparse signals of a unit-norm Gaussian dictionary plus 1% noise (float32)."""
+    """k-term signals of a unit-norm Gaussian dictionary (atoms drawn with replacement)
+    plus 1% noise (float32)."""
     rs = cupy.random.RandomState(seed)
     D = rs.standard_normal((K, d), dtype=np.float32)
     D /= cupy.linalg.norm(D, axis=1, keepdims=True)
-    idx = cupy.argsort(rs.random_sample((n, K)), axis=1)[:, :k] if K <= 4096 else \
-        rs.randint(0, K, size=(n, k))
+    idx = rs.randint(0, K, size=(n, k))
     coef = (rs.uniform(1.0, 2.0, size=(n, k)) * (2 * rs.randint(0, 2, size=(n, k)) - 1))
     X = cupy.einsum("nk,nkd->nd", coef.astype(np.float32), D[idx])
     X += 0.01 * rs.standard_normal(X.shape, dtype=np.float32) * \

@@ -58,11 +58,10 @@ def batch_grad_gpu(X, D, G, *, k, tol, rule, topk, backward=True):
         _forward(_driver.correlations(Xb, prob), prob, stats, topk, I[b0:b1], Z[b0:b1],
                  J[b0:b1], Cs[b0:b1], nsteps[b0:b1])
     _backward(X, D, J, Cs, nsteps, topk, backward, 1.0 / n, loss2, gD, dX)
-    grad_b = (-dX.sum(axis=0)).astype(dt) if backward else cupy.zeros(d, dtype=dt)
     return SAEGrad(
         loss=float(loss2.sum()) / n,
-        grad_D=gD if backward else cupy.zeros((K, d), dtype=dt),
-        grad_b=grad_b,
+        grad_D=gD,  # (1, 1) without backward, as on the CPU
+        grad_b=(-dX.sum(axis=0)).astype(dt) if backward else cupy.zeros(d, dtype=dt),
         codes=SparseCodes(I, Z.astype(dt), K),
         residual_norms2=loss2,
     )
