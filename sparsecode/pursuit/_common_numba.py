@@ -18,9 +18,9 @@ from numba.extending import overload
 
 from sparsecode.pursuit._rules import ABS, DEPENDENT, DONE, POSITIVE, RUNNING, SIGNED  # noqa: F401
 
-#: Atoms per chunk in :func:`sub_rows`: the chunk of the target stays in L1 while the
-#: selected rows stream through.
-CHUNK = 512
+#: Entries per chunk in :func:`sub_rows`: the chunk of the target (8 KiB in float32)
+#: stays in L1 while the selected rows stream through.
+CHUNK = 2048
 
 
 # Selection works on the bits of the correlations.  For IEEE floats, the integer view of
@@ -31,21 +31,37 @@ CHUNK = 512
 # (int32 for float32, int64 for float64) and ``mask`` its magnitude mask (0x7f..f).
 
 
+#: Entries per block of :func:`select`: the maximum key is found block by block (one
+#: vectorised pass), then only the block holding it is scanned for the first index.
+SELECT_BLOCK = 128
+
+
+@njit(cache=True, inline="always")
+def key_of(a, rule, mask):
+    """Selection key of one correlation from its integer view ``a``."""
+    if rule == ABS:
+        return a & mask
+    if rule == SIGNED and a < 0:
+        return a ^ mask
+    return a
+
+
 @njit(cache=True)
 def best_key(ci, rule, mask):
-    """Largest selection key of the correlations whose integer view is ``ci``."""
-    best = ci[0] & mask
+    """Largest selection key of the correlations whose integer view is ``ci``.
+
+    One loop per rule, so each is a plain integer max reduction that vectorises.
+    """
+    best = key_of(ci[0], rule, mask)
     if rule == ABS:
         for m in range(ci.shape[0]):
             a = ci[m] & mask
             best = a if a > best else best
     elif rule == POSITIVE:
-        best = ci[0]
         for m in range(ci.shape[0]):
             a = ci[m]
             best = a if a > best else best
     else:
-        best = ci[0] if ci[0] >= 0 else ci[0] ^ mask
         for m in range(ci.shape[0]):
             a = ci[m]
             a = a if a >= 0 else a ^ mask
@@ -56,16 +72,24 @@ def best_key(ci, rule, mask):
 @njit(cache=True)
 def select(ci, rule, mask):
     """Index of the best atom: argmax |c_j| (``ABS``), max(c_j, 0) (``POSITIVE``) or
-    c_j (``SIGNED``) for unit atoms; ties go to the lowest index."""
-    best = best_key(ci, rule, mask)
-    for m in range(ci.shape[0]):
-        a = ci[m]
-        if rule == ABS:
-            a = a & mask
-        elif rule == SIGNED and a < 0:
-            a = a ^ mask
-        if a == best:
-            return m
+    c_j (``SIGNED``) for unit atoms; ties go to the lowest index.
+
+    The maximum key of each block of ``SELECT_BLOCK`` entries comes from a vectorised
+    reduction; the first block reaching the overall maximum is then scanned.  One pass
+    over ``ci`` plus at most one block, instead of a scalar scan to the winner.
+    """
+    n = ci.shape[0]
+    best = key_of(ci[0], rule, mask)
+    b_best = 0
+    for b0 in range(0, n, SELECT_BLOCK):
+        bm = best_key(ci[b0:min(b0 + SELECT_BLOCK, n)], rule, mask)
+        if bm > best:
+            best = bm
+            b_best = b0
+    blk = ci[b_best:min(b_best + SELECT_BLOCK, n)]
+    for m in range(blk.shape[0]):
+        if key_of(blk[m], rule, mask) == best:
+            return b_best + m
     return 0
 
 
@@ -152,19 +176,68 @@ def gram_entry(S, is_gram, a, b):
 
 
 @njit(cache=True)
+def _sub2(c, r0, r1, a0, a1):
+    """``c -= a0 r0 + a1 r1``, subtracting in that order."""
+    for q in range(c.shape[0]):
+        c[q] = c[q] - a0 * r0[q] - a1 * r1[q]
+
+
+@njit(cache=True)
+def _sub3(c, r0, r1, r2, a0, a1, a2):
+    """``c -= a0 r0 + a1 r1 + a2 r2``, subtracting in that order."""
+    for q in range(c.shape[0]):
+        c[q] = c[q] - a0 * r0[q] - a1 * r1[q] - a2 * r2[q]
+
+
+@njit(cache=True)
+def _sub4(c, r0, r1, r2, r3, a0, a1, a2, a3):
+    """``c -= a0 r0 + a1 r1 + a2 r2 + a3 r3``, subtracting in that order."""
+    for q in range(c.shape[0]):
+        c[q] = c[q] - a0 * r0[q] - a1 * r1[q] - a2 * r2[q] - a3 * r3[q]
+
+
+@njit(cache=True)
 def sub_rows(vec, S, I, delta, s):
     """``vec -= sum_m delta[m] * S[I[m]]`` over the support ``m < s`` (zeros skipped).
 
     The work of every pursuit step: O(len(vec) * s) multiply-adds, reading ``s`` rows of
-    ``S``.  Done chunk by chunk so the chunk of ``vec`` stays in L1 while the rows stream.
+    ``S``.  Done chunk by chunk (the chunk of ``vec`` stays in L1 while the rows stream)
+    and four rows per pass over a chunk, so ``vec`` is loaded and stored once per four
+    rows and the pass is bound by reading the rows.  The subtractions run in support
+    order, exactly as one row at a time would.
     """
     n = vec.shape[0]
+    dt = vec.dtype.type
     for q0 in range(0, n, CHUNK):
         q1 = min(q0 + CHUNK, n)
         part = vec[q0:q1]
-        for m in range(s):
-            if delta[m] != 0.0:
-                axpy(part, S[I[m], q0:q1], vec.dtype.type(delta[m]))
+        m = 0
+        while m < s:
+            # the next (up to) four rows with a nonzero coefficient
+            j0 = j1 = j2 = j3 = 0
+            a0 = a1 = a2 = a3 = dt(0.0)
+            cnt = 0
+            while m < s and cnt < 4:
+                if delta[m] != 0.0:
+                    if cnt == 0:
+                        j0, a0 = I[m], dt(delta[m])
+                    elif cnt == 1:
+                        j1, a1 = I[m], dt(delta[m])
+                    elif cnt == 2:
+                        j2, a2 = I[m], dt(delta[m])
+                    else:
+                        j3, a3 = I[m], dt(delta[m])
+                    cnt += 1
+                m += 1
+            if cnt == 4:
+                _sub4(part, S[j0, q0:q1], S[j1, q0:q1], S[j2, q0:q1], S[j3, q0:q1],
+                      a0, a1, a2, a3)
+            elif cnt == 3:
+                _sub3(part, S[j0, q0:q1], S[j1, q0:q1], S[j2, q0:q1], a0, a1, a2)
+            elif cnt == 2:
+                _sub2(part, S[j0, q0:q1], S[j1, q0:q1], a0, a1)
+            elif cnt == 1:
+                axpy(part, S[j0, q0:q1], a0)
 
 
 @njit(cache=True)
@@ -213,18 +286,33 @@ def chol_append(L, s, grow, rtol):
 
 
 @njit(cache=True)
-def chol_solve(L, s, b, out):
-    """Solve ``L L^T out = b`` for the first ``s`` unknowns."""
+def forward_append(L, s, b, w):
+    """Extend the solution of ``L w = b`` by its last entry, ``w[s - 1]``.
+
+    Appending a row to ``L`` and an entry to ``b`` leaves ``w[:s - 1]`` unchanged, so each
+    OMP step costs O(s) here instead of a whole forward substitution.
+    """
+    m = s - 1
+    acc = b[m]
+    for p in range(m):
+        acc -= L[m, p] * w[p]
+    w[m] = acc / L[m, m]
+
+
+@njit(cache=True)
+def back_solve(L, s, w, out):
+    """Solve ``L^T out = w`` for the first ``s`` unknowns.
+
+    By columns: once ``out[m]`` is known it is removed from every earlier equation, a
+    contiguous (vectorised) pass over row ``m`` of ``L``.
+    """
     for m in range(s):
-        acc = b[m]
-        for p in range(m):
-            acc -= L[m, p] * out[p]
-        out[m] = acc / L[m, m]
+        out[m] = w[m]
     for m in range(s - 1, -1, -1):
-        acc = out[m]
-        for p in range(m + 1, s):
-            acc -= L[p, m] * out[p]
-        out[m] = acc / L[m, m]
+        x = out[m] / L[m, m]
+        out[m] = x
+        for q in range(m):
+            out[q] -= L[m, q] * x
 
 
 @njit(cache=True)

@@ -1,8 +1,9 @@
 """Batch-OMP kernels (Numba).  Called only from :mod:`sparsecode.pursuit.omp`.
 
 Per signal and step s (support size after the step):
-select (n_atoms reads), grow the Cholesky factor of the support Gram (O(s^2)), solve for
-the coefficients (O(s^2)), then update the correlations with the coefficient change:
+select (n_atoms reads), grow the Cholesky factor of the support Gram (O(s^2)), extend the
+forward substitution by one entry (O(s)) and back-substitute for the coefficients
+(O(s^2), vectorised by columns), then update the correlations with the coefficient change:
 ``c -= G[I]^T delta`` (Gram path, 2 n_atoms s flops, reads s rows of G) or the residual
 ``r -= D[I]^T delta`` (no-Gram path, 2 n_features s flops; the caller then recomputes
 ``C = R D^T`` by GEMM).  The correlation of ``x`` with the new atom, needed by the
@@ -17,13 +18,13 @@ from sparsecode.pursuit._common_numba import (
     DONE,
     RUNNING,
     add_to_support_gram,
+    back_solve,
     chol_append,
-    chol_solve,
     chunk_bounds,
     correlations,
     dot,
+    forward_append,
     nnls_gram,
-    quad,
     select,
     sub_rows,
     update_residual,
@@ -32,8 +33,8 @@ from sparsecode.pursuit._common_numba import (
 
 
 @njit(cache=True)
-def omp_step(c, ci, mask, S, is_gram, rule, positive, thr, rtol, I, z, s, L, GII, a0, work,
-             delta):
+def omp_step(c, ci, mask, S, is_gram, rule, positive, thr, rtol, I, z, s, L, GII, a0, fw,
+             work, delta):
     """One OMP step for one signal.
 
     Parameters
@@ -49,6 +50,8 @@ def omp_step(c, ci, mask, S, is_gram, rule, positive, thr, rtol, I, z, s, L, GII
         Cholesky factor and Gram matrix of the support.
     a0 : ndarray of shape (k,), float64
         Correlations of the signal with the support atoms.
+    fw : ndarray of shape (k,), float64
+        Solution of ``L fw = a0`` (forward substitution), one entry longer per step.
     work, delta : ndarray of shape (k,), float64
         Scratch; ``delta`` receives the coefficient change.
 
@@ -74,7 +77,8 @@ def omp_step(c, ci, mask, S, is_gram, rule, positive, thr, rtol, I, z, s, L, GII
     I[s] = j
     z[s] = 0.0
     s += 1
-    chol_solve(L, s, a0, work)
+    forward_append(L, s, a0, fw)
+    back_solve(L, s, fw, work)
     if positive:
         neg = False
         for m in range(s):
@@ -100,6 +104,7 @@ def omp_gram(nch, X, DT, mask, G, rule, positive, k, xnorm2, tol2, thr, rtol, I,
         L = np.empty((k, k))
         GII = np.empty((k, k))
         a0 = np.empty(k)
+        fw = np.empty(k)
         work = np.empty(k)
         delta = np.empty(k)
         lo, hi = chunk_bounds(ch, nch, n)
@@ -112,11 +117,13 @@ def omp_gram(nch, X, DT, mask, G, rule, positive, k, xnorm2, tol2, thr, rtol, I,
             energy = xnorm2[i]
             while s < k and energy > tol2[i]:
                 s, st = omp_step(c, Ci[i - lo], mask, G, True, rule, positive, thr[i], rtol,
-                                 I[i], z, s, L, GII, a0, work, delta)
+                                 I[i], z, s, L, GII, a0, fw, work, delta)
                 if st != RUNNING:
                     break
-                # ||x - D_I^T z||^2 = ||x||^2 - 2 a0.z + z^T GII z
-                energy = xnorm2[i] - 2.0 * dot(a0, z, s) + quad(GII, s, z, z)
+                # ||x - D_I^T z||^2 = ||x||^2 - 2 a0.z + z^T GII z, and GII z = a0 on the
+                # support (least squares; non-negative least squares on its passive set,
+                # z = 0 elsewhere), so z^T GII z = a0.z
+                energy = xnorm2[i] - dot(a0, z, s)
                 if s < k and energy > tol2[i]:
                     sub_rows(c, G, I[i], delta, s)
             status[i] = st
@@ -124,12 +131,12 @@ def omp_gram(nch, X, DT, mask, G, rule, positive, k, xnorm2, tol2, thr, rtol, I,
 
 @njit(parallel=True, cache=True)
 def omp_nogram_step(C, Ci, mask, rows, R, D, rule, positive, k, tol2, thr, rtol,
-                    I, Z, ns, L, GII, a0, work, delta, status):
+                    I, Z, ns, L, GII, a0, fw, work, delta, status):
     """One OMP step for the active rows; ``C[a]`` holds ``R[rows[a]] D^T``."""
     for a in prange(rows.shape[0]):
         i = rows[a]
         s, st = omp_step(C[a], Ci[a], mask, D, False, rule, positive, thr[i], rtol,
-                         I[i], Z[i], ns[i], L[i], GII[i], a0[i], work[i], delta[i])
+                         I[i], Z[i], ns[i], L[i], GII[i], a0[i], fw[i], work[i], delta[i])
         ns[i] = s
         if st == RUNNING:
             energy = update_residual(R[i], D, I[i], delta[i], s)

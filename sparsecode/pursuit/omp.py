@@ -21,11 +21,12 @@ def _nogram_block(Xb, p, out):
     n, k = Xb.shape[0], p.width
     ns = np.zeros(n, dtype=np.int64)
     L, GII = np.empty((n, k, k)), np.empty((n, k, k))
-    a0, work, delta = np.empty((n, k)), np.empty((n, k)), np.empty((n, k))
+    a0, fw = np.empty((n, k)), np.empty((n, k))
+    work, delta = np.empty((n, k)), np.empty((n, k))
 
     def step(C, Ci, rows, R, status):
         omp_nogram_step(C, Ci, p.int_view[1], rows, R, p.D, o["rule"], o["positive"], k,
-                        out.tol2, out.thr, p.rtol, out.I, out.Z, ns, L, GII, a0, work, delta,
+                        out.tol2, out.thr, p.rtol, out.I, out.Z, ns, L, GII, a0, fw, work, delta,
                         status)
 
     _driver.nogram_steps(Xb, p, out, step, k)
@@ -88,7 +89,7 @@ def omp(X, D, *, k=None, tol=None, positive=False, gram="auto", backend="auto"):
         codes = omp_gpu(X, p)
     else:
         codes = _driver.run(X, p, _gram_block, _nogram_block, name="omp",
-                            nogram_bytes_per_row=8 * (2 * k * k + 3 * k))
+                            nogram_bytes_per_row=8 * (2 * k * k + 4 * k))
     if positive:
         codes = _driver.compact_nonzero(codes)
     return _driver.deliver(codes, p)

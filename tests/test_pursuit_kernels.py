@@ -1,0 +1,102 @@
+"""The building blocks every pursuit kernel shares, against plain NumPy: the blocked
+selection, the four-rows-per-pass update and the incremental triangular solves."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sparsecode.pursuit import _common_numba as K
+from sparsecode.pursuit._rules import ABS, POSITIVE, SIGNED
+
+RULES = {"abs": ABS, "positive": POSITIVE, "signed": SIGNED}
+INT = {np.float32: np.int32, np.float64: np.int64}
+
+
+def reference_select(c, rule):
+    """First index of the largest score (np.argmax returns the first maximum)."""
+    score = {"abs": np.abs(c), "positive": c, "signed": c}[rule]
+    return int(np.argmax(score))
+
+
+def select(c, rule):
+    it = INT[c.dtype.type]
+    return K.select(c.view(it), RULES[rule], it(np.iinfo(it).max))
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 3 * K.SELECT_BLOCK + 5),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    rule=st.sampled_from(list(RULES)),
+    n_ties=st.integers(0, 4),
+)
+def test_select_is_the_first_maximum(seed, n, dtype, rule, n_ties):
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal(n).astype(dtype)
+    # copies of the winner (and of its negation) spread over other blocks
+    top = c[reference_select(c, rule)]
+    for pos in rng.integers(0, n, size=n_ties):
+        c[pos] = top if rng.random() < 0.5 else -top
+    j = select(c, rule)
+    if rule == "positive" and c.max() <= 0:
+        assert c[j] <= 0  # nothing positive: any pick ends the pursuit
+    else:
+        assert j == reference_select(c, rule)
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_select_ties_across_blocks_go_to_the_lowest_index(rule):
+    n = 3 * K.SELECT_BLOCK + 7
+    c = np.zeros(n, dtype=np.float32)
+    for pos in (n - 1, 2 * K.SELECT_BLOCK + 3, K.SELECT_BLOCK + 1):
+        c[pos] = 2.0
+    assert select(c, rule) == K.SELECT_BLOCK + 1
+    c[K.SELECT_BLOCK - 1] = -2.0  # the same magnitude, earlier, negative
+    assert select(c, rule) == (K.SELECT_BLOCK - 1 if rule == "abs" else K.SELECT_BLOCK + 1)
+
+
+def test_select_all_negative():
+    c = -np.arange(1.0, 2 * K.SELECT_BLOCK + 11.0)[::-1].copy()  # -n ... -1: largest last
+    assert select(c, "signed") == c.size - 1
+    assert select(c, "abs") == 0
+    assert c[select(c, "positive")] < 0  # the positive rule stops on any non-positive pick
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 2 * K.CHUNK + 9),
+    s=st.integers(0, 11),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    zeros=st.integers(0, 5),
+)
+def test_sub_rows_equals_one_row_at_a_time(seed, n, s, dtype, zeros):
+    rng = np.random.default_rng(seed)
+    S = rng.standard_normal((s + 3, n)).astype(dtype)
+    I = rng.permutation(s + 3)[:s].astype(np.int32)
+    delta = rng.standard_normal(s)
+    delta[rng.integers(0, max(s, 1), size=min(zeros, s))] = 0.0
+    vec = rng.standard_normal(n).astype(dtype)
+    expected = vec.copy()
+    for m in range(s):  # the same subtractions in the same order: bitwise equal
+        if delta[m] != 0.0:
+            expected -= dtype(delta[m]) * S[I[m]]
+    K.sub_rows(vec, S, I, delta, s)
+    np.testing.assert_array_equal(vec, expected)
+
+
+@given(seed=st.integers(0, 2**32 - 1), s=st.integers(1, 12))
+def test_incremental_forward_and_back_substitution_solve_the_normal_equations(seed, s):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((s, s + 4))
+    gram = A @ A.T
+    b = rng.standard_normal(s)
+    L = np.zeros((s, s))
+    fw = np.empty(s)
+    for m in range(s):  # grow the factor and the forward solution one row at a time
+        assert K.chol_append(L, m, gram[m, : m + 1].copy(), 1e-12)
+        K.forward_append(L, m + 1, b, fw)
+        np.testing.assert_allclose(L[: m + 1, : m + 1] @ fw[: m + 1], b[: m + 1], atol=1e-9)
+    out = np.empty(s)
+    K.back_solve(L, s, fw, out)
+    np.testing.assert_allclose(gram @ out, b, rtol=1e-8, atol=1e-8)
