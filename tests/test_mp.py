@@ -40,6 +40,42 @@ def test_mp_multi_block_equals_single_block(rule, use_gram, rng, small_blocks):
     assert_codes_equal_reference(many, ref_i, ref_v, D, X.dtype)
 
 
+@given(
+    problems(max_samples=9),
+    st.integers(1, 12),
+    st.sampled_from([0.0, 0.3, 0.8]),
+    st.sampled_from(RULES),
+)
+def test_mp_two_lanes_equal_one_signal_at_a_time(problem, k, tol, rule):
+    """Large Gram matrices run two signals at a time with prefetching; the codes are the
+    same, bit for bit, including signals that stop at different steps (tol, positive)."""
+    from sparsecode import _config
+
+    X, D = problem
+    # several signals per parallel chunk, so lanes take new signals as theirs end
+    X = np.concatenate([X, -0.5 * X[::-1], 2.0 * X, X[::-1] + X[0]] * 4)
+    X[::5] = 0.0  # signals with nothing to do are skipped when a lane takes the next one
+    one = sparsecode.mp(X, D, k=k, tol=tol or None, selection=rule, gram=True)
+    saved = _config.PREFETCH_GRAM_BYTES
+    _config.PREFETCH_GRAM_BYTES = -1
+    try:
+        two = sparsecode.mp(X, D, k=k, tol=tol or None, selection=rule, gram=True)
+    finally:
+        _config.PREFETCH_GRAM_BYTES = saved
+    np.testing.assert_array_equal(two.indices, one.indices)
+    np.testing.assert_array_equal(two.values, one.values)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_mp_two_lanes_on_a_large_gram_equal_the_reference(rule, rng):
+    X, D, _ = planted(rng, 7, 64, 1500, 4, noise=0.05, dtype=np.float64)  # 18 MB Gram
+    codes = sparsecode.mp(X, D, k=6, selection=rule, gram=True)
+    ref_i, ref_v, margin = naive.encode(naive.mp, X, D, k=6, tol=0.0, rule=rule,
+                                        dtype=X.dtype)
+    assert margin > MARGIN[X.dtype]
+    assert_codes_equal_reference(codes, ref_i, ref_v, D, X.dtype)
+
+
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_mp_residual_never_increases_and_energy_drops_by_coef_squared(rule, dtype, rng):

@@ -13,8 +13,10 @@ whatever the input dtype; the O(n_atoms) loops run in the input dtype.
 """
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from sparsecode.pursuit._rules import ABS, DEPENDENT, DONE, POSITIVE, RUNNING, SIGNED  # noqa: F401
 
@@ -38,11 +40,13 @@ SELECT_BLOCK = 128
 
 @njit(cache=True, inline="always")
 def key_of(a, rule, mask):
-    """Selection key of one correlation from its integer view ``a``."""
+    """Selection key of one correlation from its integer view ``a`` (same integer type:
+    Numba would widen ``a & mask`` to int64, halving the vector width for float32)."""
+    T = type(a)
     if rule == ABS:
-        return a & mask
+        return T(a & mask)
     if rule == SIGNED and a < 0:
-        return a ^ mask
+        return T(a ^ mask)
     return a
 
 
@@ -52,10 +56,11 @@ def best_key(ci, rule, mask):
 
     One loop per rule, so each is a plain integer max reduction that vectorises.
     """
+    T = ci.dtype.type
     best = key_of(ci[0], rule, mask)
     if rule == ABS:
         for m in range(ci.shape[0]):
-            a = ci[m] & mask
+            a = T(ci[m] & mask)
             best = a if a > best else best
     elif rule == POSITIVE:
         for m in range(ci.shape[0]):
@@ -64,9 +69,56 @@ def best_key(ci, rule, mask):
     else:
         for m in range(ci.shape[0]):
             a = ci[m]
-            a = a if a >= 0 else a ^ mask
+            a = T(a if a >= 0 else a ^ mask)
             best = a if a > best else best
     return best
+
+
+@intrinsic
+def prefetch_l2(typingctx, arr, idx):
+    """Hint the CPU to bring the cache line of ``arr[idx]`` into L2 (no bounds check, no
+    fault: a prefetch of any address is harmless)."""
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], ary, [args[1]])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        # read, locality 2 (L2 and outward), data cache
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 2),
+                          ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def _select_blocks(ci, rule, mask, ahead, p0, per):
+    """:func:`select`, prefetching ``per`` entries of ``ahead`` from ``p0`` on into L2
+    during each block (``per = 0``: no prefetch)."""
+    n = ci.shape[0]
+    line = max(1, 64 // ci.itemsize)  # entries per 64-byte cache line
+    best = key_of(ci[0], rule, mask)
+    b_best = 0
+    p = p0
+    for b0 in range(0, n, SELECT_BLOCK):
+        if per > 0:
+            pe = min(p + per, n)
+            for q in range(p, pe, line):
+                prefetch_l2(ahead, q)
+            p = pe
+        bm = best_key(ci[b0:min(b0 + SELECT_BLOCK, n)], rule, mask)
+        if bm > best:
+            best = bm
+            b_best = b0
+    blk = ci[b_best:min(b_best + SELECT_BLOCK, n)]
+    for m in range(blk.shape[0]):
+        if key_of(blk[m], rule, mask) == best:
+            return b_best + m
+    return b_best
 
 
 @njit(cache=True)
@@ -78,19 +130,43 @@ def select(ci, rule, mask):
     reduction; the first block reaching the overall maximum is then scanned.  One pass
     over ``ci`` plus at most one block, instead of a scalar scan to the winner.
     """
-    n = ci.shape[0]
-    best = key_of(ci[0], rule, mask)
-    b_best = 0
-    for b0 in range(0, n, SELECT_BLOCK):
-        bm = best_key(ci[b0:min(b0 + SELECT_BLOCK, n)], rule, mask)
-        if bm > best:
-            best = bm
-            b_best = b0
-    blk = ci[b_best:min(b_best + SELECT_BLOCK, n)]
-    for m in range(blk.shape[0]):
-        if key_of(blk[m], rule, mask) == best:
-            return b_best + m
-    return 0
+    return _select_blocks(ci, rule, mask, ci[:0], 0, 0)
+
+
+#: Entries of ``c`` updated between two bursts of prefetches in :func:`update_select`.
+PREFETCH_BLOCK = 512
+
+
+@njit(cache=True, inline="always")
+def update_select(c, ci, row, coef, rule, mask, ahead):
+    """``c -= coef * row``, then :func:`select` on the result.
+
+    ``ahead`` is another signal's next Gram row (or an empty array).  While this update
+    and selection run, it is prefetched into L2, a few cache lines per block of work
+    (a third during the update, the rest during the selection: bursts would fill the
+    queue of outstanding misses and stall the core).  That signal's update then finds its
+    row in cache, and the memory traffic of one signal overlaps the arithmetic of the
+    other.
+
+    Returns the index of the best atom of the updated correlations.
+    """
+    n = c.shape[0]
+    if ahead.shape[0] != n:
+        axpy(c, row, coef)
+        return select(ci, rule, mask)
+    line = max(1, 64 // c.itemsize)
+    split = n // 3
+    nb = (n + PREFETCH_BLOCK - 1) // PREFETCH_BLOCK
+    per = (split + nb - 1) // nb
+    p = 0
+    for b0 in range(0, n, PREFETCH_BLOCK):
+        pe = min(p + per, split)
+        for q in range(p, pe, line):
+            prefetch_l2(ahead, q)
+        p = pe
+        axpy(c[b0:min(b0 + PREFETCH_BLOCK, n)], row[b0:min(b0 + PREFETCH_BLOCK, n)], coef)
+    nb = (n + SELECT_BLOCK - 1) // SELECT_BLOCK
+    return _select_blocks(ci, rule, mask, ahead, split, (n - split + nb - 1) // nb)
 
 
 @njit(cache=True)

@@ -1,9 +1,11 @@
 """Matching pursuit kernels (Numba).  Called only from :mod:`sparsecode.pursuit.mp`.
 
-Atoms are unit norm here (the caller normalises).  Gram path, per signal and step: one
-SIMD pass over the correlation keys and a scan to the winner (select), then
-``c -= coef * G[j]`` (2 n_atoms flops, reads one Gram row).  The residual is never
-formed; its energy is tracked.  No-Gram path: the caller recomputes ``C = R D^T`` for
+Atoms are unit norm here (the caller normalises).  Gram path, per signal and step:
+``c -= coef * G[j]`` (2 n_atoms flops, reads one Gram row), then the selection (one
+vectorised pass over the keys and a scan of the winning block).  The residual is never
+formed; its energy is tracked.  The Gram rows are the memory traffic (4 n_atoms bytes per
+step in float32); when the Gram matrix does not fit in cache, the next row of one signal
+is prefetched while another signal computes.  No-Gram path: the caller recomputes ``C = R D^T`` for
 the still-active signals with one GEMM per step; the kernel selects and updates the
 residual rows (O(n_features)).
 """
@@ -16,17 +18,96 @@ from sparsecode.pursuit._common_numba import (
     POSITIVE,
     RUNNING,
     add_to_code,
-    axpy,
     chunk_bounds,
     correlations,
     select,
+    update_select,
     vanished,
 )
 
 
+@njit(cache=True, inline="always")
+def _take(c, j, rule, thr, Irow, Zrow, s, energy):
+    """Add atom ``j`` to the code.  Returns ``(s, energy, cj, go_on)``; ``go_on`` is False
+    when the correlation vanished or the support did not change (positive rule)."""
+    cj = c[j]
+    if vanished(cj, thr, rule):
+        return s, energy, cj, False
+    s, again = add_to_code(Irow, Zrow, s, j, np.float64(cj))
+    energy -= np.float64(cj) * np.float64(cj)
+    return s, energy, cj, not (again and rule == POSITIVE)
+
+
+@njit(cache=True, inline="always")
+def _mp_one(c, ci, G, rule, mask, k, xnorm2, tol2, thr, Irow, Zrow):
+    """MP on one signal whose correlations are ``c``."""
+    if k <= 0 or xnorm2 <= tol2:
+        return
+    j = select(ci, rule, mask)
+    energy = xnorm2
+    s = 0
+    for t in range(1, k + 1):
+        s, energy, cj, go_on = _take(c, j, rule, thr, Irow, Zrow, s, energy)
+        if not go_on or t >= k or energy <= tol2:
+            return
+        j = update_select(c, ci, G[j], cj, rule, mask, G[0, :0])
+
+
+@njit(cache=True, inline="always")
+def _start(u, nxt, hi, lo, Ci, rule, mask, k, xnorm2, tol2, sig, js, ss, ts, en):
+    """Give lane ``u`` the next signal from ``nxt`` on that needs a step (``sig[u] = -1``
+    when none is left); returns the new ``nxt``."""
+    while nxt < hi:
+        i = nxt
+        nxt += 1
+        if k > 0 and xnorm2[i] > tol2[i]:
+            sig[u] = i
+            js[u] = select(Ci[i - lo], rule, mask)
+            ss[u] = 0
+            ts[u] = 0
+            en[u] = xnorm2[i]
+            return nxt
+    sig[u] = -1
+    return nxt
+
+
+@njit(cache=True, inline="always")
+def _mp_two_lanes(C, Ci, lo, hi, G, rule, mask, k, xnorm2, tol2, thr, I, Z):
+    """MP on rows ``lo:hi``, two signals at a time: each lane's update prefetches the
+    other lane's next Gram row.  A lane whose signal ends takes the next one."""
+    js = np.zeros(2, dtype=np.int64)  # pending atom
+    ss = np.zeros(2, dtype=np.int64)  # support size
+    ts = np.zeros(2, dtype=np.int64)  # steps taken
+    en = np.zeros(2)  # residual energy
+    sig = np.full(2, -1, dtype=np.int64)  # signal of each lane, -1 when idle
+    nxt = lo
+    for u in range(2):
+        nxt = _start(u, nxt, hi, lo, Ci, rule, mask, k, xnorm2, tol2, sig, js, ss, ts, en)
+    while sig[0] >= 0 or sig[1] >= 0:
+        for u in range(2):
+            i = sig[u]
+            if i < 0:
+                continue
+            c = C[i - lo]
+            s, energy, cj, go_on = _take(c, js[u], rule, thr[i], I[i], Z[i], ss[u], en[u])
+            ss[u] = s
+            en[u] = energy
+            ts[u] += 1
+            if go_on and ts[u] < k and energy > tol2[i]:
+                ahead = G[js[1 - u]] if sig[1 - u] >= 0 else G[0, :0]
+                js[u] = update_select(c, Ci[i - lo], G[js[u]], cj, rule, mask, ahead)
+            else:
+                nxt = _start(u, nxt, hi, lo, Ci, rule, mask, k, xnorm2, tol2, sig, js, ss,
+                             ts, en)
+
+
 @njit(parallel=True, cache=True)
-def mp_gram(nch, X, DT, mask, G, rule, k, xnorm2, tol2, thr, I, Z):
-    """Run up to ``k`` MP steps for every row of ``C`` on the Gram path.
+def mp_gram(nch, X, DT, mask, G, rule, k, xnorm2, tol2, thr, I, Z, lanes):
+    """Run up to ``k`` MP steps for every row of ``X`` on the Gram path.
+
+    With ``lanes`` (for Gram matrices too large for the caches), signals go two at a time
+    so one's Gram row is fetched from memory while the other computes (see
+    :func:`update_select`); the results are the same either way.
 
     Parameters
     ----------
@@ -51,28 +132,19 @@ def mp_gram(nch, X, DT, mask, G, rule, k, xnorm2, tol2, thr, I, Z):
         Output support, pre-filled with -1.
     Z : ndarray of shape (n, k_max), float64
         Output coefficients, pre-filled with 0.
+    lanes : bool
+        Take signals two at a time and prefetch Gram rows.
     """
     n = X.shape[0]
     for ch in prange(nch):
         lo, hi = chunk_bounds(ch, nch, n)
         C, Ci = correlations(X, DT, lo, hi)
-        for i in range(lo, hi):
-            c = C[i - lo]
-            ci = Ci[i - lo]
-            energy = xnorm2[i]
-            s = 0
-            t = 0
-            while t < k and energy > tol2[i]:
-                j = select(ci, rule, mask)
-                cj = c[j]
-                if vanished(cj, thr[i], rule):
-                    break
-                s, again = add_to_code(I[i], Z[i], s, j, np.float64(cj))
-                energy -= np.float64(cj) * np.float64(cj)
-                t += 1
-                if again and rule == POSITIVE:
-                    break  # support did not change
-                axpy(c, G[j], cj)
+        if lanes:
+            _mp_two_lanes(C, Ci, lo, hi, G, rule, mask, k, xnorm2, tol2, thr, I, Z)
+        else:
+            for i in range(lo, hi):
+                _mp_one(C[i - lo], Ci[i - lo], G, rule, mask, k, xnorm2[i], tol2[i], thr[i],
+                        I[i], Z[i])
 
 
 @njit(parallel=True, cache=True)
