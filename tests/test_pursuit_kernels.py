@@ -96,7 +96,10 @@ def test_incremental_forward_and_back_substitution_solve_the_normal_equations(se
     for m in range(s):  # grow the factor and the forward solution one row at a time
         assert K.chol_append(L, m, gram[m, : m + 1].copy(), 1e-12)
         K.forward_append(L, m + 1, b, fw)
-        np.testing.assert_allclose(L[: m + 1, : m + 1] @ fw[: m + 1], b[: m + 1], atol=1e-9)
+        # the stored diagonal holds the reciprocals of the factor's
+        factor = np.tril(L[: m + 1, : m + 1], -1) + np.diag(1.0 / np.diag(L)[: m + 1])
+        np.testing.assert_allclose(factor @ factor.T, gram[: m + 1, : m + 1], atol=1e-9)
+        np.testing.assert_allclose(factor @ fw[: m + 1], b[: m + 1], atol=1e-9)
     out = np.empty(s)
     K.back_solve(L, s, fw, out)
     np.testing.assert_allclose(gram @ out, b, rtol=1e-8, atol=1e-8)

@@ -272,7 +272,7 @@ def _sub4(c, r0, r1, r2, r3, a0, a1, a2, a3):
         c[q] = c[q] - a0 * r0[q] - a1 * r1[q] - a2 * r2[q] - a3 * r3[q]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def sub_rows(vec, S, I, delta, s):
     """``vec -= sum_m delta[m] * S[I[m]]`` over the support ``m < s`` (zeros skipped).
 
@@ -326,42 +326,48 @@ def update_residual(r, D, I, delta, s):
     return energy
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def add_to_support_gram(GII, S, is_gram, I, s, j):
     """Append atom ``j`` to the support Gram ``GII`` (float64, k x k, lower part used).
 
     Returns the new row ``GII[s, :s+1]`` (a view).
     """
     for m in range(s):
-        GII[s, m] = gram_entry(S, is_gram, j, I[m])
+        # G[I[m], j], not G[j, I[m]]: the support rows are in cache (every update reads
+        # them), the new row is not yet
+        GII[s, m] = gram_entry(S, is_gram, I[m], j)
         GII[m, s] = GII[s, m]
     GII[s, s] = gram_entry(S, is_gram, j, j)
     return GII[s, : s + 1]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def chol_append(L, s, grow, rtol):
     """Grow the lower Cholesky factor ``L`` of the support Gram by one row.
 
     ``grow`` is ``[<d_j, d_I[m]> for m < s] + [||d_j||^2]``.  Returns False (and leaves
     ``L`` as a factor of the first ``s`` atoms) when the new atom is numerically in the
     span of the support.
+
+    The diagonal of ``L`` holds the *reciprocals* of the pivots: the substitutions then
+    multiply instead of divide, and a division's latency no longer sits on their chains
+    of dependent operations.
     """
     for m in range(s):
         acc = grow[m]
         for p in range(m):
             acc -= L[s, p] * L[m, p]
-        L[s, m] = acc / L[m, m]
+        L[s, m] = acc * L[m, m]
     d2 = grow[s]
     for p in range(s):
         d2 -= L[s, p] * L[s, p]
     if d2 <= rtol * grow[s]:
         return False
-    L[s, s] = np.sqrt(d2)
+    L[s, s] = 1.0 / np.sqrt(d2)
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def forward_append(L, s, b, w):
     """Extend the solution of ``L w = b`` by its last entry, ``w[s - 1]``.
 
@@ -372,10 +378,10 @@ def forward_append(L, s, b, w):
     acc = b[m]
     for p in range(m):
         acc -= L[m, p] * w[p]
-    w[m] = acc / L[m, m]
+    w[m] = acc * L[m, m]  # the diagonal holds reciprocals (see chol_append)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def back_solve(L, s, w, out):
     """Solve ``L^T out = w`` for the first ``s`` unknowns.
 
@@ -385,7 +391,7 @@ def back_solve(L, s, w, out):
     for m in range(s):
         out[m] = w[m]
     for m in range(s - 1, -1, -1):
-        x = out[m] / L[m, m]
+        x = out[m] * L[m, m]  # the diagonal holds reciprocals (see chol_append)
         out[m] = x
         for q in range(m):
             out[q] -= L[m, q] * x
@@ -478,7 +484,7 @@ def nnls_gram(A, b, s, x):
                     x[m] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def dot(u, v, s):
     """``u[:s] . v[:s]`` (a loop: BLAS calls cost more than they save at this size)."""
     acc = 0.0

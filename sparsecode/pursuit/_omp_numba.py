@@ -32,7 +32,7 @@ from sparsecode.pursuit._common_numba import (
 )
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def omp_step(c, ci, mask, S, is_gram, rule, positive, thr, rtol, I, z, s, L, GII, a0, fw,
              work, delta):
     """One OMP step for one signal.
@@ -47,7 +47,8 @@ def omp_step(c, ci, mask, S, is_gram, rule, positive, thr, rtol, I, z, s, L, GII
     I, z : ndarray of shape (k,)
         Support and float64 coefficients; ``s`` entries used.
     L, GII : ndarray of shape (k, k), float64
-        Cholesky factor and Gram matrix of the support.
+        Cholesky factor (its diagonal holds the reciprocals of the pivots) and Gram
+        matrix of the support.
     a0 : ndarray of shape (k,), float64
         Correlations of the signal with the support atoms.
     fw : ndarray of shape (k,), float64
