@@ -25,10 +25,13 @@ import time
 
 import numba
 import numpy as np
+from _provenance import load_average, package_commit  # benchmarks/ is on sys.path
 from threadpoolctl import threadpool_limits
 
 import sparsecode
 from sparsecode.datasets import make_sparse_signals, support_recovery
+
+COMMIT = package_commit()
 
 PROBLEMS = {
     "P1": dict(n_features=64, n_atoms=256, n_samples=20000, k=8),
@@ -50,6 +53,8 @@ def median_time(fn, repeats):
 
 
 def emit(**row):
+    row["commit"] = COMMIT
+    row["loadavg_1min"] = load_average()
     print(json.dumps(row), flush=True)
 
 

@@ -63,6 +63,7 @@ import warnings
 import _overcomplete  # benchmarks/_overcomplete.py (the script's folder is on sys.path)
 import numba
 import numpy as np
+from _provenance import load_average, package_commit
 from threadpoolctl import threadpool_limits
 
 import sparsecode
@@ -95,25 +96,9 @@ def median_time(fn, repeats):
     return statistics.median(times)
 
 
-def package_commit():
-    """Commit of the working tree under test, with ``+dirty`` when sparsecode/ has
-    uncommitted changes (None outside a git checkout)."""
-    import subprocess
-
-    try:
-        run = dict(capture_output=True, text=True, check=True, timeout=10,
-                   cwd=os.path.dirname(os.path.abspath(__file__)))
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **run).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "../sparsecode"],
-                               **run).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head + ("+dirty" if dirty else "")
-
-
 def emit(**row):
     row["commit"] = COMMIT
-    row["loadavg_1min"] = round(os.getloadavg()[0], 2)  # other jobs on the machine
+    row["loadavg_1min"] = load_average()
     row["env"] = {key: os.environ[key] for key in ENV_KEYS if key in os.environ}
     if PRELOAD:
         row["env"]["preload_scipy"] = True

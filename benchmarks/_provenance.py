@@ -1,0 +1,23 @@
+"""Where a benchmark row came from: the package commit and the machine's load."""
+
+import os
+import subprocess
+
+
+def package_commit():
+    """Commit of the working tree under test, with ``+dirty`` when sparsecode/ has
+    uncommitted changes (None outside a git checkout)."""
+    try:
+        run = dict(capture_output=True, text=True, check=True, timeout=10,
+                   cwd=os.path.dirname(os.path.abspath(__file__)))
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **run).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "../sparsecode"],
+                               **run).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def load_average():
+    """The 1-minute load average: other jobs on the machine skew the timings."""
+    return round(os.getloadavg()[0], 2)
