@@ -35,7 +35,7 @@ CHUNK = 2048
 
 #: Entries per block of :func:`select`: the maximum key is found block by block (one
 #: vectorised pass), then only the block holding it is scanned for the first index.
-SELECT_BLOCK = 128
+SELECT_BLOCK = 256
 
 
 @njit(cache=True, inline="always")
@@ -96,21 +96,20 @@ def prefetch_l2(typingctx, arr, idx):
 
 
 @njit(cache=True, inline="always")
-def _select_blocks(ci, rule, mask, ahead, p0, per):
-    """:func:`select`, prefetching ``per`` entries of ``ahead`` from ``p0`` on into L2
-    during each block (``per = 0``: no prefetch)."""
+def _select_blocks(ci, rule, mask, ahead):
+    """:func:`select`; with ``ahead`` as long as ``ci`` (not empty), each block of
+    ``ahead`` is prefetched into L2 while the same block of ``ci`` is reduced."""
     n = ci.shape[0]
-    line = max(1, 64 // ci.itemsize)  # entries per 64-byte cache line
+    pf = ahead.shape[0] == n
+    line = max(1, 64 // ahead.itemsize)  # entries per 64-byte cache line
     best = key_of(ci[0], rule, mask)
     b_best = 0
-    p = p0
     for b0 in range(0, n, SELECT_BLOCK):
-        if per > 0:
-            pe = min(p + per, n)
-            for q in range(p, pe, line):
+        b1 = min(b0 + SELECT_BLOCK, n)
+        if pf:
+            for q in range(b0, b1, line):
                 prefetch_l2(ahead, q)
-            p = pe
-        bm = best_key(ci[b0:min(b0 + SELECT_BLOCK, n)], rule, mask)
+        bm = best_key(ci[b0:b1], rule, mask)
         if bm > best:
             best = bm
             b_best = b0
@@ -130,43 +129,23 @@ def select(ci, rule, mask):
     reduction; the first block reaching the overall maximum is then scanned.  One pass
     over ``ci`` plus at most one block, instead of a scalar scan to the winner.
     """
-    return _select_blocks(ci, rule, mask, ci[:0], 0, 0)
-
-
-#: Entries of ``c`` updated between two bursts of prefetches in :func:`update_select`.
-PREFETCH_BLOCK = 512
+    return _select_blocks(ci, rule, mask, ci[:0])
 
 
 @njit(cache=True, inline="always")
 def update_select(c, ci, row, coef, rule, mask, ahead):
     """``c -= coef * row``, then :func:`select` on the result.
 
-    ``ahead`` is another signal's next Gram row (or an empty array).  While this update
-    and selection run, it is prefetched into L2, a few cache lines per block of work
-    (a third during the update, the rest during the selection: bursts would fill the
-    queue of outstanding misses and stall the core).  That signal's update then finds its
-    row in cache, and the memory traffic of one signal overlaps the arithmetic of the
-    other.
+    ``ahead`` is another signal's next Gram row (or an empty array).  While the selection
+    runs, it is prefetched into L2 a block at a time (a few cache lines per block of keys:
+    one burst would fill the queue of outstanding misses and stall the core).  That
+    signal's update then finds its row in cache, and the memory traffic of one signal
+    overlaps the arithmetic of the other.
 
     Returns the index of the best atom of the updated correlations.
     """
-    n = c.shape[0]
-    if ahead.shape[0] != n:
-        axpy(c, row, coef)
-        return select(ci, rule, mask)
-    line = max(1, 64 // c.itemsize)
-    split = n // 3
-    nb = (n + PREFETCH_BLOCK - 1) // PREFETCH_BLOCK
-    per = (split + nb - 1) // nb
-    p = 0
-    for b0 in range(0, n, PREFETCH_BLOCK):
-        pe = min(p + per, split)
-        for q in range(p, pe, line):
-            prefetch_l2(ahead, q)
-        p = pe
-        axpy(c[b0:min(b0 + PREFETCH_BLOCK, n)], row[b0:min(b0 + PREFETCH_BLOCK, n)], coef)
-    nb = (n + SELECT_BLOCK - 1) // SELECT_BLOCK
-    return _select_blocks(ci, rule, mask, ahead, split, (n - split + nb - 1) // nb)
+    axpy(c, row, coef)
+    return _select_blocks(ci, rule, mask, ahead)
 
 
 @njit(cache=True)
