@@ -6,11 +6,10 @@ panels, times on a log scale, each anchor's bar labelled with its time over spar
 
 1. OMP: ``sparsecode.omp`` (Batch-OMP) against SPAMS' ``omp`` (ORMP) and scikit-learn's
    ``orthogonal_mp_gram``, per signal, on P1 (d = 64, 256 atoms, k = 8) and P2 (d = 384,
-   4096 atoms, k = 32) at 1 and 2 threads (``pursuit_P1_P2.jsonl``, the run of the main
-   table of ``docs/benchmarks.md``; scikit-learn was timed on a subset of the signals).
+   4096 atoms, k = 32) at 1 and 2 threads (``pursuit.jsonl``, the run of the main
+   tables of ``docs/benchmarks.md``; scikit-learn was timed on a subset of the signals).
 2. MP on P2: ``sparsecode.mp`` against overcomplete's ``MpSAE.encode`` (PyTorch), with
-   the correlation GEMM ``X D^T`` as the floor (``pursuit_P1_P2_rerun.jsonl``, the only
-   run with overcomplete at both thread counts).
+   the correlation GEMM ``X D^T`` as the floor (``pursuit.jsonl``).
 3. One MP-SAE training step (d = 384, 4096 atoms, k = 32, batch 4096): ``MPSAE.partial_fit``
    against overcomplete's ``MpSAE`` + ``train_sae`` and a plain PyTorch autograd MP-SAE
    (``train.jsonl``, rows of its latest commit).
@@ -99,10 +98,9 @@ def collect(results_dir):
         label above each bar), ``censored`` (per series, a bool per group: a lower bound).
     """
     results_dir = Path(results_dir)
-    pursuit = read_rows(results_dir / "pursuit_P1_P2.jsonl")
-    rerun = read_rows(results_dir / "pursuit_P1_P2_rerun.jsonl")
+    pursuit = read_rows(results_dir / "pursuit.jsonl")
     train = read_rows(results_dir / "train.jsonl")
-    machines = {r["machine"] for r in pursuit + rerun + train if "machine" in r}
+    machines = {r["machine"] for r in pursuit + train if "machine" in r}
     panels = []
 
     # 1. OMP against SPAMS and scikit-learn, per signal
@@ -121,7 +119,7 @@ def collect(results_dir):
             r_skl.append(c.get("omp_speedup", skl[-1] / sc[-1]))
     panels.append(dict(
         title="OMP: Batch-OMP against SPAMS (ORMP) and scikit-learn\n"
-              "P1: d=64, 256 atoms, k=8 | P2: d=384, 4096 atoms, k=32 (pursuit_P1_P2.jsonl)",
+              "P1: d=64, 256 atoms, k=8 | P2: d=384, 4096 atoms, k=32 (pursuit.jsonl)",
         ylabel="microseconds per signal (log)", groups=groups,
         series=[("sparsecode.omp", sc), ("spams.omp", spams),
                 ("sklearn orthogonal_mp_gram", skl)],
@@ -131,9 +129,9 @@ def collect(results_dir):
     groups, gemm, mp, oc, r_gemm, r_oc = [], [], [], [], [], []
     for threads in (1, 2):
         where = dict(problem="P2", threads=threads)
-        g = pick(rerun, solver="gemm X D^T", **where)
-        m = pick(rerun, solver="sparsecode.mp", **where)
-        o = pick(rerun, solver="overcomplete MpSAE.encode", **where)
+        g = pick(pursuit, solver="gemm X D^T", **where)
+        m = pick(pursuit, solver="sparsecode.mp", **where)
+        o = pick(pursuit, solver="overcomplete MpSAE.encode", **where)
         groups.append(f"P2, {threads} thread{'s' if threads > 1 else ''}")
         gemm.append(per_signal_us(g))
         mp.append(per_signal_us(m))
@@ -142,7 +140,7 @@ def collect(results_dir):
         r_oc.append(o.get("mp_speedup", oc[-1] / mp[-1]))
     panels.append(dict(
         title="MP: sparsecode.mp against overcomplete's MpSAE.encode\n"
-              "P2, k=32 steps; the GEMM X D$^T$ is the floor (pursuit_P1_P2_rerun.jsonl)",
+              "P2, k=32 steps; the GEMM X D$^T$ is the floor (pursuit.jsonl)",
         ylabel="microseconds per signal (log)", groups=groups,
         series=[("sparsecode.mp", mp), ("GEMM X D^T (floor)", gemm),
                 ("overcomplete MpSAE.encode", oc)],

@@ -35,7 +35,7 @@ CHUNK = 2048
 
 #: Entries per block of :func:`select`: the maximum key is found block by block (one
 #: vectorised pass), then only the block holding it is scanned for the first index.
-SELECT_BLOCK = 256
+SELECT_BLOCK = 128
 
 
 @njit(cache=True, inline="always")
@@ -50,7 +50,7 @@ def key_of(a, rule, mask):
     return a
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def best_key(ci, rule, mask):
     """Largest selection key of the correlations whose integer view is ``ci``.
 
@@ -96,6 +96,32 @@ def prefetch_l2(typingctx, arr, idx):
 
 
 @njit(cache=True, inline="always")
+def first_key(ci, best, rule, mask):
+    """First index of ``ci`` whose selection key is ``best`` (``len(ci)`` if none).
+
+    A min reduction over candidate indices rather than a loop that exits early: it
+    vectorises like :func:`best_key`.
+    """
+    T = ci.dtype.type
+    n = ci.shape[0]
+    first = n
+    if rule == ABS:
+        for m in range(n):
+            cand = m if T(ci[m] & mask) == best else n
+            first = cand if cand < first else first
+    elif rule == POSITIVE:
+        for m in range(n):
+            cand = m if ci[m] == best else n
+            first = cand if cand < first else first
+    else:
+        for m in range(n):
+            a = ci[m]
+            cand = m if T(a if a >= 0 else a ^ mask) == best else n
+            first = cand if cand < first else first
+    return first
+
+
+@njit(cache=True, inline="always")
 def _select_blocks(ci, rule, mask, ahead):
     """:func:`select`; with ``ahead`` as long as ``ci`` (not empty), each block of
     ``ahead`` is prefetched into L2 while the same block of ``ci`` is reduced."""
@@ -113,11 +139,7 @@ def _select_blocks(ci, rule, mask, ahead):
         if bm > best:
             best = bm
             b_best = b0
-    blk = ci[b_best:min(b_best + SELECT_BLOCK, n)]
-    for m in range(blk.shape[0]):
-        if key_of(blk[m], rule, mask) == best:
-            return b_best + m
-    return b_best
+    return b_best + first_key(ci[b_best:min(b_best + SELECT_BLOCK, n)], best, rule, mask)
 
 
 @njit(cache=True)
