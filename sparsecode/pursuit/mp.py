@@ -73,9 +73,12 @@ def mp(X, D, *, k=None, tol=None, selection="abs", gram="auto", backend="auto"):
 
     Notes
     -----
-    Gram path cost per signal and step: ``2 n_atoms`` reads (select) plus ``2 n_atoms``
-    flops reading one Gram row (update).  The up-front correlations ``X D^T`` cost
-    ``2 n_samples n_atoms n_features`` flops.
+    Gram path cost per signal and step: ``2 n_atoms`` flops reading one Gram row
+    (update) and one pass over the ``n_atoms`` correlations (select).  The up-front
+    correlations ``X D^T`` cost ``2 n_samples n_atoms n_features`` flops.  When the Gram
+    matrix is too large for the CPU caches, the Gram rows are the cost (memory
+    bandwidth); the kernel then works on two signals at a time and prefetches one's next
+    row while the other computes.
     """
     check_choice(selection, "selection", tuple(RULES))
     X, p = _driver.prepare(X, D, k=k, tol=tol, gram=gram, backend=backend,

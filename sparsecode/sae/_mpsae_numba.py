@@ -34,10 +34,10 @@ from sparsecode.pursuit._common_numba import (
     ABS,
     POSITIVE,
     add_to_code,
-    axpy,
     chunk_bounds,
     correlations,
     select,
+    update_select,
     vanished,
 )
 
@@ -49,10 +49,12 @@ SUB = 256
 def _mp_forward(c, ci, G, rule, mask, k, energy, tol2, thr, topk, J, Cs, I, Z):
     """Select up to ``k`` atoms for one signal; fill the trace ``J``/``Cs`` and the code
     ``I``/``Z``; return the number of steps."""
+    if k <= 0 or energy <= tol2:
+        return 0
     s = 0
     t = 0
-    while t < k and energy > tol2:
-        j = select(ci, rule, mask)
+    j = select(ci, rule, mask)
+    while True:
         cj = c[j]
         if vanished(cj, thr, rule):
             break
@@ -61,14 +63,19 @@ def _mp_forward(c, ci, G, rule, mask, k, energy, tol2, thr, topk, J, Cs, I, Z):
         Cs[t] = cj
         t += 1
         if topk:
+            if t >= k:
+                break
             # take atom j out of the running: |c| = 0 (abs), -inf otherwise
             c[j] = 0.0 if rule == ABS else -np.inf
+            j = select(ci, rule, mask)
         else:
             if again and rule == POSITIVE:
                 break  # support did not change
             # ||r - c d||^2 = ||r||^2 - c^2 (2 - ||d||^2): exact for atoms of any norm
             energy -= np.float64(cj) * np.float64(cj) * (2.0 - np.float64(G[j, j]))
-            axpy(c, G[j], cj)
+            if t >= k or energy <= tol2:
+                break  # the last step updates no correlations
+            j = update_select(c, ci, G[j], cj, rule, mask, G[0, :0])
     return t
 
 
