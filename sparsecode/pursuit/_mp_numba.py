@@ -2,12 +2,13 @@
 
 Atoms are unit norm here (the caller normalises).  Gram path, per signal and step:
 ``c -= coef * G[j]`` (2 n_atoms flops, reads one Gram row), then the selection (one
-vectorised pass over the keys and a scan of the winning block).  The residual is never
-formed; its energy is tracked.  The Gram rows are the memory traffic (4 n_atoms bytes per
-step in float32); when the Gram matrix does not fit in cache, the next row of one signal
-is prefetched while another signal computes.  No-Gram path: the caller recomputes ``C = R D^T`` for
-the still-active signals with one GEMM per step; the kernel selects and updates the
-residual rows (O(n_features)).
+vectorised pass over the keys and a vectorised search of the winning block).  The
+residual is never formed; its energy is tracked.  The Gram rows are the memory traffic
+(4 n_atoms bytes per step in float32); when the Gram matrix does not fit in cache, the
+next row of one signal is prefetched while another signal computes.
+
+No-Gram path: the caller recomputes ``C = R D^T`` for the still-active signals with one
+GEMM per step; the kernel selects and updates the residual rows (O(n_features)).
 """
 
 import numpy as np
