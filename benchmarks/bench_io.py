@@ -26,13 +26,13 @@ Output: one JSON object per line (printed, and appended to ``--out``), then a ta
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _provenance import load_average, package_commit  # benchmarks/ is on sys.path
 
 PROBLEMS = {
     # name: (n_features, n_atoms, k, rows, batch)
@@ -40,14 +40,6 @@ PROBLEMS = {
     "P1": (64, 256, 8, 1_000_000, 8192),
 }
 STORAGE = [("float32", None), ("float16", None), ("float32", "gzip"), ("float16", "gzip")]
-
-
-def _commit():
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"],
-                                       cwd=Path(__file__).parent, text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _median_time(fn, repeats):
@@ -78,7 +70,7 @@ def run_problem(name, rows, repeats, work, emit):
 
     t_mem, lo, hi = _median_time(in_memory, repeats)
     base = {"problem": name, "n_features": d, "n_atoms": atoms, "k": k, "rows": n,
-            "batch_size": bs, "commit": _commit(), "load": os.getloadavg()[0]}
+            "batch_size": bs, "commit": package_commit(), "load": load_average()}
     emit({**base, "case": "in memory", "seconds": t_mem, "min": lo, "max": hi,
           "rows_per_s": n / t_mem})
     for dtype, comp in STORAGE:
