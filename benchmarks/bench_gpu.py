@@ -141,10 +141,10 @@ def peak_bandwidth_GBps(cupy):
 
 def gram_update_phase(cupy, X, D, G, k, repeats, sync):
     """Time the Gram-path pursuit kernel alone on one launch of signals."""
+    from sparsecode._rules import SIGNED
     from sparsecode.gpu import _driver as gdriver
     from sparsecode.gpu.mp import launch_gram
     from sparsecode.pursuit import _driver
-    from sparsecode.pursuit._rules import SIGNED
 
     _, prob = _driver.prepare(X, D, k=k, tol=None, gram=G, backend="gpu",
                               k_may_exceed_atoms=True, name="mp", rule=SIGNED)

@@ -9,50 +9,14 @@ import numbers
 import numpy as np
 
 from sparsecode import _config
+from sparsecode._backend import array_module, is_cupy, row_norms2
 
 
-def _describe(x):
+def describe(x):
+    """A short description of ``x`` for error messages."""
     if isinstance(x, np.ndarray) or is_cupy(x):
         return f"array of shape {x.shape} and dtype {x.dtype}"
     return f"{type(x).__name__} {x!r}"
-
-
-def is_cupy(x):
-    """True when ``x`` is a CuPy array (checked without importing CuPy)."""
-    return type(x).__module__.startswith("cupy")
-
-
-def array_module(x):
-    """``cupy`` for a CuPy array, else ``numpy``."""
-    if is_cupy(x):
-        import cupy
-
-        return cupy
-    return np
-
-
-def to_host(a):
-    """``a`` as a NumPy array: CuPy arrays are copied from the device."""
-    return a.get() if is_cupy(a) else a
-
-
-def on_device_of(a, ref):
-    """``a`` on the device of ``ref``: copied to the GPU when ``ref`` is a CuPy array and
-    ``a`` is not, to the host in the opposite case, returned as it is otherwise."""
-    if is_cupy(ref) and not is_cupy(a):
-        import cupy
-
-        return cupy.asarray(a)
-    return to_host(a) if not is_cupy(ref) else a
-
-
-def row_norms2(a):
-    """Squared norms of the rows of a 2-D NumPy or CuPy array, in float64."""
-    if is_cupy(a):
-        from sparsecode.gpu import _module
-
-        return _module.row_norms2(a)
-    return np.einsum("ij,ij->i", a, a, dtype=np.float64)
 
 
 def float_dtype(*arrays):
@@ -116,14 +80,14 @@ def check_array(x, name, *, ndim=2):
     if a.ndim != ndim:
         hint = (f" Reshape your data: {name}.reshape(1, -1) for a single signal."
                 if a.ndim == 1 and ndim == 2 else "")
-        raise ValueError(f"{name} must be {ndim}-D; got {_describe(a)}.{hint}")
+        raise ValueError(f"{name} must be {ndim}-D; got {describe(a)}.{hint}")
     if a.size == 0:
         if ndim == 2 and a.shape[1] == 0:
             raise ValueError(
                 f"{name} must not be empty; got 0 feature(s) (shape={a.shape}) while a "
                 "minimum of 1 is required."
             )
-        raise ValueError(f"{name} must not be empty; got {_describe(a)}")
+        raise ValueError(f"{name} must not be empty; got {describe(a)}")
     if a.dtype.kind == "f" and not bool(xp.isfinite(a).all()):
         bad = xp.argwhere(~xp.isfinite(a))[0]
         raise ValueError(
@@ -179,16 +143,12 @@ def check_k_tol(k, tol, n_atoms, n_features, *, k_may_exceed_atoms=False):
     if k is None and tol is None:
         raise ValueError("give k (maximum number of steps/atoms), tol, or both; got neither")
     if k is not None:
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-            raise TypeError(f"k must be a positive integer; got {_describe(k)}")
-        k = int(k)
-        if k < 1:
-            raise ValueError(f"k must be >= 1; got {k}")
+        k = check_count(k, "k")
         if not k_may_exceed_atoms and k > n_atoms:
             raise ValueError(f"k must be <= n_atoms = {n_atoms}; got k = {k}")
     if tol is not None:
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
-            raise TypeError(f"tol must be a real number in [0, 1); got {_describe(tol)}")
+            raise TypeError(f"tol must be a real number in [0, 1); got {describe(tol)}")
         tol = float(tol)
         if not (0.0 <= tol < 1.0):
             raise ValueError(
@@ -197,6 +157,23 @@ def check_k_tol(k, tol, n_atoms, n_features, *, k_may_exceed_atoms=False):
     if k is None:
         k = n_features if k_may_exceed_atoms else min(n_atoms, n_features)
     return k, (0.0 if tol is None else tol)
+
+
+def check_count(value, name, minimum=1):
+    """Return ``value`` as an int, checked to be an integer ``>= minimum``.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not an integer (``bool`` and floats included).
+    ValueError
+        If ``value < minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}; got {describe(value)}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value}")
+    return int(value)
 
 
 def check_choice(value, name, choices):

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from sparsecode._backend import array_module
+
 
 class SparseCodes:
     """Sparse codes stored as ``(indices, values)`` of fixed width.
@@ -31,13 +33,6 @@ class SparseCodes:
         self.indices = indices
         self.values = values
         self.n_atoms = int(n_atoms)
-
-    def _xp(self):
-        if type(self.indices).__module__.startswith("cupy"):
-            import cupy
-
-            return cupy
-        return np
 
     @property
     def shape(self):
@@ -82,7 +77,7 @@ class SparseCodes:
     def __array__(self, dtype=None, copy=None):
         """The dense ``(n_samples, n_atoms)`` matrix, so ``numpy.asarray(codes)`` works."""
         dense = self.toarray()
-        if self._xp() is not np:
+        if array_module(self.indices) is not np:
             dense = dense.get()
         return dense if dtype is None else dense.astype(dtype, copy=False)
 
@@ -93,7 +88,7 @@ class SparseCodes:
         -------
         Z : ndarray of shape (n_samples, n_atoms)
         """
-        xp = self._xp()
+        xp = array_module(self.indices)
         n, k = self.indices.shape
         Z = xp.zeros((n, self.n_atoms), dtype=self.values.dtype)
         used = self.indices >= 0
@@ -109,7 +104,7 @@ class SparseCodes:
         import scipy.sparse
 
         idx, val = self.indices, self.values
-        if self._xp() is not np:
+        if array_module(self.indices) is not np:
             idx, val = idx.get(), val.get()
         used = idx >= 0
         indptr = np.zeros(idx.shape[0] + 1, dtype=np.int64)
@@ -130,7 +125,7 @@ class SparseCodes:
         X_hat : ndarray of shape (n_samples, n_features)
             In the dtype of the codes.
         """
-        xp = self._xp()
+        xp = array_module(self.indices)
         D = xp.asarray(D)
         if D.ndim != 2 or D.shape[0] != self.n_atoms:
             raise ValueError(

@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from sparsecode._validation import _describe, check_array, check_choice
+from sparsecode._validation import check_array, check_choice, describe
 from sparsecode.codes import SparseCodes
 
 __all__ = [
@@ -122,7 +122,7 @@ def fvu(X, X_hat):
     if den == 0.0:
         raise ValueError(
             f"X must vary around its mean for the fraction of variance to be defined; got "
-            f"{_describe(X)} with zero variance"
+            f"{describe(X)} with zero variance"
         )
     return num / den
 
@@ -209,7 +209,7 @@ def dead_fraction(codes, n_atoms=None):
     if n_atoms is None:
         n_atoms = codes.n_atoms
     if isinstance(n_atoms, bool) or not isinstance(n_atoms, numbers.Integral):
-        raise TypeError(f"n_atoms must be a positive integer or None; got {_describe(n_atoms)}")
+        raise TypeError(f"n_atoms must be a positive integer or None; got {describe(n_atoms)}")
     n_atoms = int(n_atoms)
     used = np.flatnonzero(counts)
     needed = int(used[-1]) + 1 if used.size else 1
@@ -286,7 +286,7 @@ def babel(D, s=None):
     n = Dn.shape[0]
     if s is not None:
         if isinstance(s, bool) or not isinstance(s, numbers.Integral):
-            raise TypeError(f"s must be an integer or None; got {_describe(s)}")
+            raise TypeError(f"s must be an integer or None; got {describe(s)}")
         s = int(s)
         if not 1 <= s <= n - 1:
             raise ValueError(f"s must be in [1, n_atoms - 1] = [1, {n - 1}]; got {s}")
@@ -317,7 +317,7 @@ def effective_rank(D):
     sv = np.linalg.svd(D, compute_uv=False)
     total = sv.sum()
     if total == 0:
-        raise ValueError(f"D must not be all zeros; got {_describe(D)} of zeros")
+        raise ValueError(f"D must not be all zeros; got {describe(D)} of zeros")
     p = sv[sv > 0] / total
     return float(np.exp(-np.sum(p * np.log(p))))
 
@@ -387,7 +387,7 @@ def recovery_rate(D_hat, D_true, threshold=0.99, matching="max"):
     """
     check_choice(matching, "matching", ("max", "hungarian"))
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"threshold must be a real number in [0, 1]; got {_describe(threshold)}")
+        raise TypeError(f"threshold must be a real number in [0, 1]; got {describe(threshold)}")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1]; got {threshold}")
     if matching == "hungarian":

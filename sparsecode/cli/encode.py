@@ -148,8 +148,7 @@ def _encode_on_cluster(model, args, dataset, solver, k, settings):
 def _encode_all(model, reader, writer, args, solver, k):
     import time
 
-    from sparsecode.dictionary._common import n_chunks
-    from sparsecode.dictionary._common_numba import residual_energy
+    from sparsecode.dictionary import residual_energy
 
     done = writer.n_rows
     if done:
@@ -173,8 +172,7 @@ def _encode_all(model, reader, writer, args, solver, k):
             writer.append(codes)
             if batch % STATS_EVERY == 0:
                 C = Xb - model.bias_
-                err += residual_energy(n_chunks(len(C)), C, codes.indices, codes.values,
-                                       model.components_)
+                err += residual_energy(C, codes, model.components_)
                 tot += float(np.einsum("ij,ij->", C, C, dtype=np.float64))
                 sampled += len(Xb)
             batch += 1

@@ -35,7 +35,7 @@ def run(args):
             _codes(f, read_json_attr)
         print("  datasets:")
         for name, ds in _datasets(f):
-            print(f"    {name}: {_describe(ds)}")
+            print(f"    {name}: {describe(ds)}")
     return 0
 
 
@@ -56,7 +56,7 @@ def _datasets(f):
     return found
 
 
-def _describe(ds):
+def describe(ds):
     tag = ds.attrs.get("dtype")
     tag = tag.decode() if isinstance(tag, bytes) else tag
     dtype = "bfloat16 (as uint16)" if tag == "bfloat16" else str(ds.dtype)

@@ -10,6 +10,8 @@ Every update lowers (never raises) the objective :func:`objective`
 - :func:`ksvd_update`: K-SVD, exact (rank-1 SVD per atom) or approximate (one pass).
 - :class:`OnlineStats` and :func:`online_update`: online learning on the sufficient
   statistics ``A = sum z z^T``, ``B = sum z x^T`` (block-coordinate descent).
+- :func:`code_stats`: the statistics ``Z^T Z``, ``Z^T X`` of codes (they add over
+  blocks); :func:`objective` and :func:`residual_energy`: the error of codes.
 - :func:`init_dictionary`, :func:`normalize_atoms`: initialisation, renormalisation.
 - :class:`DeadAtoms`, :func:`coherent_atoms`, :func:`resample_dead`: find atoms unused
   over a window of samples or nearly duplicating another, and replace them by the
@@ -35,7 +37,8 @@ dictionary in 11-15 passes (MOD: 13-17; the online update on minibatches of 2000
 epochs).
 """
 
-from sparsecode.dictionary._common import objective
+from sparsecode.dictionary._common import code_stats_of as code_stats
+from sparsecode.dictionary._common import objective, residual_energy
 from sparsecode.dictionary.init import (
     DeadAtoms,
     coherent_atoms,
@@ -50,6 +53,7 @@ from sparsecode.dictionary.online import OnlineStats, online_update
 __all__ = [
     "DeadAtoms",
     "OnlineStats",
+    "code_stats",
     "coherent_atoms",
     "init_dictionary",
     "ksvd_update",
@@ -59,4 +63,5 @@ __all__ = [
     "objective",
     "online_update",
     "resample_dead",
+    "residual_energy",
 ]

@@ -6,7 +6,7 @@ import contextlib
 import numpy as np
 
 from sparsecode._blas import one_blas_thread
-from sparsecode._validation import _describe, check_array, float_dtype
+from sparsecode._validation import check_array, describe, float_dtype
 from sparsecode.codes import SparseCodes
 
 
@@ -32,7 +32,7 @@ def require_codes(codes, name="codes"):
     """Raise ``TypeError`` unless ``codes`` is a :class:`SparseCodes`; return its
     ``n_atoms``."""
     if not isinstance(codes, SparseCodes):
-        raise TypeError(f"{name} must be a sparsecode.SparseCodes; got {_describe(codes)}")
+        raise TypeError(f"{name} must be a sparsecode.SparseCodes; got {describe(codes)}")
     return codes.n_atoms
 
 
@@ -108,13 +108,6 @@ def blas_for(flops):
     return single_blas() if flops < SMALL_BLAS_FLOPS else contextlib.nullcontext()
 
 
-def n_chunks(n):
-    """Chunks for a parallel loop over ``n`` rows: a few per thread for load balance."""
-    import numba
-
-    return max(1, min(n, 8 * numba.get_num_threads()))
-
-
 def code_stats(X, indices, values, n_atoms):
     """``Z^T Z`` and ``Z^T X`` in float64 from sparse codes (trusted inputs)."""
     from sparsecode.dictionary._common_numba import code_stats as _stats
@@ -154,6 +147,7 @@ def objective(X, codes, D):
     -------
     float
     """
+    from sparsecode._parallel import n_chunks
     from sparsecode.dictionary._common_numba import residual_energy
 
     X = check_array(X, "X")
@@ -163,3 +157,68 @@ def objective(X, codes, D):
     X = np.ascontiguousarray(X, dtype=dt)
     D = np.ascontiguousarray(D, dtype=dt)
     return 0.5 * float(residual_energy(n_chunks(X.shape[0]), X, idx, val, D))
+
+
+def check_atoms(dead, n_atoms, name="dead"):
+    """Return a mask or list of atoms as a sorted array of indices."""
+    dead = np.asarray(dead)
+    if dead.dtype == bool:
+        if dead.shape != (n_atoms,):
+            raise ValueError(
+                f"{name} must be a boolean mask of shape (n_atoms,) = ({n_atoms},) or an "
+                f"array of atom indices; got a mask of shape {dead.shape}"
+            )
+        return np.flatnonzero(dead)
+    if dead.dtype.kind not in "iu" or dead.ndim != 1:
+        raise TypeError(
+            f"{name} must be a boolean mask of shape (n_atoms,) or a 1-D array of atom "
+            f"indices; got {describe(dead)}"
+        )
+    if dead.size and (dead.min() < 0 or dead.max() >= n_atoms):
+        raise ValueError(
+            f"{name} indices must lie in [0, n_atoms) = [0, {n_atoms}); got values in "
+            f"[{int(dead.min())}, {int(dead.max())}]"
+        )
+    out = np.unique(dead)
+    if out.size != dead.size:
+        raise ValueError(f"{name} must not repeat an atom index")
+    return out
+
+
+def residual_energy(X, codes, D):
+    """``||X - Z D||_F^2``, summed in float64 row by row without a dense code matrix.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    codes : SparseCodes of shape (n_samples, n_atoms)
+    D : array-like of shape (n_atoms, n_features)
+
+    Returns
+    -------
+    float
+    """
+    return 2.0 * objective(X, codes, D)
+
+
+def code_stats_of(X, codes):
+    """The sufficient statistics ``A = Z^T Z`` and ``B = Z^T X`` of codes ``Z`` of ``X``.
+
+    What MOD solves from and what :class:`~sparsecode.dictionary.OnlineStats` accumulates;
+    they add over the blocks of a data set coded in parts.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    codes : SparseCodes of shape (n_samples, n_atoms)
+
+    Returns
+    -------
+    A : ndarray of shape (n_atoms, n_atoms), float64
+    B : ndarray of shape (n_atoms, n_features), float64
+    """
+    X = check_array(X, "X")
+    require_codes(codes)
+    dt = float_dtype(X)
+    idx, val = check_codes(codes, dt, n_samples=X.shape[0], n_atoms=codes.n_atoms)
+    return code_stats(X.astype(dt, copy=False), idx, val, codes.n_atoms)

@@ -9,11 +9,7 @@ Accumulations run in float64 whatever the input dtype.
 import numpy as np
 from numba import njit, prange
 
-
-@njit(cache=True)
-def chunk_bounds(ch, nch, n):
-    """Rows ``[lo, hi)`` of chunk ``ch`` when ``n`` rows are cut into ``nch`` chunks."""
-    return ch * n // nch, (ch + 1) * n // nch
+from sparsecode._parallel import chunk_bounds
 
 
 @njit(cache=True)

@@ -5,10 +5,12 @@ import warnings
 
 import numpy as np
 
-from sparsecode._validation import _describe, check_array, float_dtype, is_cupy
+from sparsecode._backend import is_cupy
+from sparsecode._validation import check_array, check_count, describe, float_dtype
 from sparsecode.codes import SparseCodes
 from sparsecode.dictionary._common import (
     blas_for,
+    check_atoms,
     check_codes,
     check_dictionary,
     require_codes,
@@ -18,14 +20,6 @@ from sparsecode.dictionary._common import (
 #: norm, orthogonal to it: far above the pursuits' linear-dependence threshold, small
 #: enough to keep the atom's direction).
 DUPLICATE_NOISE = 1e-2
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer; got {_describe(value)}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1; got {value}")
-    return int(value)
 
 
 def _unit_rows(M):
@@ -98,7 +92,7 @@ def init_dictionary(X, n_atoms, *, method="signals", random_state=None):
         Unit-norm atoms in the float dtype of ``X``.
     """
     X = check_array(X, "X")
-    n_atoms = _check_positive_int(n_atoms, "n_atoms")
+    n_atoms = check_count(n_atoms, "n_atoms")
     dt = float_dtype(X)
     if not isinstance(method, str):
         D0 = check_dictionary(method, "method", n_features=X.shape[1], n_atoms=n_atoms,
@@ -171,32 +165,6 @@ def normalize_atoms(D, codes=None):
     return U, SparseCodes(idx.copy(), values, D.shape[0])
 
 
-def _check_dead(dead, n_atoms, name="dead"):
-    """Return a mask or list of atoms as a sorted array of indices."""
-    dead = np.asarray(dead)
-    if dead.dtype == bool:
-        if dead.shape != (n_atoms,):
-            raise ValueError(
-                f"{name} must be a boolean mask of shape (n_atoms,) = ({n_atoms},) or an "
-                f"array of atom indices; got a mask of shape {dead.shape}"
-            )
-        return np.flatnonzero(dead)
-    if dead.dtype.kind not in "iu" or dead.ndim != 1:
-        raise TypeError(
-            f"{name} must be a boolean mask of shape (n_atoms,) or a 1-D array of atom "
-            f"indices; got {_describe(dead)}"
-        )
-    if dead.size and (dead.min() < 0 or dead.max() >= n_atoms):
-        raise ValueError(
-            f"{name} indices must lie in [0, n_atoms) = [0, {n_atoms}); got values in "
-            f"[{int(dead.min())}, {int(dead.max())}]"
-        )
-    out = np.unique(dead)
-    if out.size != dead.size:
-        raise ValueError(f"{name} must not repeat an atom index")
-    return out
-
-
 def resample_dead(D, dead, X, residual_norms2, *, noise=0.0, random_state=None):
     """Replace dead atoms by the worst-represented signals (K-SVD practice).
 
@@ -231,7 +199,7 @@ def resample_dead(D, dead, X, residual_norms2, *, noise=0.0, random_state=None):
     """
     D = check_dictionary(D)
     n_atoms, d = D.shape
-    dead = _check_dead(dead, n_atoms)
+    dead = check_atoms(dead, n_atoms)
     X = check_array(X, "X")
     if X.shape[1] != d:
         raise ValueError(
@@ -244,7 +212,7 @@ def resample_dead(D, dead, X, residual_norms2, *, noise=0.0, random_state=None):
             f"of X; got shape {r2.shape}"
         )
     if isinstance(noise, bool) or not isinstance(noise, numbers.Real):
-        raise TypeError(f"noise must be a real number >= 0; got {_describe(noise)}")
+        raise TypeError(f"noise must be a real number >= 0; got {describe(noise)}")
     if not (np.isfinite(noise) and noise >= 0):
         raise ValueError(f"noise must be a finite number >= 0; got {noise}")
     dt = float_dtype(D)
@@ -295,8 +263,8 @@ class DeadAtoms:
     """
 
     def __init__(self, n_atoms, window):
-        self.n_atoms = _check_positive_int(n_atoms, "n_atoms")
-        self.window = _check_positive_int(window, "window")
+        self.n_atoms = check_count(n_atoms, "n_atoms")
+        self.window = check_count(window, "window")
         self.counts = np.zeros(self.n_atoms, dtype=np.int64)
         self.last_used = np.zeros(self.n_atoms, dtype=np.int64)
         self.n_samples = 0
@@ -356,7 +324,7 @@ class DeadAtoms:
         if atoms is None:
             self.last_used[:] = self.n_samples
         else:
-            self.last_used[_check_dead(atoms, self.n_atoms, name="atoms")] = self.n_samples
+            self.last_used[check_atoms(atoms, self.n_atoms, name="atoms")] = self.n_samples
         return self
 
 
@@ -388,7 +356,7 @@ def coherent_atoms(D, threshold=0.99, usage=None):
     """
     D = check_dictionary(D)
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"threshold must be a real number in (0, 1]; got {_describe(threshold)}")
+        raise TypeError(f"threshold must be a real number in (0, 1]; got {describe(threshold)}")
     if not (0.0 < threshold <= 1.0):
         raise ValueError(f"threshold must be in (0, 1]; got {threshold}")
     n_atoms = D.shape[0]

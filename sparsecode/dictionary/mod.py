@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 
-from sparsecode._validation import _describe, check_array, float_dtype
+from sparsecode._validation import check_array, describe, float_dtype
 from sparsecode.dictionary._common import (
     blas_for,
     check_codes,
@@ -18,7 +18,7 @@ from sparsecode.dictionary._common import (
 def check_reg(reg):
     """Validate a non-negative ridge factor."""
     if isinstance(reg, bool) or not isinstance(reg, numbers.Real):
-        raise TypeError(f"reg must be a non-negative real number; got {_describe(reg)}")
+        raise TypeError(f"reg must be a non-negative real number; got {describe(reg)}")
     reg = float(reg)
     if not (reg >= 0.0 and np.isfinite(reg)):
         raise ValueError(f"reg must be a finite number >= 0; got {reg}")

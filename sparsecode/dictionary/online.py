@@ -7,21 +7,14 @@ import numbers
 
 import numpy as np
 
-from sparsecode._validation import _describe, check_array, check_choice, float_dtype
+from sparsecode._validation import check_array, check_choice, check_count, describe, float_dtype
 from sparsecode.dictionary._common import (
+    check_atoms,
     check_codes,
     check_dictionary,
     code_stats,
     require_codes,
 )
-
-
-def _check_count(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}; got {_describe(value)}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return int(value)
 
 
 class OnlineStats:
@@ -59,11 +52,11 @@ class OnlineStats:
     """
 
     def __init__(self, n_atoms, n_features, *, rho=None):
-        self.n_atoms = _check_count(n_atoms, "n_atoms", 1)
-        self.n_features = _check_count(n_features, "n_features", 1)
+        self.n_atoms = check_count(n_atoms, "n_atoms", 1)
+        self.n_features = check_count(n_features, "n_features", 1)
         if rho is not None:
             if isinstance(rho, bool) or not isinstance(rho, numbers.Real):
-                raise TypeError(f"rho must be a real number >= 0 or None; got {_describe(rho)}")
+                raise TypeError(f"rho must be a real number >= 0 or None; got {describe(rho)}")
             if not (np.isfinite(rho) and rho >= 0):
                 raise ValueError(f"rho must be a finite number >= 0; got {rho}")
             rho = float(rho)
@@ -142,14 +135,14 @@ class OnlineStats:
                 f"A and B must have shapes {self.A.shape} and {self.B.shape}; got "
                 f"{ZZ.shape} and {ZX.shape}"
             )
-        return self._add(ZZ, ZX, _check_count(n_samples, "n_samples", 0),
+        return self._add(ZZ, ZX, check_count(n_samples, "n_samples", 0),
                          self._beta(forget))
 
     def _beta(self, forget):
         if forget is None:
             return self.next_forget()
         if isinstance(forget, bool) or not isinstance(forget, numbers.Real):
-            raise TypeError(f"forget must be a real number in [0, 1]; got {_describe(forget)}")
+            raise TypeError(f"forget must be a real number in [0, 1]; got {describe(forget)}")
         beta = float(forget)
         if not (0.0 <= beta <= 1.0):
             raise ValueError(f"forget must be in [0, 1]; got {beta}")
@@ -179,9 +172,7 @@ class OnlineStats:
         -------
         self : OnlineStats
         """
-        from sparsecode.dictionary.init import _check_dead
-
-        atoms = _check_dead(atoms, self.n_atoms, name="atoms")
+        atoms = check_atoms(atoms, self.n_atoms, name="atoms")
         self.A[atoms, :] = 0.0
         self.A[:, atoms] = 0.0
         self.B[atoms] = 0.0
@@ -240,7 +231,7 @@ def online_update(D, A, B, *, n_iter=1, constraint="ball"):
             f"B must have shape (n_atoms, n_features) = {(n_atoms, d)} like D; "
             f"got shape {B.shape}"
         )
-    n_iter = _check_count(n_iter, "n_iter", 1)
+    n_iter = check_count(n_iter, "n_iter", 1)
     check_choice(constraint, "constraint", ("ball", "sphere"))
     dt = float_dtype(D)
     work = np.array(D, dtype=np.float64, order="C")

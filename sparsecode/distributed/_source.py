@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from sparsecode._validation import check_count
 from sparsecode.distributed._cluster import require_dask
 
 #: Default rows per block: about this many bytes of signals (in the output dtype).
@@ -75,7 +76,7 @@ def from_hdf5(path, dataset, *, block_rows=None, dtype="float32"):
     n, d, aligned = describe_hdf5(path, dataset, dt)
     if block_rows is None:
         block_rows = default_block_rows(d, dt.itemsize, aligned)
-    block_rows = _positive(block_rows, "block_rows")
+    block_rows = check_count(block_rows, "block_rows")
     read = dask.delayed(read_rows, pure=True)
     blocks = [
         da.from_delayed(read(path, dataset, [(a, min(a + block_rows, n))], dt.name),
@@ -115,7 +116,7 @@ def as_dask_array(X, *, block_rows=None, dtype=None):
 
         X = check_array(X, "X")
         rows = block_rows or default_block_rows(X.shape[1], X.dtype.itemsize)
-        X = da.from_array(X, chunks=(_positive(rows, "block_rows"), -1))
+        X = da.from_array(X, chunks=(check_count(rows, "block_rows"), -1))
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (n_samples, n_features); got {X.ndim}-D")
     if X.dtype.kind not in "fiu":
@@ -129,11 +130,3 @@ def as_dask_array(X, *, block_rows=None, dtype=None):
     if len(X.chunks[1]) > 1:
         X = X.rechunk({1: -1})
     return X
-
-
-def _positive(value, name):
-    import numbers
-
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)

@@ -78,14 +78,12 @@ class BlockEncoder:
 
     def error(self, X, codes):
         """``(||x - b - z D||^2, ||x - b||^2)`` summed over the block, float64."""
-        from sparsecode.dictionary._common import n_chunks
-        from sparsecode.dictionary._common_numba import residual_energy
+        from sparsecode.dictionary import residual_energy
 
         C = X if self.bias is None else X - self.bias
         C = np.ascontiguousarray(C, dtype=self.atoms.dtype)
         with task_threads():
-            err = residual_energy(n_chunks(len(C)), C, codes.indices,
-                                  codes.values.astype(C.dtype), self.atoms)
+            err = residual_energy(C, codes, self.atoms)
         return float(err), float(np.einsum("ij,ij->", C, C, dtype=np.float64))
 
 

@@ -290,14 +290,12 @@ def fit(model, X, *, client=None, n_epochs=None, pieces_per_batch=8, n_shards=No
 
 def _block_stats(encoder, X):
     """On a worker: ``(A, B, n, error)`` of one block's codes."""
-    from sparsecode.dictionary._common import check_codes, code_stats
-    from sparsecode.dictionary._common_numba import residual_energy  # noqa: F401
+    from sparsecode.dictionary import code_stats
 
     codes = encoder(X)
     Xc = np.ascontiguousarray(X, dtype=encoder.atoms.dtype)
-    idx, val = check_codes(codes, Xc.dtype, n_atoms=encoder.n_atoms)
     with task_threads():
-        A, B = code_stats(Xc, idx, val, encoder.n_atoms)
+        A, B = code_stats(Xc, codes)
     err, _ = encoder.error(Xc, codes)
     return A, B, Xc.shape[0], err
 

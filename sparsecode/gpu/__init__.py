@@ -47,3 +47,10 @@ def require():
     if n == 0:
         raise _unavailable("CuPy sees no CUDA device (check CUDA_VISIBLE_DEVICES)")
     return cupy
+
+
+def row_norms2(a):
+    """Squared norms of the rows of a 2-D CuPy array, in float64 (no float64 copy)."""
+    from sparsecode.gpu._module import row_norms2 as kernel
+
+    return kernel(a)

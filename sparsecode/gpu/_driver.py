@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparsecode import _config
+from sparsecode._rules import DEPENDENT
 from sparsecode.gpu import _module
 from sparsecode.pursuit._driver import finish_codes, warn_dependent
-from sparsecode.pursuit._rules import DEPENDENT
 
 #: Shared memory a kernel declares statically (at most 656 bytes, see ``ptxas -v`` in
 #: the compile test), kept free when sizing the dynamic part.

@@ -23,11 +23,19 @@ from sparsecode.pursuit._driver import Problem
 
 
 def batch_grad_gpu(X, D, G, *, k, tol, rule, topk, backward=True):
-    """:func:`sparsecode.sae.mpsae.batch_grad` for CuPy ``X`` (centred by the pre-bias)
-    and ``D`` (C-contiguous, ``X``'s dtype); returns an ``SAEGrad`` of CuPy arrays."""
-    import cupy
+    """The MP-SAE encoder and its exact backward pass on CuPy ``X`` (centred by the
+    pre-bias) and ``D`` (C-contiguous, ``X``'s dtype), ``G`` their Gram or None.
 
-    from sparsecode.sae.mpsae import SAEGrad
+    Returns
+    -------
+    residual_norms2 : cupy.ndarray of shape (n_samples,), float64
+    grad_D : cupy.ndarray of shape (n_atoms, n_features), or (1, 1) without ``backward``
+        Gradient of the mean squared residual with respect to the atoms.
+    grad_b : cupy.ndarray of shape (n_features,)
+        Gradient with respect to the pre-bias (zeros without ``backward``).
+    codes : SparseCodes of CuPy arrays
+    """
+    import cupy
 
     n, d = X.shape
     K = D.shape[0]
@@ -58,13 +66,9 @@ def batch_grad_gpu(X, D, G, *, k, tol, rule, topk, backward=True):
         _forward(_driver.correlations(Xb, prob), prob, stats, topk, I[b0:b1], Z[b0:b1],
                  J[b0:b1], Cs[b0:b1], nsteps[b0:b1])
     _backward(X, D, J, Cs, nsteps, topk, backward, 1.0 / n, loss2, gD, dX)
-    return SAEGrad(
-        loss=float(loss2.sum()) / n,
-        grad_D=gD,  # (1, 1) without backward, as on the CPU
-        grad_b=(-dX.sum(axis=0)).astype(dt) if backward else cupy.zeros(d, dtype=dt),
-        codes=SparseCodes(I, Z.astype(dt), K),
-        residual_norms2=loss2,
-    )
+    grad_b = (-dX.sum(axis=0)).astype(dt) if backward else cupy.zeros(d, dtype=dt)
+    # gD is (1, 1) without backward, as on the CPU
+    return loss2, gD, grad_b, SparseCodes(I, Z.astype(dt), K)
 
 
 def _forward(C, prob, stats, topk, I, Z, J, Cs, nsteps):

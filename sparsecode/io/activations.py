@@ -8,10 +8,10 @@ load), shuffles the rows of the buffer, and cuts them into minibatches.
 """
 
 import math
-import numbers
 
 import numpy as np
 
+from sparsecode._validation import check_count
 from sparsecode.io._append import CHUNK_BYTES, AppendableFile, chunk_rows
 from sparsecode.io._h5 import FileFormatError, file_format, get_dataset, open_file
 
@@ -92,14 +92,6 @@ def float32_to_bfloat16(x):
     return rounded.astype(np.uint16)
 
 
-def _check_count(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return int(value)
-
-
 def _row_range(rows, n):
     if rows is None:
         return 0, n
@@ -174,15 +166,15 @@ class ActivationReader:
                           check_finite=check_finite, copy=copy)
         self.copy = bool(copy)
         self.path, self.dataset = path, dataset
-        self.batch_size = _check_count(batch_size, "batch_size")
-        self.seed = _check_count(seed, "seed", 0)
+        self.batch_size = check_count(batch_size, "batch_size")
+        self.seed = check_count(seed, "seed", 0)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.check_finite = bool(check_finite)
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64; got {self.dtype}")
-        buffer_bytes = _check_count(buffer_bytes, "buffer_bytes")
+        buffer_bytes = check_count(buffer_bytes, "buffer_bytes")
         self._file = open_file(path)
         try:
             self._ds = ds = get_dataset(self._file, dataset)
@@ -263,8 +255,8 @@ class ActivationReader:
         ndarray of shape (batch_size, n_features)
             A fresh array (the reader keeps no reference to it).
         """
-        epoch = _check_count(epoch, "epoch", 0)
-        start_batch = _check_count(start_batch, "start_batch", 0)
+        epoch = check_count(epoch, "epoch", 0)
+        start_batch = check_count(start_batch, "start_batch", 0)
         bs = self.batch_size
         end = (self.n_rows // bs) * bs if self.drop_last else self.n_rows
         pos = start_batch * bs
@@ -437,7 +429,7 @@ class ActivationWriter(AppendableFile):
     def __init__(self, path, n_features, *, dataset="activations", dtype="float32",
                  compression=None, compression_opts=None, resume=False, overwrite=False,
                  commit_seconds=5.0, attrs=None):
-        self.n_features = _check_count(n_features, "n_features")
+        self.n_features = check_count(n_features, "n_features")
         self.dtype = str(np.dtype(dtype)) if dtype != "bfloat16" else "bfloat16"
         if self.dtype not in SOURCE_DTYPES:
             raise ValueError(f"dtype must be one of {SOURCE_DTYPES}; got {dtype!r}")

@@ -19,7 +19,7 @@ import numbers
 
 import numpy as np
 
-from sparsecode._validation import to_host
+from sparsecode._backend import to_host
 from sparsecode.io._h5 import (
     FileFormatError,
     check_format,

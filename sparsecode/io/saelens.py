@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsecode._validation import to_host
+from sparsecode._backend import to_host
 
 #: File names SAELens reads (``sae_lens.constants``).
 CFG_FILENAME = "cfg.json"

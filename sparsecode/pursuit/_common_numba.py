@@ -18,7 +18,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from sparsecode.pursuit._rules import ABS, DEPENDENT, DONE, POSITIVE, RUNNING, SIGNED  # noqa: F401
+from sparsecode._rules import ABS, DEPENDENT, DONE, POSITIVE, RUNNING, SIGNED  # noqa: F401
 
 #: Entries per chunk in :func:`sub_rows`: the chunk of the target (8 KiB in float32)
 #: stays in L1 while the selected rows stream through.
@@ -213,12 +213,6 @@ def correlations(X, DT, lo, hi):
     """
     C = np.dot(X[lo:hi], DT)
     return C, int_view(C)
-
-
-@njit(cache=True)
-def chunk_bounds(ch, nch, n):
-    """Rows ``[lo, hi)`` of chunk ``ch`` when ``n`` rows are cut into ``nch`` chunks."""
-    return ch * n // nch, (ch + 1) * n // nch
 
 
 @njit(cache=True, inline="always")

@@ -25,18 +25,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparsecode import _config
+from sparsecode._backend import array_module, is_cupy, to_backend
 from sparsecode._blas import one_blas_thread
+from sparsecode._rules import DEPENDENT
 from sparsecode._validation import (
-    array_module,
     check_array,
     check_choice,
     check_gram,
     check_k_tol,
     check_signals_and_dictionary,
-    is_cupy,
 )
 from sparsecode.codes import SparseCodes
-from sparsecode.pursuit._rules import DEPENDENT
 
 
 @dataclass
@@ -95,7 +94,7 @@ def gram(D):
         In ``D``'s float dtype.  Pass it as ``gram=G`` to :func:`sparsecode.mp`,
         :func:`sparsecode.omp` or :func:`sparsecode.gp` with signals of the same dtype.
     """
-    from sparsecode._validation import check_array, float_dtype
+    from sparsecode._validation import float_dtype
 
     D = check_array(D, "D")
     D = D.astype(float_dtype(D), copy=False)
@@ -121,18 +120,6 @@ def _on_gpu(X, D, backend):
     return backend == "gpu" or (backend == "auto" and (is_cupy(X) or is_cupy(D)))
 
 
-def _to_backend(a, name, on_gpu):
-    """``a`` as an array of the backend: host arrays are validated on the host and
-    copied to the device; device arrays are copied to the host for the CPU."""
-    if on_gpu:
-        if is_cupy(a):
-            return a
-        from sparsecode.gpu import require
-
-        return require().asarray(check_array(a, name))
-    return a.get() if is_cupy(a) else a
-
-
 def prepare(X, D, *, k, tol, gram, backend, k_may_exceed_atoms=False, **options):
     """Validate the common arguments and pick the backend; return ``(X, Problem)``."""
     cupy_out = is_cupy(X)
@@ -141,10 +128,10 @@ def prepare(X, D, *, k, tol, gram, backend, k_may_exceed_atoms=False, **options)
         from sparsecode.gpu import require
 
         require()  # one clear error when CuPy or a device is missing
-    X = _to_backend(X, "X", on_gpu)
-    D = _to_backend(D, "D", on_gpu)
+    X = to_backend(X, "X", on_gpu)
+    D = to_backend(D, "D", on_gpu)
     if not isinstance(gram, (str, bool, np.bool_)) and gram is not None:
-        gram = _to_backend(gram, "gram", on_gpu)
+        gram = to_backend(gram, "gram", on_gpu)
     X, D, norms2 = check_signals_and_dictionary(X, D)
     xp = array_module(D)
     n, n_features = X.shape
@@ -269,14 +256,6 @@ def _run_blocks(X, prob, B, I, Z, status, gram_block, nogram_block):
             nogram_block(Xb, prob, out)
 
 
-def n_chunks(n):
-    """Chunks for a parallel loop over ``n`` signals: a few per thread for load balance;
-    each chunk allocates its scratch once."""
-    import numba
-
-    return max(1, min(n, 8 * numba.get_num_threads()))
-
-
 def nogram_steps(Xb, prob, out, step, max_steps):
     """The no-Gram loop: per step one GEMM for the active signals, then ``step``.
 
@@ -304,7 +283,7 @@ def compact_nonzero(codes):
     Used by the non-negative solvers, where an atom can end at exactly 0.  Works on
     NumPy and CuPy codes.
     """
-    xp = codes._xp()
+    xp = array_module(codes.indices)
     keep = (codes.values != 0) & (codes.indices >= 0)
     if not keep.size or bool(keep.all()):
         return codes

@@ -11,11 +11,11 @@ direction needs only the support Gram (O(s^2)); the correlations are then update
 import numpy as np
 from numba import njit, prange
 
+from sparsecode._parallel import chunk_bounds
 from sparsecode.pursuit._common_numba import (
     DONE,
     RUNNING,
     add_to_support_gram,
-    chunk_bounds,
     correlations,
     find,
     quad,

@@ -14,12 +14,12 @@ GEMM per step; the kernel selects and updates the residual rows (O(n_features)).
 import numpy as np
 from numba import njit, prange
 
+from sparsecode._parallel import chunk_bounds
 from sparsecode.pursuit._common_numba import (
     DONE,
     POSITIVE,
     RUNNING,
     add_to_code,
-    chunk_bounds,
     correlations,
     select,
     update_select,

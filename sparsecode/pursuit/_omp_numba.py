@@ -13,6 +13,7 @@ normal equations, is recovered as ``c_j + G[j, I] z`` so ``X D^T`` need not be k
 import numpy as np
 from numba import njit, prange
 
+from sparsecode._parallel import chunk_bounds
 from sparsecode.pursuit._common_numba import (
     DEPENDENT,
     DONE,
@@ -20,7 +21,6 @@ from sparsecode.pursuit._common_numba import (
     add_to_support_gram,
     back_solve,
     chol_append,
-    chunk_bounds,
     correlations,
     dot,
     forward_append,

@@ -2,9 +2,9 @@
 
 import numpy as np
 
+from sparsecode._rules import ABS, POSITIVE
 from sparsecode._validation import check_choice
 from sparsecode.pursuit import _driver
-from sparsecode.pursuit._rules import ABS, POSITIVE
 
 
 def max_steps(k):
@@ -13,10 +13,11 @@ def max_steps(k):
 
 
 def _gram_block(Xb, G, p, out):
+    from sparsecode._parallel import n_chunks
     from sparsecode.pursuit._gp_numba import gp_gram
 
     o = p.options
-    gp_gram(_driver.n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, o["rule"], o["acgp"],
+    gp_gram(n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, o["rule"], o["acgp"],
             o["positive"], p.width, max_steps(p.width), out.xnorm2, out.tol2, out.thr, out.I,
             out.Z, out.status)
 

@@ -3,15 +3,16 @@
 import numpy as np
 
 from sparsecode import _config
+from sparsecode._rules import RULES
 from sparsecode._validation import check_choice
 from sparsecode.pursuit import _driver
-from sparsecode.pursuit._rules import RULES
 
 
 def _gram_block(Xb, G, p, out):
+    from sparsecode._parallel import n_chunks
     from sparsecode.pursuit._mp_numba import mp_gram
 
-    mp_gram(_driver.n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, p.options["rule"], p.k,
+    mp_gram(n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, p.options["rule"], p.k,
             out.xnorm2, out.tol2, out.thr, out.I, out.Z, G.nbytes > _config.PREFETCH_GRAM_BYTES)
 
 

@@ -2,15 +2,16 @@
 
 import numpy as np
 
+from sparsecode._rules import ABS, POSITIVE
 from sparsecode.pursuit import _driver
-from sparsecode.pursuit._rules import ABS, POSITIVE
 
 
 def _gram_block(Xb, G, p, out):
+    from sparsecode._parallel import n_chunks
     from sparsecode.pursuit._omp_numba import omp_gram
 
     o = p.options
-    omp_gram(_driver.n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, o["rule"], o["positive"],
+    omp_gram(n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, o["rule"], o["positive"],
              p.width, out.xnorm2, out.tol2, out.thr, p.rtol, out.I, out.Z, out.status)
 
 

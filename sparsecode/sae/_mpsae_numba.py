@@ -30,11 +30,11 @@ import types
 import numpy as np
 from numba import njit, prange
 
+from sparsecode._parallel import chunk_bounds
 from sparsecode.pursuit._common_numba import (
     ABS,
     POSITIVE,
     add_to_code,
-    chunk_bounds,
     correlations,
     select,
     update_select,

@@ -52,7 +52,7 @@ class StepPart:
         """Indices (ascending, NumPy) of the ``m`` non-zero signals of largest residual, the
         candidates :func:`~sparsecode.dictionary.resample_dead` picks from (all non-zero
         ones when fewer than ``m``)."""
-        from sparsecode._validation import to_host
+        from sparsecode._backend import to_host
 
         candidates = np.flatnonzero(to_host(self.norms2) > 0)
         if m < candidates.size:

@@ -6,22 +6,13 @@ import time
 
 import numpy as np
 
+from sparsecode._backend import array_module, is_cupy, on_device_of, row_norms2, to_host
 from sparsecode._blas import one_blas_thread
 from sparsecode._estimator import ParamsMixin
 from sparsecode._progress import progress_bar
-from sparsecode._validation import (
-    array_module,
-    check_array,
-    check_choice,
-    check_k_tol,
-    float_dtype,
-    is_cupy,
-    on_device_of,
-    row_norms2,
-    to_host,
-)
+from sparsecode._rules import RULES
+from sparsecode._validation import check_array, check_choice, check_count, check_k_tol, float_dtype
 from sparsecode.codes import SparseCodes
-from sparsecode.pursuit._rules import RULES
 from sparsecode.sae import optim
 from sparsecode.sae._step import StepPart
 from sparsecode.sae.mpsae import batch_grad, gram_symmetric
@@ -734,8 +725,8 @@ class MPSAE(ParamsMixin):
         return X.astype(dt, copy=False)
 
     def _check_params(self):
-        _positive_int(self.n_atoms, "n_atoms")
-        _positive_int(self.k, "k")
+        check_count(self.n_atoms, "n_atoms")
+        check_count(self.k, "k")
         check_choice(self.solver, "solver", SOLVERS)
         check_choice(self.selection, "selection", tuple(RULES))
         check_choice(self.update, "update", UPDATES)
@@ -744,11 +735,11 @@ class MPSAE(ParamsMixin):
             check_choice(self.init, "init", ("signals", "random"))
         check_choice(str(np.dtype(self.dtype)), "dtype", ("float32", "float64"))
         if self.batch_size is not None:
-            _positive_int(self.batch_size, "batch_size")
-        _positive_int(self.n_epochs, "n_epochs")
-        _positive_int(self.log_every, "log_every")
+            check_count(self.batch_size, "batch_size")
+        check_count(self.n_epochs, "n_epochs")
+        check_count(self.log_every, "log_every")
         if self.max_steps is not None:
-            _positive_int(self.max_steps, "max_steps")
+            check_count(self.max_steps, "max_steps")
         if self.solver != "mp" and self.k > self.n_atoms:
             raise ValueError(
                 f"k must be <= n_atoms = {self.n_atoms} for solver={self.solver!r}; got {self.k}"
@@ -787,11 +778,6 @@ def _normalise_rows(D):
     norms = xp.linalg.norm(D, axis=1, keepdims=True)
     xp.maximum(norms, np.finfo(D.dtype).tiny, out=norms)
     D /= norms
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
 
 
 def _is_array(X):

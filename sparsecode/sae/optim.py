@@ -71,7 +71,7 @@ def clip_grad_norm(grads, max_norm):
     float
         The joint norm before clipping.
     """
-    from sparsecode._validation import array_module
+    from sparsecode._backend import array_module
 
     norm = math.sqrt(sum(float(array_module(g).vdot(g, g)) for g in grads))
     if max_norm and max_norm > 0 and norm > max_norm:
