@@ -224,9 +224,9 @@ def test_fit_equals_in_process_steps(client, data, update, solver):
               log_every=1, dead_window=800, forget=0.9)
     dist = fit(MPSAE(48, 4, **kw), X, client=client, n_epochs=2)
     plan = [batch_plan(3000, 400, seed=3, epoch=e) for e in range(2)]
-    ref = _in_process(MPSAE(48, 4, **kw), X, plan, dist._total_steps)
+    ref = _in_process(MPSAE(48, 4, **kw), X, plan, dist.engine_.total_steps)
     assert dist.n_steps_ == ref.n_steps_ == 16
-    assert ref._n_checks > 0  # dead atoms were looked for (and resampled) on the way
+    assert ref.engine_.n_checks > 0  # dead atoms were looked for (and resampled) on the way
     np.testing.assert_allclose(dist.components_, ref.components_, atol=2e-5)
     np.testing.assert_allclose(dist.bias_, ref.bias_, atol=2e-5)
     for a, b in zip(dist.history_, ref.history_, strict=True):

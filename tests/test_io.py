@@ -38,8 +38,7 @@ from sparsecode.io import (
 )
 from sparsecode.io import activations as activations_module
 from sparsecode.io import model as model_module
-from sparsecode.sae import MPSAE
-from sparsecode.sae.estimator import NotFittedError
+from sparsecode.sae import MPSAE, NotFittedError
 from tests import naive
 
 MiB = 1 << 20
@@ -970,23 +969,24 @@ def _assert_same_training_state(a, b):
     np.testing.assert_array_equal(_bits(a.bias_), _bits(b.bias_))
     assert (a.n_steps_, a.n_samples_seen_, a.n_features_in_) == (
         b.n_steps_, b.n_samples_seen_, b.n_features_in_)
-    assert a._opt.t == b._opt.t
-    assert len(a._opt.m) == len(b._opt.m)
-    for ma, mb, va, vb in zip(a._opt.m, b._opt.m, a._opt.v, b._opt.v, strict=True):
+    ea, eb = a.engine_, b.engine_
+    assert ea.optimizer.t == eb.optimizer.t
+    assert len(ea.optimizer.m) == len(eb.optimizer.m)
+    for ma, mb, va, vb in zip(ea.optimizer.m, eb.optimizer.m, ea.optimizer.v, eb.optimizer.v,
+                              strict=True):
         np.testing.assert_array_equal(_bits(ma), _bits(mb))
         np.testing.assert_array_equal(_bits(va), _bits(vb))
-    np.testing.assert_array_equal(a._dead.counts, b._dead.counts)
-    np.testing.assert_array_equal(a._dead.last_used, b._dead.last_used)
-    assert (a._dead.n_samples, a._dead.window, a._last_check, a._n_checks) == (
-        b._dead.n_samples, b._dead.window, b._last_check, b._n_checks)
-    assert (a._stats is None) == (b._stats is None)
-    if a._stats is not None:
-        np.testing.assert_array_equal(a._stats.A, b._stats.A)
-        np.testing.assert_array_equal(a._stats.B, b._stats.B)
-        assert (a._stats.n_samples, a._stats.n_updates) == (b._stats.n_samples,
-                                                            b._stats.n_updates)
-    assert a._rng.bit_generator.state == b._rng.bit_generator.state
-    np.testing.assert_array_equal(a._rng.random(5), b._rng.random(5))
+    np.testing.assert_array_equal(ea.dead.counts, eb.dead.counts)
+    np.testing.assert_array_equal(ea.dead.last_used, eb.dead.last_used)
+    assert (ea.dead.n_samples, ea.dead.window, ea.last_check, ea.n_checks) == (
+        eb.dead.n_samples, eb.dead.window, eb.last_check, eb.n_checks)
+    assert type(ea.update) is type(eb.update)
+    ua, ub = ea.update.state_dict(), eb.update.state_dict()
+    assert ua[1] == ub[1] and ua[0].keys() == ub[0].keys()
+    for name in ua[0]:
+        np.testing.assert_array_equal(ua[0][name], ub[0][name])
+    assert a.engine_.rng.bit_generator.state == b.engine_.rng.bit_generator.state
+    np.testing.assert_array_equal(a.engine_.rng.random(5), b.engine_.rng.random(5))
 
 
 def _without_seconds(history):
@@ -1035,9 +1035,9 @@ def test_a_loaded_model_continues_training_exactly(tmp_path, dtype, update, pre_
     for i, b in enumerate(batches):
         a.partial_fit(b)
         if i == 4:
-            halfway = a._rng.bit_generator.state
+            halfway = a.engine_.rng.bit_generator.state
     # dead atoms were resampled in the second half, drawing from the RNG
-    assert a._n_checks >= 6 and a._rng.bit_generator.state != halfway
+    assert a.engine_.n_checks >= 6 and a.engine_.rng.bit_generator.state != halfway
 
     b_model = _sae(**params)
     for b in batches[:5]:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import sparsecode
 from sparsecode.datasets import make_sparse_signals
 from sparsecode.sae import mpsae_grad
-from sparsecode.sae.estimator import topk_codes
+from sparsecode.sae.encoders import topk_codes
 from tests import naive
 
 RULES = ("abs", "positive", "signed")

@@ -172,8 +172,8 @@ def test_get_set_params_and_repr():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(n_atoms=0), "n_atoms must be a positive integer"),
-        (dict(k=0), "k must be a positive integer"),
+        (dict(n_atoms=0), "n_atoms must be >= 1"),
+        (dict(k=0), "k must be >= 1"),
         (dict(solver="lasso"), "solver must be one of"),
         (dict(update="sgd"), "update must be one of"),
         (dict(selection="max"), "selection must be one of"),

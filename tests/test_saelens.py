@@ -16,8 +16,7 @@ import sparsecode
 from sparsecode.datasets import make_sparse_signals
 from sparsecode.io import export_saelens
 from sparsecode.io.saelens import CFG_FILENAME, WEIGHTS_FILENAME
-from sparsecode.sae import MPSAE
-from sparsecode.sae.estimator import NotFittedError
+from sparsecode.sae import MPSAE, NotFittedError
 from tests import naive
 from tests.helpers import MARGIN
 
@@ -104,7 +103,7 @@ def test_weights_are_c_contiguous(tmp_path, monkeypatch):
     m = _model()
     # Fortran-ordered atoms must still be written C-contiguous
     m_f = copy.deepcopy(m)
-    m_f.components_ = np.asfortranarray(m.components_)
+    m_f.engine_.components = np.asfortranarray(m.components_)
     export_saelens(m_f, tmp_path / "sae")
     assert set(seen) == {"W_dec", "b_dec"}
     assert all(a.flags.c_contiguous for a in seen.values())

@@ -118,7 +118,7 @@ def run(args):
 
 def _train(args, reader, client, out, ckpt, train_rows, hold_rows):
     from sparsecode.io import load_model, model_position, save_model
-    from sparsecode.sae import MPSAE
+    from sparsecode.sae import MPSAE, TrainConfig
 
     if client is not None:
         if args.update == "ksvd":
@@ -130,9 +130,12 @@ def _train(args, reader, client, out, ckpt, train_rows, hold_rows):
         per_epoch = len(batch_plan(train_rows[1] - train_rows[0], args.batch_size))
     else:
         per_epoch = len(reader)
-    total = per_epoch * args.epochs
-    if args.max_steps is not None:
-        total = min(total, args.max_steps)
+    params = dict(solver=args.solver, selection=args.selection, update=args.update,
+                  batch_size=args.batch_size, lr=args.lr, log_every=args.log_every,
+                  progress=False, random_state=args.seed)
+    config = TrainConfig.from_params(MPSAE(args.atoms, args.k, max_steps=args.max_steps,
+                                           **params).get_params())
+    total = config.total_steps(per_epoch, args.epochs)
     data = {"acts": str(Path(args.acts).resolve()), "dataset": args.dataset,
             "rows": list(train_rows), "batch_size": args.batch_size, "seed": args.seed,
             "buffer_bytes": int(args.buffer_mb * 2**20),
@@ -144,10 +147,7 @@ def _train(args, reader, client, out, ckpt, train_rows, hold_rows):
         epoch, batch = pos["epoch"], pos["batch"]
         say(None, f"resuming {ckpt} at step {model.n_steps_} (epoch {epoch}, batch {batch})")
     else:
-        model = MPSAE(args.atoms, args.k, solver=args.solver, selection=args.selection,
-                      update=args.update, batch_size=args.batch_size, lr=args.lr,
-                      max_steps=total, log_every=args.log_every, progress=False,
-                      random_state=args.seed)
+        model = MPSAE(args.atoms, args.k, max_steps=total, **params)
         epoch, batch = 0, 0
     if client is not None:
         from sparsecode.distributed.learn import DataParallel
@@ -168,7 +168,8 @@ def _train(args, reader, client, out, ckpt, train_rows, hold_rows):
                 rows += len(Xb)
                 if rows >= max(args.atoms, args.batch_size):
                     break
-            model.start(np.concatenate(init), total_steps=total)
+            model.start(np.concatenate(init), total_steps=total,
+                        n_samples=train_rows[1] - train_rows[0])
 
         def steps(epoch, batch):
             for Xb in reader.epoch(epoch, batch):

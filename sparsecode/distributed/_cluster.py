@@ -73,3 +73,17 @@ def task_threads():
         yield
     finally:
         numba.set_num_threads(saved)
+
+
+def scatter_everywhere(client, values, tries=5):
+    """Copies of ``values`` on every worker (futures); a worker lost during the transfer
+    is retried without (the others hold copies, and a restarted one fetches them)."""
+    import time
+
+    for attempt in range(tries):
+        try:
+            return client.scatter(values, broadcast=True, hash=False)
+        except OSError:  # a connection to a worker that died
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))

@@ -11,7 +11,7 @@ import numpy as np
 
 from sparsecode._progress import progress_bar
 from sparsecode.codes import SparseCodes
-from sparsecode.distributed._cluster import require_dask, task_threads
+from sparsecode.distributed._cluster import require_dask, scatter_everywhere, task_threads
 from sparsecode.distributed._source import as_dask_array
 
 SOLVERS = ("mp", "omp", "gp")
@@ -30,11 +30,10 @@ class BlockEncoder:
     def __init__(self, D, *, solver, k, tol, options, n_samples, dtype):
         from sparsecode import MPSAE
         from sparsecode._validation import check_array, check_choice, float_dtype
-        from sparsecode.pursuit._driver import _want_gram
+        from sparsecode.pursuit import decide_gram
 
         self.k, self.tol = k, tol
         if isinstance(D, MPSAE):
-            D._check_fitted()
             k_run = D.k if k is None and tol is None else k  # as transform takes it
             self.model = _inference_copy(D, n_samples * (k_run or 1) >= D.n_atoms)
             self.solver = solver or D.solver
@@ -52,7 +51,7 @@ class BlockEncoder:
             gram = self.options.pop("gram", "auto")
             K, d = self.atoms.shape
             k_eff = k if k is not None else (d if self.solver == "mp" else min(K, d))
-            want = _want_gram(gram, n_samples, k_eff,
+            want = decide_gram(gram, n_samples, k_eff,
                               self.atoms.astype(self.values_dtype, copy=False))
             self.options["gram"] = gram if want is None else want
         self.n_atoms, self.n_features = self.atoms.shape
@@ -92,10 +91,7 @@ def _inference_copy(model, use_gram):
     the Gram decision of its MP encoder fixed to ``use_gram``."""
     params = dict(model.get_params(), callback=None, progress=False)
     m = type(model)(**params)
-    m._reset()
-    m.components_, m.bias_ = model.components_, model.bias_
-    m.n_features_in_ = model.n_features_in_
-    m._use_gram = use_gram
+    m.engine_ = model.engine_.inference_copy(use_gram=use_gram)
     return m
 
 
@@ -211,7 +207,6 @@ def _encode_to_file(X, encoder, out, *, client, overwrite, resume, measure_every
     import dask
     from distributed import as_completed, default_client
 
-    from sparsecode.distributed.learn import scatter_everywhere
     from sparsecode.io import CodesWriter, read_codes
 
     client = client or default_client()

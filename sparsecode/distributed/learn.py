@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from sparsecode.distributed._cluster import require_dask, task_threads
+from sparsecode.distributed._cluster import require_dask, scatter_everywhere, task_threads
 from sparsecode.distributed._source import as_dask_array, read_rows
 
 
@@ -104,29 +104,13 @@ class _Data:
         return np.concatenate([self.numpy[a:b] for a, b in ranges])
 
 
-def scatter_everywhere(client, values, tries=5):
-    """Copies of ``values`` on every worker (futures); a worker lost during the transfer
-    is retried without (the others hold copies, and a restarted one fetches them)."""
-    import time
+def _shard_step(config, D, b, X):
+    """On a worker: one shard's :class:`~sparsecode.sae.engine.StepPart`."""
+    from sparsecode.sae import Engine
 
-    for attempt in range(tries):
-        try:
-            return client.scatter(values, broadcast=True, hash=False)
-        except OSError:  # a connection to a worker that died
-            if attempt == tries - 1:
-                raise
-            time.sleep(0.5 * (attempt + 1))
-
-
-def _shard_step(spec, D, b, X):
-    """On a worker: one shard's :class:`~sparsecode.sae._step.StepPart`."""
-    from sparsecode import MPSAE
-
-    model = MPSAE(**spec)
-    model._reset()
-    model.components_, model.bias_, model.n_features_in_ = D, b, D.shape[1]
+    engine = Engine.for_inference(config, D, b)
     with task_threads():
-        return model._shard_step(X.astype(D.dtype, copy=False) - b)
+        return engine.shard_step(X.astype(D.dtype, copy=False) - b)
 
 
 class DataParallel:
@@ -175,9 +159,13 @@ class DataParallel:
         self.n_shards = int(n_shards or max(1, len(client.scheduler_info()["workers"])))
         rs = model.random_state
         self.seed = int(seed if seed is not None else (rs if isinstance(rs, int) else 0))
-        # the parameters the workers' shard steps need (init is used only on the client
+        # the configuration the workers' shard steps need (init is used only on the client
         # and may be a whole array of atoms: not sent every step)
-        self.spec = dict(model.get_params(), callback=None, progress=False, init="random")
+        from dataclasses import replace
+
+        from sparsecode.sae import TrainConfig
+
+        self.config = replace(TrainConfig.from_params(model.get_params()), init="random")
 
     def plan(self, epoch):
         """The batches of ``epoch`` (see :func:`batch_plan`)."""
@@ -201,12 +189,8 @@ class DataParallel:
         """Initialise the model (as :meth:`~sparsecode.MPSAE.start`) from the first
         ``max(batch_size, n_atoms)`` rows of the plan."""
         m = self.model
-        m.start(self.init_rows(max(m.batch_size, m.n_atoms)), total_steps=total_steps)
-        if m.update == "online" and m.forget is None:
-            bs = m.batch_size
-            n = self.rows[1] - self.rows[0]
-            m._forget = 1.0 - bs / n if bs < n else 1.0
-        return m
+        return m.start(self.init_rows(max(m.batch_size, m.n_atoms)), total_steps=total_steps,
+                       n_samples=self.rows[1] - self.rows[0])
 
     def epoch(self, epoch, start_batch=0):
         """Take the steps of ``epoch`` from batch ``start_batch`` on; yields after each."""
@@ -226,19 +210,19 @@ class DataParallel:
     def _submit(self, data):
         m = self.model
         D, b = scatter_everywhere(self.client, [m.components_.copy(), m.bias_.copy()])
-        return [self.client.submit(_shard_step, self.spec, D, b, x, pure=False) for x in data]
+        return [self.client.submit(_shard_step, self.config, D, b, x, pure=False)
+                for x in data]
 
     def _apply(self, batch, parts):
-        from sparsecode.sae._step import merge
+        from sparsecode.sae import merge
 
-        m = self.model
-        bias = m.bias_.copy()  # the rows for resampling are centred by the bias before
-        rows = np.concatenate([np.arange(a, b) for a, b in batch])
-
-        def centred_rows(idx):
-            return self.data.read(self.client, [(int(r), int(r) + 1) for r in rows[idx]]) - bias
-
-        m._apply_step(merge(parts), centred_rows)
+        engine = self.model.engine_
+        bias = engine.bias.copy()  # the rows for resampling are centred by the bias before
+        request = engine.apply(merge(parts))
+        if request is not None:  # read the few rows resampling asks for
+            rows = np.concatenate([np.arange(a, b) for a, b in batch])[request.rows]
+            signals = self.data.read(self.client, [(int(r), int(r) + 1) for r in rows])
+            engine.resample(request, signals - bias)
 
 
 def fit(model, X, *, client=None, n_epochs=None, pieces_per_batch=8, n_shards=None,
@@ -270,9 +254,7 @@ def fit(model, X, *, client=None, n_epochs=None, pieces_per_batch=8, n_shards=No
     dp = DataParallel(model, X, client or default_client(), pieces_per_batch=pieces_per_batch,
                       n_shards=n_shards, seed=seed, dtype=dtype)
     n_epochs = model.n_epochs if n_epochs is None else int(n_epochs)
-    total = len(dp.plan(0)) * n_epochs
-    if model.max_steps is not None:
-        total = min(total, model.max_steps)
+    total = dp.config.total_steps(len(dp.plan(0)), n_epochs)
     dp.start(total)
     bar = progress_bar(model.progress, total, unit="step")
     try:

@@ -79,11 +79,11 @@ def save_model(model, path, *, position=None, overwrite=True):
 
     if not isinstance(model, MPSAE):
         raise TypeError(f"model must be an MPSAE; got {type(model).__name__}")
-    model._check_fitted()
+    engine = model.engine_  # raises NotFittedError when not fitted
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists")
-    arrays, scalars = model._training_state()
+    arrays, scalars = engine.state_dict()
     import json
 
     from sparsecode.io._h5 import _json_default
@@ -161,7 +161,11 @@ def load_model(path):
             f"{path}: components have shape {components.shape}, not (n_atoms, n_features) = "
             f"{(model.n_atoms, scalars['n_features_in'])}"
         )
-    return model._restore_training_state(components, bias, arrays, scalars, history)
+    from sparsecode.sae import Engine, TrainConfig
+
+    model.engine_ = Engine.restore(TrainConfig.from_params(model.get_params()), components, bias,
+                                   arrays, scalars, history)
+    return model
 
 
 def model_position(path):

@@ -114,7 +114,7 @@ def export_saelens(model, directory, *, overwrite=False):
 
     if not isinstance(model, MPSAE):
         raise TypeError(f"model must be a fitted MPSAE; got {type(model).__name__}")
-    model._check_fitted()
+    model.engine_  # noqa: B018 - raises NotFittedError when not fitted
     try:
         from safetensors.numpy import save_file
     except ImportError as exc:

@@ -1,7 +1,11 @@
-"""MP-SAE training: the exact gradient of the unrolled pursuit, the optimiser, and the
-:class:`MPSAE` estimator."""
+"""MP-SAE training: the exact gradient of the unrolled pursuit, the optimiser, the
+training engine and the :class:`MPSAE` estimator."""
 
-from sparsecode.sae.estimator import MPSAE
+from sparsecode.sae._step import StepPart, merge
+from sparsecode.sae.config import TrainConfig
+from sparsecode.sae.engine import Engine
+from sparsecode.sae.estimator import MPSAE, NotFittedError
 from sparsecode.sae.mpsae import SAEGrad, mpsae_grad
 
-__all__ = ["MPSAE", "SAEGrad", "mpsae_grad"]
+__all__ = ["MPSAE", "Engine", "NotFittedError", "SAEGrad", "StepPart", "TrainConfig", "merge",
+           "mpsae_grad"]

@@ -1,16 +1,19 @@
 """What one shard of a training batch contributes to a step, and how shards combine.
 
 A training step of :class:`~sparsecode.MPSAE` has two halves: the work on the signals
-(pursuit, residuals, gradients or code statistics: ``MPSAE._shard_step``) and the update of
-the model (``MPSAE._apply_step``).  The first half runs wherever the signals are, one
-shard of the batch at a time; :func:`merge` turns the parts of the shards into the part of
-the whole batch, so an in-process step and a data-parallel one take the same update.
+(pursuit, residuals, gradients or code statistics: :meth:`Engine.shard_step
+<sparsecode.sae.engine.Engine.shard_step>`) and the update of the model
+(:meth:`Engine.apply <sparsecode.sae.engine.Engine.apply>`).  The first half runs
+wherever the signals are, one shard of the batch at a time; :func:`merge` turns the parts
+of the shards into the part of the whole batch, so an in-process step and a data-parallel
+one take the same update.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from sparsecode._backend import to_host
 from sparsecode.codes import SparseCodes
 
 
@@ -52,8 +55,6 @@ class StepPart:
         """Indices (ascending, NumPy) of the ``m`` non-zero signals of largest residual, the
         candidates :func:`~sparsecode.dictionary.resample_dead` picks from (all non-zero
         ones when fewer than ``m``)."""
-        from sparsecode._backend import to_host
-
         candidates = np.flatnonzero(to_host(self.norms2) > 0)
         if m < candidates.size:
             score = -to_host(self.residual_norms2)[candidates]

@@ -1,29 +1,16 @@
 """``MPSAE``: a sparse autoencoder whose encoder is a pursuit on its own (tied) atoms."""
 
-import math
-import numbers
-import time
-
 import numpy as np
 
-from sparsecode._backend import array_module, is_cupy, on_device_of, row_norms2, to_host
+from sparsecode._backend import is_cupy, on_device_of, to_host
 from sparsecode._blas import one_blas_thread
 from sparsecode._estimator import ParamsMixin
 from sparsecode._progress import progress_bar
-from sparsecode._rules import RULES
-from sparsecode._validation import check_array, check_choice, check_count, check_k_tol, float_dtype
+from sparsecode._validation import check_array, check_choice, check_k_tol, float_dtype
 from sparsecode.codes import SparseCodes
-from sparsecode.sae import optim
-from sparsecode.sae._step import StepPart
-from sparsecode.sae.mpsae import batch_grad, gram_symmetric
-
-SOLVERS = ("mp", "topk", "omp", "gp")
-
-#: Dead atoms are replaced every ``dead_window`` samples; near-duplicates every this many
-#: windows with ``update="adam"`` (every window with the classic updates, whose windows
-#: are whole passes and which stall on duplicates).
-COHERENCE_EVERY = 4
-UPDATES = ("adam", "mod", "ksvd", "online")
+from sparsecode.sae.config import SOLVERS, UPDATES, TrainConfig  # noqa: F401 (re-exported)
+from sparsecode.sae.encoders import topk_codes  # noqa: F401 (re-exported)
+from sparsecode.sae.engine import Engine
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -185,6 +172,52 @@ class MPSAE(ParamsMixin):
         self.dtype = dtype
         self.random_state = random_state
 
+    # ------------------------------------------------------------------ fitted state
+
+    @property
+    def engine_(self):
+        """Engine: the training engine of the fitted model (its state and step; see
+        :mod:`sparsecode.sae.engine`).  Assigning one (a restored run, atoms for
+        inference) makes the model fitted with it."""
+        return self._fitted()
+
+    @engine_.setter
+    def engine_(self, engine):
+        self._engine = engine
+        self.n_features_in_ = int(engine.components.shape[1])
+
+    @property
+    def components_(self):
+        return self._fitted().components
+
+    @property
+    def bias_(self):
+        return self._fitted().bias
+
+    @property
+    def n_steps_(self):
+        return self._fitted().n_steps
+
+    @property
+    def n_samples_seen_(self):
+        return self._fitted().n_samples_seen
+
+    @property
+    def history_(self):
+        return self._fitted().history
+
+    def _fitted(self):
+        engine = self.__dict__.get("_engine")
+        if engine is None:
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call fit or partial_fit first"
+            )
+        return engine
+
+    def _set_engine(self, engine):
+        self.engine_ = engine
+        return self
+
     # ------------------------------------------------------------------ fitting
 
     def fit(self, X, y=None):
@@ -201,32 +234,26 @@ class MPSAE(ParamsMixin):
         -------
         self
         """
-        self._check_params()
-        self._reset()
+        cfg = self._start_fresh()
+        rng = np.random.default_rng(self.random_state)
         if _is_array(X):
-            X = self._check_X(X, "X", reset=True)
+            X = self._check_X(X, "X", reset=True, dtype=cfg.dtype)
             n = X.shape[0]
-            if n < 2 and self.pre_bias:
+            if n < 2 and cfg.pre_bias:
                 raise ValueError(
                     "fitting needs n_samples >= 2 with pre_bias=True (the pre-bias starts at "
                     f"the data mean, which leaves nothing to learn from); got n_samples = {n}"
                 )
-            bs = n if self.batch_size is None else min(self.batch_size, n)
-            per_epoch = math.ceil(n / bs)
-            total = per_epoch * self.n_epochs
-            if self.max_steps is not None:
-                total = min(total, self.max_steps)
-            self._total_steps = total
-            self._forget = 1.0 - bs / n if self.forget is None and bs < n else self.forget
-            self._init_model(X[self._rng.permutation(n)[: max(bs, self.n_atoms)]])
-            batches = self._array_batches(X, bs)
+            bs = cfg.batch_rows(n)
+            total = cfg.total_steps(cfg.steps_per_epoch(n))
+            init = X[rng.permutation(n)[: max(bs, cfg.n_atoms)]]
+            self._set_engine(Engine.setup(cfg, init, rng=rng, total_steps=total,
+                                          forget=cfg.forget_for(n)))
+            batches = _array_batches(X, bs, cfg.n_epochs, rng)
         else:
-            total = self.max_steps
-            if total is None and hasattr(X, "__len__"):
-                passes = 1 if iter(X) is X else self.n_epochs
-                total = len(X) * passes
-            self._total_steps = total
-            batches = self._iter_batches(X)
+            passes = 1 if iter(X) is X else cfg.n_epochs
+            total = cfg.total_steps(len(X) if hasattr(X, "__len__") else None, passes)
+            batches = self._iter_batches(X, passes, cfg, rng, total)
         self._train(batches, total)
         return self
 
@@ -242,14 +269,16 @@ class MPSAE(ParamsMixin):
         -------
         self
         """
-        if not hasattr(self, "components_"):
+        if "_engine" not in self.__dict__:
             self.start(X)
-        X = self._to_model(self._check_X(X, "X", reset=False))
+        engine = self._engine
+        engine.callback = self.callback
+        X = self._check_X(X, "X", reset=False, dtype=engine.config.dtype)
         with one_blas_thread():
-            self._step(X)
+            engine.step(on_device_of(X, engine.components))
         return self
 
-    def start(self, X, total_steps=None):
+    def start(self, X, total_steps=None, n_samples=None):
         """Initialise the model on ``X`` without training (what the first
         :meth:`partial_fit` does on its batch): atoms drawn from ``X`` (``init``), the
         pre-bias at its mean, fresh optimizer and counters.
@@ -261,17 +290,26 @@ class MPSAE(ParamsMixin):
         X : array-like of shape (n_samples, n_features)
         total_steps : int, optional
             Length of the run, for the learning-rate schedule (default ``max_steps``).
+        n_samples : int, optional
+            Rows the run will pass over, for the default ``forget`` of the online update
+            (``1 - batch_size / n_samples``; 1 when not given).
 
         Returns
         -------
         self
         """
-        self._check_params()
-        self._reset()
-        self._total_steps = self.max_steps if total_steps is None else int(total_steps)
-        X = self._check_X(X, "X", reset=True)
-        self._init_model(X)
-        return self
+        cfg = self._start_fresh()
+        rng = np.random.default_rng(self.random_state)
+        total = cfg.max_steps if total_steps is None else int(total_steps)
+        X = self._check_X(X, "X", reset=True, dtype=cfg.dtype)
+        return self._set_engine(Engine.setup(cfg, X, rng=rng, total_steps=total,
+                                             forget=cfg.forget_for(n_samples)))
+
+    def _start_fresh(self):
+        cfg = TrainConfig.from_params(self.get_params())
+        self.__dict__.pop("_engine", None)
+        self.__dict__.pop("n_features_in_", None)
+        return cfg
 
     def _train(self, batches, total):
         bar = progress_bar(self.progress, total, unit="step")
@@ -279,314 +317,31 @@ class MPSAE(ParamsMixin):
         # calls would spin against them (measured: online learning 5x slower on 2 cores)
         try:
             for Xb in batches:
-                if self.max_steps is not None and self.n_steps_ >= self.max_steps:
+                engine = self._engine
+                engine.callback = self.callback
+                if self.max_steps is not None and engine.n_steps >= self.max_steps:
                     break
                 with one_blas_thread():
-                    self._step(Xb)
+                    engine.step(Xb)
                 if bar is not None:
                     bar.update(1)
-                    if self.history_ and self.history_[-1]["step"] == self.n_steps_:
-                        h = self.history_[-1]
+                    if engine.history and engine.history[-1]["step"] == engine.n_steps:
+                        h = engine.history[-1]
                         bar.set_postfix(fvu=f"{h['fvu']:.4f}", l0=f"{h['l0']:.1f}",
                                         dead=f"{h['dead_fraction']:.3f}")
         finally:
             if bar is not None:
                 bar.close()
 
-    def _array_batches(self, X, bs):
-        for _ in range(self.n_epochs):
-            order = self._rng.permutation(X.shape[0])
-            for s in range(0, X.shape[0], bs):
-                rows = np.sort(order[s : s + bs])
-                yield X[on_device_of(rows, X)]
-
-    def _iter_batches(self, batches):
-        passes = 1 if iter(batches) is batches else self.n_epochs
+    def _iter_batches(self, batches, passes, cfg, rng, total):
         for _ in range(passes):
             for Xb in batches:
-                first = not hasattr(self, "components_")
-                Xb = self._check_X(Xb, "batch", reset=first)
+                first = "_engine" not in self.__dict__
+                Xb = self._check_X(Xb, "batch", reset=first, dtype=cfg.dtype)
                 if first:
-                    self._init_model(Xb)
-                yield self._to_model(Xb)
-
-    def _reset(self):
-        for name in ("components_", "bias_", "n_features_in_"):
-            self.__dict__.pop(name, None)
-        self._rng = np.random.default_rng(self.random_state)
-        self.n_steps_ = 0
-        self.n_samples_seen_ = 0
-        self.history_ = []
-        self._gram = None
-        self._use_gram = None  # None: decided per call from its number of signals
-        self._forget = 1.0 if self.forget is None else self.forget
-        self._last_check = 0
-        self._n_checks = 0
-        self._t0 = time.perf_counter()
-
-    def _init_model(self, X):
-        from sparsecode.dictionary import DeadAtoms, OnlineStats, init_dictionary
-
-        on_gpu = is_cupy(X)
-        if on_gpu and not (self.update == "adam" and self.solver in ("mp", "topk")):
-            raise ValueError(
-                "training on the GPU (CuPy data) supports update='adam' with solver='mp' or "
-                f"'topk'; got update={self.update!r}, solver={self.solver!r}. Pass NumPy "
-                "arrays (X.get()) to train on the CPU."
-            )
-        X = to_host(X)  # initialisation draws from the data once, on the host
-        dt = self._dtype
-        nf = X.shape[1]
-        b = X.mean(axis=0, dtype=np.float64).astype(dt) if self.pre_bias else np.zeros(nf, dt)
-        init = self.init
-        if not isinstance(init, str):
-            init = check_array(init, "init").astype(dt)
-            if init.shape != (self.n_atoms, nf):
-                raise ValueError(
-                    f"init must have shape (n_atoms, n_features) = {(self.n_atoms, nf)}; "
-                    f"got {init.shape}"
-                )
-        if isinstance(init, str) and init == "random":
-            D = self._rng.standard_normal((self.n_atoms, nf))
-            D /= np.linalg.norm(D, axis=1, keepdims=True)
-        else:
-            D = init_dictionary(X - b, self.n_atoms, method=init, random_state=self._rng)
-        xp = np
-        if on_gpu:
-            import cupy as xp
-        self.components_ = xp.ascontiguousarray(xp.asarray(D, dtype=dt))
-        self.bias_ = xp.asarray(b)
-        shapes = [D.shape, b.shape] if self.pre_bias else [D.shape]
-        self._opt = optim.Adam(shapes, betas=self.betas, weight_decay=self.weight_decay,
-                               dtype=dt, xp=xp)
-        self._stats = OnlineStats(self.n_atoms, nf) if self.update == "online" else None
-        window = self.dead_window
-        if window is None:
-            window = max(self.batch_size or X.shape[0], 50 * self.n_atoms // self.k)
-        self._dead = DeadAtoms(self.n_atoms, window)
-
-    # ------------------------------------------------------------------ one step
-
-    def _step(self, X):
-        Xc = X - self.bias_
-        self._apply_step(self._shard_step(Xc), lambda rows: Xc[rows])
-
-    def _learning_rate(self):
-        return optim.learning_rate(
-            self.n_steps_, lr=self.lr, schedule=self.schedule, total_steps=self._total_steps,
-            warmup_steps=self.warmup_steps, cooldown=self.cooldown,
-            final_ratio=self.final_lr_ratio,
-        )
-
-    def _shard_step(self, Xc):
-        """The part of a step that needs the signals: codes, residuals, and the gradients
-        (``update="adam"``) or code statistics (``"mod"``, ``"online"``) of ``Xc`` (signals
-        centred by the pre-bias) at the current atoms.  Returns a :class:`StepPart`;
-        the parts of a batch's shards merge into the part of the whole batch."""
-        D = self.components_
-        grads = A = B = signals = None
-        if self.update == "adam" and self.solver in ("mp", "topk"):
-            g = batch_grad(Xc, D, None, k=self.k, tol=self.tol or 0.0,
-                           rule=RULES[self.selection], topk=self.solver == "topk")
-            codes, resid2, grads = g.codes, g.residual_norms2, [g.grad_D, g.grad_b]
-        else:
-            codes = self._encode(Xc, self.k, self.tol, self.solver, D)
-            R = Xc - codes.decode(D)
-            resid2 = row_norms2(R)
-            if self.update == "adam":
-                scale = -2.0 / R.shape[0]
-                gD = np.asarray(codes.tocsr().T @ R) * scale
-                gb = (R.sum(axis=0, dtype=np.float64) * scale).astype(D.dtype)
-                grads = [gD.astype(D.dtype, copy=False), gb]
-            elif self.update == "ksvd":
-                signals = Xc  # K-SVD revisits the signals of each atom
-            else:
-                from sparsecode.dictionary._common import check_codes, code_stats
-
-                idx, val = check_codes(codes, Xc.dtype, n_atoms=self.n_atoms)
-                A, B = code_stats(Xc, idx, val, self.n_atoms)
-        return StepPart(
-            n=Xc.shape[0], codes=codes, residual_norms2=resid2,
-            norms2=row_norms2(Xc),
-            x_sum=Xc.sum(axis=0, dtype=np.float64), grads=grads, A=A, B=B, signals=signals,
-        )
-
-    def _apply_step(self, part, rows):
-        """Finish a step from the merged :class:`StepPart` of the batch: move the atoms
-        (and pre-bias), count atom use, resample, log.  ``rows(indices)`` returns those
-        rows of the batch centred by the pre-bias of before the step (resampling needs a
-        few of them)."""
-        lr = self._learning_rate()
-        if self.update == "adam":
-            self._adam_update(part.grads, lr)
-        else:
-            self._classic_update(part)
-        self._gram = None
-        self.n_steps_ += 1
-        self.n_samples_seen_ += part.n
-        dead = self._track_dead(part, rows)
-        if self.n_steps_ % self.log_every == 0 or self.n_steps_ == 1 or (
-            self._total_steps and self.n_steps_ == self._total_steps
-        ):
-            self._log(part, lr, dead)
-
-    def _adam_update(self, grads, lr):
-        D, b = self.components_, self.bias_
-        gD, gb = grads
-        if self.unit_atoms:
-            # only the component of each atom's gradient tangent to the unit sphere: the
-            # radial part is undone by the renormalisation, and Adam, which scales each
-            # coordinate by its own history, would let it inflate the tangent steps
-            gD = gD - (gD * D).sum(axis=1, keepdims=True) * D
-        grads = [gD, gb] if self.pre_bias else [gD]
-        optim.clip_grad_norm(grads, self.clip_grad)
-        self._opt.step([D, b] if self.pre_bias else [D], grads, lr)
-        if self.unit_atoms:
-            _normalise_rows(D)
-
-    def _classic_update(self, part):
-        from sparsecode.dictionary import (
-            ksvd_update,
-            mod_from_stats,
-            normalize_atoms,
-            online_update,
-        )
-
-        D = self.components_
-        if self.update == "mod":
-            new = mod_from_stats(part.A, part.B, D=D)
-        elif self.update == "ksvd":
-            new, _ = ksvd_update(part.signals, part.codes, D, exact=True)
-        else:
-            self._stats.add(part.A, part.B, part.n, forget=self._forget)
-            new = online_update(D, self._stats.A, self._stats.B, constraint="sphere")
-        D[...] = normalize_atoms(np.asarray(new, dtype=D.dtype))
-
-    def _track_dead(self, part, rows):
-        """Count atom use; every ``dead_window`` samples replace dead and duplicated atoms
-        (when ``resample_dead``).  Returns the mask of atoms currently dead."""
-        from sparsecode.dictionary import coherent_atoms, resample_dead
-
-        tracker = self._dead
-        tracker.update(part.codes)
-        dead = tracker.dead()
-        if not self.resample_dead or tracker.n_samples - self._last_check < tracker.window:
-            return dead
-        self._last_check = tracker.n_samples
-        self._n_checks += 1
-        D = self.components_
-        replace = dead.copy()
-        every = COHERENCE_EVERY if self.update == "adam" else 1
-        if (self._n_checks - 1) % every == 0:
-            # near-duplicates (an n_atoms^2 n_features product) are looked for less often
-            replace |= coherent_atoms(to_host(D), 0.99, usage=tracker.counts)
-        if replace.any():
-            # the worst-coded non-zero signals, all that resample_dead will look at
-            picked = part.worst(int(replace.sum()))
-            Dh = to_host(D)
-            new = resample_dead(Dh, replace, to_host(rows(on_device_of(picked, D))),
-                                to_host(part.residual_norms2)[picked], random_state=self._rng)
-            if not self.unit_atoms and self.update == "adam":
-                # free norms: the new (unit) atoms take the mean norm of the others
-                new[replace] *= np.linalg.norm(Dh, axis=1).mean()
-            D[...] = on_device_of(new, D)
-            self._opt.reset_rows(0, replace)
-            if self._stats is not None:
-                self._stats.forget_atoms(replace)
-            tracker.reset(replace)
-            self._gram = None
-        return dead
-
-    def _log(self, part, lr, dead):
-        # sum ||x - mean||^2 of the (pre-bias centred) batch, from its sums
-        n = part.n
-        total = max(float(part.norms2.sum()) - float(part.x_sum @ part.x_sum) / n, 0.0)
-        err = float(part.residual_norms2.sum())
-        fvu = err / total if total > 0 else 0.0
-        record = {
-            "step": self.n_steps_,
-            "samples": self.n_samples_seen_,
-            "lr": lr,
-            "loss": err / n,
-            "fvu": fvu,
-            "explained_variance": 1.0 - fvu,
-            "l0": float(array_module(part.codes.values).count_nonzero(part.codes.values)) / n,
-            "dead_fraction": float(np.mean(dead)),
-            "residual_norm": float(array_module(part.residual_norms2).sqrt(
-                part.residual_norms2).mean()),
-            "seconds": time.perf_counter() - self._t0,
-        }
-        self.history_.append(record)
-        if self.callback is not None:
-            self.callback(record)
-
-    # ------------------------------------------------------------------ state
-
-    def _training_state(self):
-        """Everything a resumed fit needs beyond ``components_`` and ``bias_``.
-
-        Returns
-        -------
-        arrays : dict of str to ndarray
-        scalars : dict of str to JSON-serialisable values
-        """
-        self._check_fitted()
-        arrays, scalars = {}, {
-            "n_steps": self.n_steps_, "n_samples_seen": self.n_samples_seen_,
-            "n_features_in": self.n_features_in_, "total_steps": self._total_steps,
-            "forget": self._forget, "last_check": self._last_check,
-            "n_checks": self._n_checks, "rng": self._rng.bit_generator.state,
-            "seconds": time.perf_counter() - self._t0,
-        }
-        for name, value in self._opt.state_dict().items():
-            if isinstance(value, np.ndarray):
-                arrays[f"adam_{name}"] = value
-            else:
-                scalars[f"adam_{name}"] = value
-        dead = self._dead
-        arrays.update(dead_counts=dead.counts, dead_last_used=dead.last_used)
-        scalars.update(dead_window=dead.window, dead_n_samples=dead.n_samples)
-        if self._stats is not None:
-            arrays.update(online_A=self._stats.A, online_B=self._stats.B)
-            scalars.update(online_n_samples=self._stats.n_samples,
-                           online_n_updates=self._stats.n_updates)
-        return arrays, scalars
-
-    def _restore_training_state(self, components, bias, arrays, scalars, history=()):
-        """Rebuild a fitted model from :meth:`_training_state` (inverse of it)."""
-        self._check_params()
-        self._reset()
-        self._total_steps = scalars["total_steps"]
-        self.n_features_in_ = int(scalars["n_features_in"])
-        X0 = np.zeros((1, self.n_features_in_), self._dtype)
-        saved_init, self.init = self.init, "random"
-        try:
-            self._init_model(X0)  # allocates the optimiser and trackers
-        finally:
-            self.init = saved_init
-        self.components_[...] = on_device_of(components, self.components_)
-        self.bias_[...] = on_device_of(bias, self.bias_)
-        self.n_steps_ = int(scalars["n_steps"])
-        self.n_samples_seen_ = int(scalars["n_samples_seen"])
-        self._forget = scalars["forget"]
-        self._last_check = int(scalars["last_check"])
-        self._n_checks = int(scalars["n_checks"])
-        self._rng.bit_generator.state = scalars["rng"]
-        self._t0 = time.perf_counter() - float(scalars.get("seconds", 0.0))
-        opt = {k[5:]: v for k, v in {**arrays, **scalars}.items() if k.startswith("adam_")}
-        self._opt.load_state_dict(opt)
-        dead = self._dead
-        dead.window = int(scalars["dead_window"])
-        dead.n_samples = int(scalars["dead_n_samples"])
-        dead.counts[...] = arrays["dead_counts"]
-        dead.last_used[...] = arrays["dead_last_used"]
-        if self._stats is not None:
-            self._stats.A[...] = arrays["online_A"]
-            self._stats.B[...] = arrays["online_B"]
-            self._stats.n_samples = int(scalars["online_n_samples"])
-            self._stats.n_updates = int(scalars["online_n_updates"])
-        self.history_ = [dict(h) for h in history]
-        return self
+                    self._set_engine(Engine.setup(cfg, Xb, rng=rng, total_steps=total,
+                                                  forget=cfg.forget_for(None)))
+                yield on_device_of(Xb, self._engine.components)
 
     # ------------------------------------------------------------------ inference
 
@@ -611,8 +366,8 @@ class MPSAE(ParamsMixin):
         -------
         codes : SparseCodes
         """
-        self._check_fitted()
-        X = self._check_X(X, "X", reset=False)
+        engine = self._fitted()
+        X = self._check_X(X, "X", reset=False, dtype=engine.config.dtype)
         solver = self.solver if solver is None else check_choice(solver, "solver", SOLVERS)
         if k is None and tol is None:
             k = self.k
@@ -620,8 +375,8 @@ class MPSAE(ParamsMixin):
             raise ValueError("tol applies to the pursuit solvers; solver='topk' takes k atoms")
         # validated here: the free-norm MP encoder and TopK do not go through the solvers
         check_k_tol(k, tol, self.n_atoms, X.shape[1], k_may_exceed_atoms=solver == "mp")
-        return self._encode(X - on_device_of(self.bias_, X), k, tol, solver,
-                            on_device_of(self.components_, X))
+        return engine.encoder(X - on_device_of(engine.bias, X),
+                              on_device_of(engine.components, X), k=k, tol=tol, solver=solver)
 
     def fit_transform(self, X, y=None):
         """``fit(X)`` then ``transform(X)``."""
@@ -638,20 +393,20 @@ class MPSAE(ParamsMixin):
         -------
         X_hat : ndarray of shape (n_samples, n_features)
         """
-        self._check_fitted()
+        engine = self._fitted()
         if isinstance(codes, SparseCodes):
             if codes.n_atoms != self.n_atoms:
                 raise ValueError(
                     f"codes must refer to n_atoms = {self.n_atoms} atoms; got {codes.n_atoms}"
                 )
-            X_hat = codes.decode(on_device_of(self.components_, codes.values))
-            return X_hat + on_device_of(self.bias_, X_hat)
+            X_hat = codes.decode(on_device_of(engine.components, codes.values))
+            return X_hat + on_device_of(engine.bias, X_hat)
         Z = check_array(codes, "codes")
         if Z.shape[1] != self.n_atoms:
             raise ValueError(
                 f"codes must have n_atoms = {self.n_atoms} columns; got shape {Z.shape}"
             )
-        D, b = on_device_of(self.components_, Z), on_device_of(self.bias_, Z)
+        D, b = on_device_of(engine.components, Z), on_device_of(engine.bias, Z)
         return (Z @ D + b).astype(D.dtype, copy=False)
 
     def score(self, X, y=None):
@@ -666,7 +421,8 @@ class MPSAE(ParamsMixin):
         -------
         float
         """
-        X = self._check_X(X, "X", reset=False) if hasattr(self, "components_") else X
+        if "_engine" in self.__dict__:
+            X = self._check_X(X, "X", reset=False, dtype=self._engine.config.dtype)
         X_hat = self.inverse_transform(self.transform(X))
         from sparsecode.metrics import explained_variance
 
@@ -674,45 +430,7 @@ class MPSAE(ParamsMixin):
 
     # ------------------------------------------------------------------ helpers
 
-    @property
-    def _dtype(self):
-        return np.dtype(self.dtype)
-
-    def _encode(self, Xc, k, tol, solver, D):
-        import sparsecode
-
-        if solver == "topk":
-            return topk_codes(Xc, D, k, self.selection)
-        if solver == "mp" and not self.unit_atoms:
-            return batch_grad(Xc, D, None, k=k or Xc.shape[1], tol=tol or 0.0,
-                              rule=RULES[self.selection], topk=False, backward=False).codes
-        if solver == "mp":
-            # few signals: recomputing correlations beats building the Gram (a caller
-            # encoding a large set in blocks fixes the choice for all of them)
-            use = self._use_gram
-            if use is None:
-                use = Xc.shape[0] * (k or 1) >= D.shape[0]
-            gram = False
-            if use:
-                if self._gram is None:
-                    self._gram = gram_symmetric(D)
-                gram = self._gram
-            return sparsecode.mp(Xc, D, k=k, tol=tol, selection=self.selection, gram=gram)
-        if solver == "omp":
-            return sparsecode.omp(Xc, D, k=k, tol=tol)
-        return sparsecode.gp(Xc, D, k=k, tol=tol)
-
-    def _to_model(self, X):
-        """A training batch on the model's device (the device of its first batch)."""
-        return on_device_of(X, self.components_)
-
-    def _check_fitted(self):
-        if not hasattr(self, "components_"):
-            raise NotFittedError(
-                f"this {type(self).__name__} is not fitted yet; call fit or partial_fit first"
-            )
-
-    def _check_X(self, X, name, *, reset):
+    def _check_X(self, X, name, *, reset, dtype=None):
         X = check_array(X, name)
         if reset:
             self.n_features_in_ = X.shape[1]
@@ -721,63 +439,16 @@ class MPSAE(ParamsMixin):
                 f"{name} has {X.shape[1]} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input"
             )
-        dt = self._dtype if hasattr(self, "_rng") else float_dtype(X)
-        return X.astype(dt, copy=False)
-
-    def _check_params(self):
-        check_count(self.n_atoms, "n_atoms")
-        check_count(self.k, "k")
-        check_choice(self.solver, "solver", SOLVERS)
-        check_choice(self.selection, "selection", tuple(RULES))
-        check_choice(self.update, "update", UPDATES)
-        check_choice(self.schedule, "schedule", optim.SCHEDULES)
-        if isinstance(self.init, str):
-            check_choice(self.init, "init", ("signals", "random"))
-        check_choice(str(np.dtype(self.dtype)), "dtype", ("float32", "float64"))
-        if self.batch_size is not None:
-            check_count(self.batch_size, "batch_size")
-        check_count(self.n_epochs, "n_epochs")
-        check_count(self.log_every, "log_every")
-        if self.max_steps is not None:
-            check_count(self.max_steps, "max_steps")
-        if self.solver != "mp" and self.k > self.n_atoms:
-            raise ValueError(
-                f"k must be <= n_atoms = {self.n_atoms} for solver={self.solver!r}; got {self.k}"
-            )
-        if self.solver == "topk" and self.tol is not None:
-            raise ValueError("tol applies to the pursuit solvers; solver='topk' takes k atoms")
-        if not (isinstance(self.lr, numbers.Real) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number; got {self.lr!r}")
-        if self.forget is not None and not (0.0 < float(self.forget) <= 1.0):
-            raise ValueError(f"forget must be in (0, 1]; got {self.forget!r}")
-        if self.update != "adam" and self.solver == "topk":
-            raise ValueError("solver='topk' trains with update='adam' only")
+        return X.astype(float_dtype(X) if dtype is None else dtype, copy=False)
 
 
-def topk_codes(Xc, D, k, selection):
-    """One-step TopK codes: the ``k`` atoms of best score of ``Xc D^T`` under the selection
-    rule, coded by their correlations (zero scores dropped)."""
-    xp = array_module(Xc)
-    C = Xc @ D.T
-    score = xp.abs(C) if selection == "abs" else C
-    k = min(k, D.shape[0])
-    part = xp.argpartition(-score, k - 1, axis=1)[:, :k]
-    # ties in order of atom index, as the stable sort of the CPU
-    part.sort(axis=1)
-    order = xp.argsort(-xp.take_along_axis(score, part, axis=1), axis=1, kind="stable")
-    idx = xp.take_along_axis(part, order, axis=1)
-    val = xp.take_along_axis(C, idx, axis=1)
-    keep = xp.take_along_axis(score, idx, axis=1) > 0
-    idx = xp.where(keep, idx, -1).astype(np.int32)
-    val = xp.where(keep, val, 0).astype(D.dtype)
-    return SparseCodes(idx, val, D.shape[0])
-
-
-def _normalise_rows(D):
-    xp = array_module(D)
-    norms = xp.linalg.norm(D, axis=1, keepdims=True)
-    xp.maximum(norms, np.finfo(D.dtype).tiny, out=norms)
-    D /= norms
+def _array_batches(X, bs, n_epochs, rng):
+    """Shuffled minibatches of ``bs`` rows of ``X`` (rows in file order within each)."""
+    for _ in range(n_epochs):
+        order = rng.permutation(X.shape[0])
+        for s in range(0, X.shape[0], bs):
+            rows = np.sort(order[s : s + bs])
+            yield X[on_device_of(rows, X)]
 
 
 def _is_array(X):

@@ -129,8 +129,8 @@ def test_resampling_and_partial_fit_on_the_gpu_follow_the_cpu():
     for s in range(0, 192, 32):
         cpu.partial_fit(X[s:s + 32])
         gpu.partial_fit(X[s:s + 32])  # NumPy batches go to the model's device
-    assert gpu._n_checks == cpu._n_checks > 0
-    np.testing.assert_array_equal(gpu._dead.counts, cpu._dead.counts)
+    assert gpu.engine_.n_checks == cpu.engine_.n_checks > 0
+    np.testing.assert_array_equal(gpu.engine_.dead.counts, cpu.engine_.dead.counts)
     np.testing.assert_allclose(gpu.components_.get(), cpu.components_, atol=1e-8)
 
 

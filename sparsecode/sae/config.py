@@ -1,0 +1,168 @@
+"""The checked, frozen configuration of an MP-SAE training run.
+
+:meth:`TrainConfig.from_params` is the one place where the estimator's parameters are
+validated, and :meth:`TrainConfig.total_steps`, :meth:`TrainConfig.forget_for` and
+:meth:`TrainConfig.dead_window_for` the one place where the run's length, the online
+update's forgetting and the dead-atom window are derived from them: the estimator, the
+data-parallel trainer and the command line all ask here.
+"""
+
+import math
+import numbers
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from sparsecode._rules import RULES
+from sparsecode._validation import check_choice, check_count
+from sparsecode.sae import optim
+
+#: Encoders of an MP-SAE (``solver``) and ways its atoms learn (``update``).
+SOLVERS = ("mp", "topk", "omp", "gp")
+UPDATES = ("adam", "mod", "ksvd", "online")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The parameters of :class:`~sparsecode.MPSAE`, checked (see its docstring for
+    each); ``dtype`` is a NumPy dtype and ``betas`` a tuple."""
+
+    n_atoms: int
+    k: int
+    solver: str = "mp"
+    selection: str = "abs"
+    tol: float | None = None
+    update: str = "adam"
+    batch_size: int | None = 4096
+    n_epochs: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple = (0.9, 0.999)
+    schedule: str = "cosine"
+    warmup_steps: int = 100
+    cooldown: float = 0.2
+    final_lr_ratio: float = 0.1
+    max_steps: int | None = None
+    clip_grad: float | None = 1.0
+    pre_bias: bool = True
+    unit_atoms: bool = False
+    forget: float | None = None
+    init: object = "signals"
+    resample_dead: bool = True
+    dead_window: int | None = None
+    log_every: int = 50
+    dtype: np.dtype = np.dtype(np.float32)
+
+    @classmethod
+    def from_params(cls, params):
+        """Check the estimator's parameters and freeze them.
+
+        Parameters
+        ----------
+        params : dict
+            ``MPSAE.get_params()`` (keys that are not fields, such as ``callback``, are
+            ignored).
+
+        Returns
+        -------
+        TrainConfig
+
+        Raises
+        ------
+        ValueError, TypeError
+            Naming the parameter, what it must be and what it was.
+        """
+        p = {f.name: params[f.name] for f in fields(cls) if f.name in params}
+        check_count(p["n_atoms"], "n_atoms")
+        check_count(p["k"], "k")
+        check_choice(p["solver"], "solver", SOLVERS)
+        check_choice(p["selection"], "selection", tuple(RULES))
+        check_choice(p["update"], "update", UPDATES)
+        check_choice(p["schedule"], "schedule", optim.SCHEDULES)
+        if isinstance(p["init"], str):
+            check_choice(p["init"], "init", ("signals", "random"))
+        check_choice(str(np.dtype(p["dtype"])), "dtype", ("float32", "float64"))
+        p["dtype"] = np.dtype(p["dtype"])
+        for name in ("batch_size", "max_steps"):
+            if p[name] is not None:
+                check_count(p[name], name)
+        check_count(p["n_epochs"], "n_epochs")
+        check_count(p["log_every"], "log_every")
+        if p["solver"] != "mp" and p["k"] > p["n_atoms"]:
+            raise ValueError(
+                f"k must be <= n_atoms = {p['n_atoms']} for solver={p['solver']!r}; "
+                f"got {p['k']}"
+            )
+        if p["solver"] == "topk" and p["tol"] is not None:
+            raise ValueError("tol applies to the pursuit solvers; solver='topk' takes k atoms")
+        if not (isinstance(p["lr"], numbers.Real) and p["lr"] > 0):
+            raise ValueError(f"lr must be a positive number; got {p['lr']!r}")
+        if p["forget"] is not None and not (0.0 < float(p["forget"]) <= 1.0):
+            raise ValueError(f"forget must be in (0, 1]; got {p['forget']!r}")
+        if p["update"] != "adam" and p["solver"] == "topk":
+            raise ValueError("solver='topk' trains with update='adam' only")
+        p["betas"] = tuple(p["betas"])
+        return cls(**p)
+
+    @property
+    def gradient_encoder(self):
+        """True when the atoms learn through the exact gradient of the unrolled encoder
+        (``update="adam"`` with ``solver="mp"`` or ``"topk"``)."""
+        return self.update == "adam" and self.solver in ("mp", "topk")
+
+    def batch_rows(self, n_samples):
+        """Signals per step when fitting an array of ``n_samples`` rows."""
+        return n_samples if self.batch_size is None else min(self.batch_size, n_samples)
+
+    def total_steps(self, batches_per_epoch, n_epochs=None):
+        """Length of the run: ``batches_per_epoch * n_epochs`` steps, capped by
+        ``max_steps``; ``max_steps`` (or None) when the number of batches is unknown.
+
+        Parameters
+        ----------
+        batches_per_epoch : int or None
+        n_epochs : int, optional
+            Passes over the data (default: the configured ``n_epochs``).
+
+        Returns
+        -------
+        int or None
+        """
+        if batches_per_epoch is None:
+            return self.max_steps
+        total = int(batches_per_epoch) * (self.n_epochs if n_epochs is None else n_epochs)
+        return total if self.max_steps is None else min(total, self.max_steps)
+
+    def steps_per_epoch(self, n_samples):
+        """Batches in one pass over an array of ``n_samples`` rows."""
+        return math.ceil(n_samples / self.batch_rows(n_samples))
+
+    def forget_for(self, n_samples=None):
+        """Forgetting factor of the online statistics per step: the configured
+        ``forget``, else ``1 - batch_size / n_samples`` (about one pass of memory) when
+        the run's data size is known and larger than a batch, else 1.
+
+        Parameters
+        ----------
+        n_samples : int, optional
+            Rows the run passes over.
+
+        Returns
+        -------
+        float
+        """
+        if self.forget is not None:
+            return self.forget
+        if n_samples is None:
+            return 1.0
+        bs = self.batch_rows(n_samples)
+        return 1.0 - bs / n_samples if bs < n_samples else 1.0
+
+    def dead_window_for(self, n_init):
+        """Samples over which an unused atom counts as dead: the configured
+        ``dead_window``, else ``max(batch_size, 50 n_atoms / k)`` (``n_init``, the rows the
+        model was initialised from, standing in for the batch size when there is none).
+        """
+        if self.dead_window is not None:
+            return self.dead_window
+        return max(self.batch_size or n_init, 50 * self.n_atoms // self.k)

@@ -1,0 +1,380 @@
+"""The MP-SAE training engine: the model's state and the training step.
+
+:class:`Engine` is what :class:`~sparsecode.MPSAE` trains with, and all that the
+data-parallel trainer (:mod:`sparsecode.distributed`) and the model files
+(:mod:`sparsecode.io`) touch:
+
+- :meth:`Engine.setup` initialises atoms, pre-bias, optimiser and counters from signals;
+- :meth:`Engine.shard_step` is the half of a step that needs the signals (it runs where
+  they are, one shard of the batch at a time) and :meth:`Engine.apply` the half that moves
+  the model, from the merged parts (see :mod:`sparsecode.sae._step`);
+  :meth:`Engine.resample` then replaces the atoms :meth:`Engine.apply` found dead, from
+  the few signals it asks for; :meth:`Engine.step` is the three in one process;
+- :meth:`Engine.state_dict` / :meth:`Engine.load_state_dict` save and restore a run.
+"""
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from sparsecode._backend import array_module, is_cupy, on_device_of, row_norms2, to_host
+from sparsecode._rules import RULES
+from sparsecode._validation import check_array
+from sparsecode.sae import optim
+from sparsecode.sae._step import StepPart
+from sparsecode.sae.encoders import Encoder
+from sparsecode.sae.mpsae import batch_grad
+from sparsecode.sae.updates import make_update
+
+
+@dataclass(frozen=True)
+class Resample:
+    """Atoms to replace after a step, and the signals of the batch to replace them with.
+
+    Attributes
+    ----------
+    atoms : ndarray of shape (n_atoms,), bool
+    rows : ndarray of int
+        Positions in the batch (ascending) of the worst-coded non-zero signals.
+    residual_norms2 : ndarray of shape (len(rows),), float64
+        Their squared residual norms.
+    """
+
+    atoms: np.ndarray
+    rows: np.ndarray
+    residual_norms2: np.ndarray
+
+
+class Engine:
+    """State of an MP-SAE training run, and its step.
+
+    Build one with :meth:`setup` (a new run), :meth:`for_inference` (atoms only, for
+    encoding and shard steps on workers) or :meth:`setup` followed by
+    :meth:`load_state_dict` (a saved run).
+
+    Attributes
+    ----------
+    config : TrainConfig
+    components : ndarray of shape (n_atoms, n_features)
+        The atoms (NumPy, or CuPy when training on the GPU); updated in place.
+    bias : ndarray of shape (n_features,)
+    encoder : Encoder
+    rng : numpy.random.Generator
+    total_steps : int or None
+        Length of the run, for the learning-rate schedule and the last history record.
+    forget : float
+        Forgetting factor of the online statistics per step.
+    n_steps, n_samples_seen : int
+    history : list of dict
+    last_check, n_checks : int
+        Samples seen at the last search for dead atoms, and searches so far.
+    optimizer : Adam
+    update : Update
+        The strategy of ``config.update`` (see :mod:`sparsecode.sae.updates`).
+    dead : DeadAtoms
+        Atom use over the dead-atom window.
+    """
+
+    def __init__(self, config, components, bias, *, rng=None, use_gram=None):
+        self.config = config
+        self.components = components
+        self.bias = bias
+        self.encoder = Encoder(config.selection, config.unit_atoms, use_gram)
+        self.rng = np.random.default_rng() if rng is None else rng
+        self.total_steps = None
+        self.forget = 1.0
+        self.n_steps = 0
+        self.n_samples_seen = 0
+        self.history = []
+        self.callback = None
+        self.optimizer = self.update = self.dead = None
+        self.last_check = self.n_checks = 0
+        self._t0 = time.perf_counter()
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def for_inference(cls, config, components, bias, *, use_gram=None):
+        """An engine over given atoms, with no optimiser: for encoding and for
+        :meth:`shard_step` (what workers of a data-parallel run need).
+
+        Parameters
+        ----------
+        config : TrainConfig
+        components : ndarray of shape (n_atoms, n_features)
+        bias : ndarray of shape (n_features,)
+        use_gram : bool, optional
+            Fix the Gram decision of the MP encoder (see :class:`Encoder`).
+        """
+        self = cls(config, components, bias, use_gram=use_gram)
+        self.update = make_update(config, components.shape[1])
+        return self
+
+    @classmethod
+    def setup(cls, config, X, *, rng, total_steps=None, forget=1.0):
+        """Start a run: atoms and pre-bias from ``X``, fresh optimiser and counters.
+
+        Parameters
+        ----------
+        config : TrainConfig
+        X : ndarray of shape (n_samples, n_features)
+            Signals to initialise from (NumPy, or CuPy to train on the GPU), in the
+            model's dtype.
+        rng : numpy.random.Generator
+            Drives initialisation and, later, resampling.
+        total_steps : int, optional
+        forget : float
+
+        Returns
+        -------
+        Engine
+        """
+        from sparsecode.dictionary import DeadAtoms, init_dictionary
+
+        on_gpu = is_cupy(X)
+        if on_gpu and not config.gradient_encoder:
+            raise ValueError(
+                "training on the GPU (CuPy data) supports update='adam' with solver='mp' or "
+                f"'topk'; got update={config.update!r}, solver={config.solver!r}. Pass NumPy "
+                "arrays (X.get()) to train on the CPU."
+            )
+        X = to_host(X)  # initialisation draws from the data once, on the host
+        dt = config.dtype
+        nf = X.shape[1]
+        b = X.mean(axis=0, dtype=np.float64).astype(dt) if config.pre_bias else np.zeros(nf, dt)
+        init = config.init
+        if not isinstance(init, str):
+            init = check_array(init, "init").astype(dt)
+            if init.shape != (config.n_atoms, nf):
+                raise ValueError(
+                    f"init must have shape (n_atoms, n_features) = {(config.n_atoms, nf)}; "
+                    f"got {init.shape}"
+                )
+        if isinstance(init, str) and init == "random":
+            D = rng.standard_normal((config.n_atoms, nf))
+            D /= np.linalg.norm(D, axis=1, keepdims=True)
+        else:
+            D = init_dictionary(X - b, config.n_atoms, method=init, random_state=rng)
+        xp = np
+        if on_gpu:
+            import cupy as xp
+        self = cls(config, xp.ascontiguousarray(xp.asarray(D, dtype=dt)), xp.asarray(b),
+                   rng=rng)
+        self.total_steps = total_steps
+        self.forget = forget
+        shapes = [D.shape, b.shape] if config.pre_bias else [D.shape]
+        self.optimizer = optim.Adam(shapes, betas=config.betas,
+                                    weight_decay=config.weight_decay, dtype=dt, xp=xp)
+        self.update = make_update(config, nf)
+        self.dead = DeadAtoms(config.n_atoms, config.dead_window_for(X.shape[0]))
+        return self
+
+    @classmethod
+    def restore(cls, config, components, bias, arrays, scalars, history=()):
+        """A saved run: an engine made by :meth:`setup` for ``config``, then
+        :meth:`load_state_dict` of what :meth:`state_dict` returned.
+
+        Parameters
+        ----------
+        config : TrainConfig
+        components : ndarray of shape (n_atoms, n_features)
+        bias : ndarray of shape (n_features,)
+        arrays, scalars : dict
+            As :meth:`state_dict` returns them.
+        history : sequence of dict
+
+        Returns
+        -------
+        Engine
+        """
+        X0 = np.zeros((1, int(scalars["n_features_in"])), config.dtype)
+        # allocates the optimiser and trackers; atoms and RNG state are overwritten
+        self = cls.setup(replace(config, init="random"), X0, rng=np.random.default_rng())
+        self.config = config
+        return self.load_state_dict(components, bias, arrays, scalars, history)
+
+    def inference_copy(self, *, use_gram=None):
+        """:meth:`for_inference` over this engine's atoms and pre-bias."""
+        return self.for_inference(self.config, self.components, self.bias, use_gram=use_gram)
+
+    # ------------------------------------------------------------------ the step
+
+    def learning_rate(self):
+        """The learning rate of the next step."""
+        c = self.config
+        return optim.learning_rate(
+            self.n_steps, lr=c.lr, schedule=c.schedule, total_steps=self.total_steps,
+            warmup_steps=c.warmup_steps, cooldown=c.cooldown, final_ratio=c.final_lr_ratio,
+        )
+
+    def step(self, X):
+        """One whole training step on the batch ``X`` (in the model's dtype and device)."""
+        Xc = X - self.bias
+        request = self.apply(self.shard_step(Xc))
+        if request is not None:
+            self.resample(request, Xc[on_device_of(request.rows, Xc)])
+
+    def shard_step(self, Xc):
+        """The part of a step that needs the signals: codes, residuals, and the gradients
+        (``update="adam"``) or code statistics (``"mod"``, ``"online"``) of ``Xc``
+        (signals minus the pre-bias) at the current atoms.
+
+        Returns
+        -------
+        StepPart
+            The parts of a batch's shards merge into the part of the whole batch.
+        """
+        c = self.config
+        D = self.components
+        if c.gradient_encoder:
+            g = batch_grad(Xc, D, None, k=c.k, tol=c.tol or 0.0, rule=RULES[c.selection],
+                           topk=c.solver == "topk")
+            codes, resid2, extra = g.codes, g.residual_norms2, {"grads": [g.grad_D, g.grad_b]}
+        else:
+            codes = self.encoder(Xc, D, k=c.k, tol=c.tol, solver=c.solver)
+            R = Xc - codes.decode(D)
+            resid2 = row_norms2(R)
+            extra = self.update.shard(Xc, codes, R)
+        return StepPart(n=Xc.shape[0], codes=codes, residual_norms2=resid2,
+                        norms2=row_norms2(Xc), x_sum=Xc.sum(axis=0, dtype=np.float64),
+                        **extra)
+
+    def apply(self, part):
+        """Finish a step from the merged :class:`StepPart` of the batch: move the atoms
+        (and pre-bias), count atom use, log.
+
+        Returns
+        -------
+        Resample or None
+            The atoms to replace now (dead or duplicated, every ``dead_window`` samples
+            with ``resample_dead``) and which signals of the batch to replace them with:
+            pass those signals (minus the pre-bias of before this step) to
+            :meth:`resample`.
+        """
+        lr = self.learning_rate()
+        self.update.apply(self, part, lr)
+        self.encoder.atoms_changed()
+        self.n_steps += 1
+        self.n_samples_seen += part.n
+        request = self._count_use(part)
+        if self.n_steps % self.config.log_every == 0 or self.n_steps == 1 or (
+            self.total_steps and self.n_steps == self.total_steps
+        ):
+            self._log(part, lr)
+        return request
+
+    def _count_use(self, part):
+        from sparsecode.dictionary import coherent_atoms
+
+        dead = self.dead
+        dead.update(part.codes)
+        self._dead_now = dead.dead()
+        if not self.config.resample_dead or dead.n_samples - self.last_check < dead.window:
+            return None
+        self.last_check = dead.n_samples
+        self.n_checks += 1
+        replace = self._dead_now.copy()
+        if (self.n_checks - 1) % self.update.coherence_every == 0:
+            # near-duplicates (an n_atoms^2 n_features product) are looked for less often
+            replace |= coherent_atoms(to_host(self.components), 0.99, usage=dead.counts)
+        if not replace.any():
+            return None
+        # the worst-coded non-zero signals, all that resample_dead will look at
+        rows = part.worst(int(replace.sum()))
+        return Resample(replace, rows, to_host(part.residual_norms2)[rows])
+
+    def resample(self, request, signals):
+        """Replace the atoms of ``request`` by ``signals`` (the batch's rows
+        ``request.rows`` minus the pre-bias of before the step)."""
+        from sparsecode.dictionary import resample_dead
+
+        D = self.components
+        Dh = to_host(D)
+        new = resample_dead(Dh, request.atoms, to_host(signals), request.residual_norms2,
+                            random_state=self.rng)
+        if self.update.free_norms:
+            # free norms: the new (unit) atoms take the mean norm of the others
+            new[request.atoms] *= np.linalg.norm(Dh, axis=1).mean()
+        D[...] = on_device_of(new, D)
+        self.optimizer.reset_rows(0, request.atoms)
+        self.update.forget_atoms(request.atoms)
+        self.dead.reset(request.atoms)
+        self.encoder.atoms_changed()
+
+    def _log(self, part, lr):
+        # sum ||x - mean||^2 of the (pre-bias centred) batch, from its sums
+        n = part.n
+        total = max(float(part.norms2.sum()) - float(part.x_sum @ part.x_sum) / n, 0.0)
+        err = float(part.residual_norms2.sum())
+        fvu = err / total if total > 0 else 0.0
+        xp = array_module(part.codes.values)
+        record = {
+            "step": self.n_steps,
+            "samples": self.n_samples_seen,
+            "lr": lr,
+            "loss": err / n,
+            "fvu": fvu,
+            "explained_variance": 1.0 - fvu,
+            "l0": float(xp.count_nonzero(part.codes.values)) / n,
+            "dead_fraction": float(np.mean(self._dead_now)),
+            "residual_norm": float(xp.sqrt(part.residual_norms2).mean()),
+            "seconds": time.perf_counter() - self._t0,
+        }
+        self.history.append(record)
+        if self.callback is not None:
+            self.callback(record)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self):
+        """Everything a resumed run needs beyond ``components`` and ``bias``.
+
+        Returns
+        -------
+        arrays : dict of str to ndarray
+        scalars : dict of str to JSON-serialisable values
+        """
+        arrays, scalars = {}, {
+            "n_steps": self.n_steps, "n_samples_seen": self.n_samples_seen,
+            "n_features_in": int(self.components.shape[1]), "total_steps": self.total_steps,
+            "forget": self.forget, "last_check": self.last_check,
+            "n_checks": self.n_checks, "rng": self.rng.bit_generator.state,
+            "seconds": time.perf_counter() - self._t0,
+        }
+        for name, value in self.optimizer.state_dict().items():
+            if isinstance(value, np.ndarray):
+                arrays[f"adam_{name}"] = value
+            else:
+                scalars[f"adam_{name}"] = value
+        dead = self.dead
+        arrays.update(dead_counts=dead.counts, dead_last_used=dead.last_used)
+        scalars.update(dead_window=dead.window, dead_n_samples=dead.n_samples)
+        more_arrays, more_scalars = self.update.state_dict()
+        arrays.update(more_arrays)
+        scalars.update(more_scalars)
+        return arrays, scalars
+
+    def load_state_dict(self, components, bias, arrays, scalars, history=()):
+        """Restore a run saved by :meth:`state_dict` into this engine (made by
+        :meth:`setup` with the same configuration).  Returns ``self``."""
+        self.components[...] = on_device_of(components, self.components)
+        self.bias[...] = on_device_of(bias, self.bias)
+        self.total_steps = scalars["total_steps"]
+        self.forget = scalars["forget"]
+        self.n_steps = int(scalars["n_steps"])
+        self.n_samples_seen = int(scalars["n_samples_seen"])
+        self.last_check = int(scalars["last_check"])
+        self.n_checks = int(scalars["n_checks"])
+        self.rng.bit_generator.state = scalars["rng"]
+        self._t0 = time.perf_counter() - float(scalars.get("seconds", 0.0))
+        opt = {k[5:]: v for k, v in {**arrays, **scalars}.items() if k.startswith("adam_")}
+        self.optimizer.load_state_dict(opt)
+        dead = self.dead
+        dead.window = int(scalars["dead_window"])
+        dead.n_samples = int(scalars["dead_n_samples"])
+        dead.counts[...] = arrays["dead_counts"]
+        dead.last_used[...] = arrays["dead_last_used"]
+        self.update.load_state_dict(arrays, scalars)
+        self.history = [dict(h) for h in history]
+        return self

@@ -1,0 +1,186 @@
+"""How the atoms of an MP-SAE learn: one small strategy object per ``update``.
+
+Each strategy has two halves, matching the two halves of a training step (see
+:mod:`sparsecode.sae._step`): :meth:`~Update.shard` computes, on one shard of the batch,
+what the update needs from the signals (gradients, code statistics, or the signals
+themselves), and :meth:`~Update.apply` moves the atoms from the merged part of the batch.
+"""
+
+import numpy as np
+
+from sparsecode.sae import optim
+
+#: Dead atoms are replaced every ``dead_window`` samples; near-duplicates every this many
+#: windows with ``update="adam"`` (every window with the classic updates, whose windows
+#: are whole passes and which stall on duplicates).
+COHERENCE_EVERY = 4
+
+
+class Update:
+    """The interface of an update; also what the classic updates share."""
+
+    #: Windows between searches for near-duplicated atoms.
+    coherence_every = 1
+    #: Whether atoms keep free norms (resampled atoms then take the others' mean norm).
+    free_norms = False
+
+    def __init__(self, config):
+        self.config = config
+
+    def shard(self, Xc, codes, R):
+        """What the update needs from one shard: keyword fields of a ``StepPart``.
+
+        Parameters
+        ----------
+        Xc : ndarray of shape (n, n_features)
+            The shard's signals minus the pre-bias.
+        codes : SparseCodes of shape (n, n_atoms)
+        R : ndarray of shape (n, n_features)
+            Residuals ``Xc - codes.decode(D)``.
+
+        Returns
+        -------
+        dict
+        """
+        raise NotImplementedError
+
+    def apply(self, engine, part, lr):
+        """Move ``engine.components`` (and pre-bias) from the batch's merged ``part``."""
+        raise NotImplementedError
+
+    def forget_atoms(self, mask):
+        """Drop what the update remembers of the atoms of ``mask`` (they were resampled)."""
+
+    def state_dict(self):
+        """``(arrays, scalars)`` a resumed run needs (names unique across strategies)."""
+        return {}, {}
+
+    def load_state_dict(self, arrays, scalars):
+        """Inverse of :meth:`state_dict`."""
+
+    @staticmethod
+    def _set_atoms(D, new):
+        from sparsecode.dictionary import normalize_atoms
+
+        D[...] = normalize_atoms(np.asarray(new, dtype=D.dtype))
+
+
+class Adam(Update):
+    """Gradient steps (Adam/AdamW) on the mean squared reconstruction error: the exact
+    gradient of the unrolled encoder, or the decoder gradient at fixed codes for the
+    OMP and GP encoders."""
+
+    coherence_every = COHERENCE_EVERY
+
+    @property
+    def free_norms(self):
+        return not self.config.unit_atoms
+
+    def shard(self, Xc, codes, R):
+        scale = -2.0 / R.shape[0]
+        gD = np.asarray(codes.tocsr().T @ R) * scale
+        gb = (R.sum(axis=0, dtype=np.float64) * scale).astype(R.dtype)
+        return {"grads": [gD.astype(R.dtype, copy=False), gb]}
+
+    def apply(self, engine, part, lr):
+        cfg = self.config
+        D, b = engine.components, engine.bias
+        gD, gb = part.grads
+        if cfg.unit_atoms:
+            # only the component of each atom's gradient tangent to the unit sphere: the
+            # radial part is undone by the renormalisation, and Adam, which scales each
+            # coordinate by its own history, would let it inflate the tangent steps
+            gD = gD - (gD * D).sum(axis=1, keepdims=True) * D
+        grads = [gD, gb] if cfg.pre_bias else [gD]
+        optim.clip_grad_norm(grads, cfg.clip_grad)
+        engine.optimizer.step([D, b] if cfg.pre_bias else [D], grads, lr)
+        if cfg.unit_atoms:
+            _normalise_rows(D)
+
+
+class MOD(Update):
+    """Least-squares atoms for the batch's codes (method of optimal directions)."""
+
+    def shard(self, Xc, codes, R):
+        from sparsecode.dictionary import code_stats
+
+        A, B = code_stats(Xc, codes)
+        return {"A": A, "B": B}
+
+    def apply(self, engine, part, lr):
+        from sparsecode.dictionary import mod_from_stats
+
+        D = engine.components
+        self._set_atoms(D, mod_from_stats(part.A, part.B, D=D))
+
+
+class KSVD(Update):
+    """A K-SVD sweep over the atoms (revisits the signals of each atom: not shardable)."""
+
+    def shard(self, Xc, codes, R):
+        return {"signals": Xc}
+
+    def apply(self, engine, part, lr):
+        from sparsecode.dictionary import ksvd_update
+
+        D = engine.components
+        new, _ = ksvd_update(part.signals, part.codes, D, exact=True)
+        self._set_atoms(D, new)
+
+
+class Online(MOD):
+    """Block coordinate descent on running statistics of all batches seen, with
+    forgetting (``engine.forget`` per step)."""
+
+    def __init__(self, config, n_features):
+        super().__init__(config)
+        self.n_features = n_features
+        self._stats = None
+
+    @property
+    def stats(self):
+        """The running :class:`~sparsecode.dictionary.OnlineStats` (allocated on first
+        use: shard steps on workers never need them)."""
+        if self._stats is None:
+            from sparsecode.dictionary import OnlineStats
+
+            self._stats = OnlineStats(self.config.n_atoms, self.n_features)
+        return self._stats
+
+    def apply(self, engine, part, lr):
+        from sparsecode.dictionary import online_update
+
+        self.stats.add(part.A, part.B, part.n, forget=engine.forget)
+        D = engine.components
+        self._set_atoms(D, online_update(D, self.stats.A, self.stats.B, constraint="sphere"))
+
+    def forget_atoms(self, mask):
+        self.stats.forget_atoms(mask)
+
+    def state_dict(self):
+        s = self.stats
+        return ({"online_A": s.A, "online_B": s.B},
+                {"online_n_samples": s.n_samples, "online_n_updates": s.n_updates})
+
+    def load_state_dict(self, arrays, scalars):
+        s = self.stats
+        s.A[...] = arrays["online_A"]
+        s.B[...] = arrays["online_B"]
+        s.n_samples = int(scalars["online_n_samples"])
+        s.n_updates = int(scalars["online_n_updates"])
+
+
+def make_update(config, n_features):
+    """The strategy of ``config.update``."""
+    if config.update == "online":
+        return Online(config, n_features)
+    return {"adam": Adam, "mod": MOD, "ksvd": KSVD}[config.update](config)
+
+
+def _normalise_rows(D):
+    from sparsecode._backend import array_module
+
+    xp = array_module(D)
+    norms = xp.linalg.norm(D, axis=1, keepdims=True)
+    xp.maximum(norms, np.finfo(D.dtype).tiny, out=norms)
+    D /= norms
