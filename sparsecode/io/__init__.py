@@ -12,6 +12,7 @@ from sparsecode.io.activations import (
     write_activations,
 )
 from sparsecode.io.codes import CodesWriter, codes_settings, read_codes
+from sparsecode.io.info import file_info
 from sparsecode.io.model import load_model, model_position, save_model
 from sparsecode.io.saelens import export_saelens
 
@@ -22,6 +23,7 @@ __all__ = [
     "FileFormatError",
     "codes_settings",
     "export_saelens",
+    "file_info",
     "load_model",
     "model_position",
     "open_activations",

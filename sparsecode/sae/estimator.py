@@ -183,6 +183,7 @@ class MPSAE(ParamsMixin):
 
     @engine_.setter
     def engine_(self, engine):
+        engine.callback = self.callback
         self._engine = engine
         self.n_features_in_ = int(engine.components.shape[1])
 
