@@ -616,3 +616,24 @@ def test_warnings_free_typical_loop(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         learn(X, 16, 2, "ksvd", 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_code_stats_and_residual_energy_match_dense_products(dtype, rng):
+    X = rng.standard_normal((37, 6)).astype(dtype)
+    D = rng.standard_normal((11, 6)).astype(dtype)
+    codes = sparsecode.omp(X, D, k=3)
+    Z = codes.toarray().astype(np.float64)
+    A, B = sparsecode.dictionary.code_stats(X, codes)
+    assert A.dtype == B.dtype == np.float64
+    np.testing.assert_allclose(A, Z.T @ Z, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(B, Z.T @ X.astype(np.float64), rtol=1e-5, atol=1e-5)
+    err = sparsecode.dictionary.residual_energy(X, codes, D)
+    assert err == pytest.approx(2 * naive.dl_objective(X.astype(np.float64), Z, D), rel=1e-5)
+    # statistics of blocks add up to those of the whole
+    A1, B1 = sparsecode.dictionary.code_stats(X[:20], codes[:20])
+    A2, B2 = sparsecode.dictionary.code_stats(X[20:], codes[20:])
+    np.testing.assert_allclose(A1 + A2, A, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(B1 + B2, B, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="codes"):
+        sparsecode.dictionary.code_stats(X[:5], codes)

@@ -243,3 +243,50 @@ def test_transform_rejects_bad_stopping_rules(unit_atoms, kwargs, match, rng):
                   random_state=0).fit(X)
     with pytest.raises(ValueError, match=match):
         model.transform(X, **kwargs)
+
+
+def test_train_config_is_the_one_place_for_run_length_and_forgetting():
+    from sparsecode.sae import TrainConfig
+
+    cfg = TrainConfig.from_params(MPSAE(8, 2, batch_size=100, n_epochs=3).get_params())
+    assert cfg.steps_per_epoch(1050) == 11 and cfg.total_steps(11) == 33
+    assert cfg.total_steps(11, n_epochs=1) == 11 and cfg.total_steps(None) is None
+    capped = TrainConfig.from_params(MPSAE(8, 2, batch_size=100, max_steps=20).get_params())
+    assert capped.total_steps(11, n_epochs=5) == 20 and capped.total_steps(None) == 20
+    assert cfg.forget_for(1000) == pytest.approx(0.9)
+    assert cfg.forget_for(None) == 1.0 and cfg.forget_for(50) == 1.0  # a batch holds it all
+    fixed = TrainConfig.from_params(MPSAE(8, 2, forget=0.5).get_params())
+    assert fixed.forget_for(1000) == 0.5
+    assert cfg.dead_window_for(7) == max(100, 50 * 8 // 2)
+    whole = TrainConfig.from_params(MPSAE(8, 2, batch_size=None).get_params())
+    assert whole.batch_rows(300) == 300 and whole.dead_window_for(300) == 300
+    with pytest.raises(AttributeError):
+        cfg.k = 3  # frozen
+
+
+def test_fit_iterable_and_array_derive_the_same_run_length(rng):
+    X = rng.standard_normal((600, 6)).astype(np.float32)
+    a = MPSAE(8, 2, batch_size=100, n_epochs=2, progress=False, random_state=0).fit(X)
+    b = MPSAE(8, 2, n_epochs=2, max_steps=50, progress=False, random_state=0)
+    b.fit([X[i:i + 100] for i in range(0, 600, 100)])
+    # the schedule spans the steps actually taken (12), not max_steps
+    assert a.engine_.total_steps == b.engine_.total_steps == a.n_steps_ == b.n_steps_ == 12
+
+
+def test_training_state_lives_in_the_engine(rng):
+    from sparsecode.sae import Engine
+
+    X = rng.standard_normal((300, 6)).astype(np.float32)
+    m = MPSAE(8, 2, update="online", batch_size=100, progress=False, random_state=0).fit(X)
+    assert isinstance(m.engine_, Engine)
+    assert m.components_ is m.engine_.components and m.n_steps_ == m.engine_.n_steps == 3
+    assert m.engine_.forget == pytest.approx(1 - 100 / 300)
+    arrays, scalars = m.engine_.state_dict()
+    assert {"online_A", "online_B", "dead_counts"} <= set(arrays)
+    copy = Engine.restore(m.engine_.config, m.components_, m.bias_, arrays, scalars)
+    for a, b in zip(copy.state_dict()[0].values(), arrays.values(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    fresh = MPSAE(8, 2)
+    with pytest.raises(sparsecode.sae.NotFittedError):
+        fresh.engine_  # noqa: B018
+    assert not hasattr(fresh, "components_")

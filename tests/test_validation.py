@@ -23,7 +23,7 @@ def test_bad_inputs_name_argument_expected_and_actual(fn, XD):
         (dict(X=X[:0], D=D, k=2), ValueError, "X must not be empty"),
         (dict(X=X, D=np.vstack([D, np.zeros(4)]), k=2), ValueError, r"zero-norm atoms.*\[6\]"),
         (dict(X=X, D=D, k=0), ValueError, "k must be >= 1; got 0"),
-        (dict(X=X, D=D, k=2.5), TypeError, "k must be a positive integer"),
+        (dict(X=X, D=D, k=2.5), TypeError, r"k must be an integer >= 1; got float 2.5"),
         (dict(X=X, D=D), ValueError, "give k .*tol, or both"),
         (dict(X=X, D=D, tol=1.5), ValueError, r"tol must be in \[0, 1\).*1.5"),
         (dict(X=X.astype(complex), D=D, k=2), ValueError, "Complex data not supported"),
@@ -72,3 +72,23 @@ def test_precomputed_gram_is_used_and_gives_the_same_codes(fn, rng):
     Gbad[~np.eye(20, dtype=bool)] *= 0.5
     c = fn(X, D, k=4, gram=Gbad)
     assert not np.allclose(c.toarray(), a.toarray())
+
+
+def test_check_count_is_one_rule_for_every_count():
+    from sparsecode._validation import check_count
+
+    assert check_count(np.int64(3), "n") == 3 and type(check_count(np.int64(3), "n")) is int
+    assert check_count(0, "seed", 0) == 0
+    for bad in (2.0, True, "3", None):
+        with pytest.raises(TypeError, match=r"n must be an integer >= 1; got"):
+            check_count(bad, "n")
+    with pytest.raises(ValueError, match=r"n must be >= 1; got 0"):
+        check_count(0, "n")
+    # the estimators, readers and dictionary helpers all use it
+    from sparsecode import MPSAE
+    from sparsecode.dictionary import DeadAtoms
+
+    with pytest.raises(TypeError, match="batch_size must be an integer >= 1"):
+        MPSAE(8, 2, batch_size=2.5).fit(np.ones((4, 2)))
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        DeadAtoms(4, 0)

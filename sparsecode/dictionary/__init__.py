@@ -37,8 +37,7 @@ dictionary in 11-15 passes (MOD: 13-17; the online update on minibatches of 2000
 epochs).
 """
 
-from sparsecode.dictionary._common import code_stats_of as code_stats
-from sparsecode.dictionary._common import objective, residual_energy
+from sparsecode.dictionary._common import code_stats, objective, residual_energy
 from sparsecode.dictionary.init import (
     DeadAtoms,
     coherent_atoms,

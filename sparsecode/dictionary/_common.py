@@ -108,7 +108,7 @@ def blas_for(flops):
     return single_blas() if flops < SMALL_BLAS_FLOPS else contextlib.nullcontext()
 
 
-def code_stats(X, indices, values, n_atoms):
+def stats_of_codes(X, indices, values, n_atoms):
     """``Z^T Z`` and ``Z^T X`` in float64 from sparse codes (trusted inputs)."""
     from sparsecode.dictionary._common_numba import code_stats as _stats
     from sparsecode.dictionary._common_numba import inverted_index
@@ -201,7 +201,7 @@ def residual_energy(X, codes, D):
     return 2.0 * objective(X, codes, D)
 
 
-def code_stats_of(X, codes):
+def code_stats(X, codes):
     """The sufficient statistics ``A = Z^T Z`` and ``B = Z^T X`` of codes ``Z`` of ``X``.
 
     What MOD solves from and what :class:`~sparsecode.dictionary.OnlineStats` accumulates;
@@ -221,4 +221,4 @@ def code_stats_of(X, codes):
     require_codes(codes)
     dt = float_dtype(X)
     idx, val = check_codes(codes, dt, n_samples=X.shape[0], n_atoms=codes.n_atoms)
-    return code_stats(X.astype(dt, copy=False), idx, val, codes.n_atoms)
+    return stats_of_codes(X.astype(dt, copy=False), idx, val, codes.n_atoms)

@@ -10,8 +10,8 @@ from sparsecode.dictionary._common import (
     blas_for,
     check_codes,
     check_dictionary,
-    code_stats,
     require_codes,
+    stats_of_codes,
 )
 
 
@@ -100,7 +100,7 @@ def mod_update(X, codes, *, reg=1e-6, D=None):
     dt = float_dtype(X) if D is None else float_dtype(X, D)
     idx, val = check_codes(codes, dt, n_samples=X.shape[0], n_atoms=n_atoms)
     X = X.astype(dt, copy=False)
-    A, B = code_stats(X, idx, val, n_atoms)
+    A, B = stats_of_codes(X, idx, val, n_atoms)
     return _solve(A, B, reg, D, dt)
 
 

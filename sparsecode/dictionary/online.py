@@ -12,8 +12,8 @@ from sparsecode.dictionary._common import (
     check_atoms,
     check_codes,
     check_dictionary,
-    code_stats,
     require_codes,
+    stats_of_codes,
 )
 
 
@@ -105,7 +105,7 @@ class OnlineStats:
         dt = float_dtype(X)
         idx, val = check_codes(codes, dt, n_samples=X.shape[0], n_atoms=self.n_atoms)
         beta = self._beta(forget)
-        ZZ, ZX = code_stats(X.astype(dt, copy=False), idx, val, self.n_atoms)
+        ZZ, ZX = stats_of_codes(X.astype(dt, copy=False), idx, val, self.n_atoms)
         return self._add(ZZ, ZX, X.shape[0], beta)
 
     def add(self, A, B, n_samples, *, forget=None):
