@@ -138,7 +138,9 @@ def check_signals_and_dictionary(X, D):
 def check_k_tol(k, tol, n_atoms, n_features, *, k_may_exceed_atoms=False):
     """Validate the stopping rule and return ``(k, tol)`` with defaults filled in.
 
-    ``k`` defaults to ``n_features`` when only ``tol`` is given; ``tol`` defaults to 0.
+    When only ``tol`` is given, ``k`` defaults to ``n_features`` for MP
+    (``k_may_exceed_atoms``) and to ``min(n_atoms, n_features)`` for OMP and GP; ``tol``
+    defaults to 0.
     """
     if k is None and tol is None:
         raise ValueError("give k (maximum number of steps/atoms), tol, or both; got neither")

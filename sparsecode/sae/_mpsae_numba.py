@@ -1,9 +1,10 @@
 """MP-SAE training kernel (Numba): the unrolled MP encoder and its exact backward pass,
-fused per signal.  Called only from :mod:`sparsecode.sae.grad`.
+fused per signal.  Called only from :func:`sparsecode.sae.mpsae.batch_grad`.
 
-Forward (Gram path, unit-norm atoms, as :func:`sparsecode.mp`): ``c = x D^T`` once, then
-per step select ``j``, take ``c_j``, ``c -= c_j G[j]``; the step trace ``(j_t, c_t)`` is
-kept.  The residual ``r_T = x - sum_t c_t d_{j_t}`` costs ``T n_features``.
+Forward (Gram path): ``c = x D^T`` once, then per step select ``j``, take ``c_j``,
+``c -= c_j G[j]``; the step trace ``(j_t, c_t)`` is kept.  The atoms may have any norm:
+the encoder is the unrolled map ``r <- r - (d . r) d`` taken literally, as training with
+free atom norms (the default) uses it; on unit-norm atoms it is :func:`sparsecode.mp`.  The residual ``r_T = x - sum_t c_t d_{j_t}`` costs ``T n_features``.
 
 Backward of ``L = s ||r_T||^2`` (``s`` the loss scale): step ``t`` maps
 ``r_t = r_{t-1} - (d . r_{t-1}) d``, so with ``g = dL/dr_t``::
