@@ -131,3 +131,16 @@ def test_omp_positive_is_non_negative(problem, k):
     codes = sparsecode.omp(X, D, k=k, positive=True)
     assert np.all(codes.values >= 0)
     assert np.all(codes.l0 <= k)
+
+
+@pytest.mark.parametrize("use_gram", [True, False])
+def test_dependent_atom_warning_points_at_the_caller(use_gram):
+    # atom 1 is atom 0 up to 1e-7: picked first, atom 0 then is dependent on it
+    D = np.array([[1.0, 0.0, 0.0], [1.0, 1e-7, 0.0], [0.0, 0.0, 1.0]])
+    X = np.array([[1.0, 0.3, 0.2]])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sparsecode.omp(X, D, k=3, gram=use_gram)
+    assert [w.category for w in caught] == [RuntimeWarning]
+    assert "linearly dependent" in str(caught[0].message)
+    assert caught[0].filename == __file__

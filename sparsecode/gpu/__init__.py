@@ -1,9 +1,29 @@
 """GPU backend (CuPy RawKernels).  Importing this module never imports CuPy.
 
-:func:`sparsecode.mp` and :func:`sparsecode.gp` run here when given CuPy arrays (or
-``backend="gpu"``); the CUDA C lives in ``kernels/*.cu`` and is compiled on first use
-(see :mod:`sparsecode.gpu._module`).
+:func:`sparsecode.mp`, :func:`sparsecode.omp` and :func:`sparsecode.gp` run here when
+given CuPy arrays (or ``backend="gpu"``), through :func:`mp_gpu`, :func:`omp_gpu` and
+:func:`gp_gpu`; so does MP-SAE training on CuPy arrays (:func:`batch_grad_gpu`, the loss
+and gradient of :mod:`sparsecode.sae`).  Those four are loaded on first access.  The
+CUDA C lives in ``kernels/*.cu`` and is compiled on first use (see
+:mod:`sparsecode.gpu._module`).
 """
+
+import importlib
+
+#: The GPU entry points, loaded on first access, and the module of each.
+_LAZY = {"mp_gpu": "mp", "omp_gpu": "omp", "gp_gpu": "gp", "batch_grad_gpu": "mpsae"}
+
+__all__ = ["INSTALL_HINT", "GPUUnavailableError", "available", "batch_grad_gpu", "gp_gpu",
+           "mp_gpu", "omp_gpu", "require", "row_norms2"]
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later accesses skip this function
+    return value
 
 INSTALL_HINT = (
     'pip install "sparsecode[cuda12]" (CUDA 12) or pip install "sparsecode[cuda13]" (CUDA 13)'

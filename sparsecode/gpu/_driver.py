@@ -1,6 +1,6 @@
 """What the GPU pursuits share: encoding block by block, launch shapes, shared memory,
-the no-Gram step loop.  The twin of :mod:`sparsecode.pursuit._driver` (which validates
-and prepares the :class:`~sparsecode.pursuit._driver.Problem` for both backends).
+the no-Gram step loop.  The twin of the CPU driver of :mod:`sparsecode.pursuit`, which
+validates and prepares the :class:`~sparsecode._problem.Problem` for both backends.
 
 Each solver supplies two callables working on one block of signals:
 
@@ -14,14 +14,14 @@ Each solver supplies two callables working on one block of signals:
 ``Z`` are the block's rows of the output (int32, -1 filled; float64, 0 filled).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from sparsecode import _config
+from sparsecode._problem import finish_codes, warn_dependent
 from sparsecode._rules import DEPENDENT
 from sparsecode.gpu import _module
-from sparsecode.pursuit._driver import finish_codes, warn_dependent
 
 #: Shared memory a kernel declares statically (at most 656 bytes, see ``ptxas -v`` in
 #: the compile test), kept free when sizing the dynamic part.
@@ -75,16 +75,22 @@ def shared_memory(prob, extra_bytes, *, row=True):
     return use, extra_bytes + (row_bytes if use else 0)
 
 
-def launch(kernel, n_rows, threads, args, *, smem=0, grid=None):
-    """Launch ``kernel`` over ``n_rows`` signals; ``args`` ends with the queue counter,
-    which is appended here."""
+def launch(kernel, dtype, n_rows, threads, /, *, smem=0, grid=None, **args):
+    """Launch ``kernel`` (a name of ``_module.KERNELS``) for float ``dtype`` over
+    ``n_rows`` signals with ``threads`` threads per block.
+
+    ``args`` are the kernel's parameters by name, but for the queue counter, which is
+    supplied here; :func:`sparsecode.gpu._module.arguments` orders them by the kernel
+    table, converts the scalars and checks the arrays' dtypes.
+    """
     import cupy
 
+    fn = _module.get(kernel, dtype)
     if smem > DEFAULT_SMEM - STATIC_SMEM:
-        kernel.max_dynamic_shared_size_bytes = smem
-    queue = cupy.zeros(1, dtype=np.int32)
+        fn.max_dynamic_shared_size_bytes = smem
+    args["queue"] = cupy.zeros(1, dtype=np.int32)
     grid = grid_for(n_rows, threads) if grid is None else grid
-    kernel((grid,), (threads,), (*args, queue), shared_mem=smem)
+    fn((grid,), (threads,), _module.arguments(kernel, dtype, args), shared_mem=smem)
 
 
 def row_stats(Xb, prob):
@@ -110,12 +116,13 @@ def correlations(Xb, prob):
 
 def encode(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0, name="pursuit"):
     """Encode the CuPy signals ``X`` block by block; return CuPy :class:`SparseCodes`
-    (warning, as on the CPU, about signals stopped by a dependent atom)."""
+    (warning, as on the CPU, about signals stopped by a dependent atom).
+
+    The blocks get a copy of ``prob`` with C-contiguous ``D`` and ``G``."""
     import cupy
 
-    prob.D = cupy.ascontiguousarray(prob.D)
-    if prob.G is not None:
-        prob.G = cupy.ascontiguousarray(prob.G)
+    G = None if prob.G is None else cupy.ascontiguousarray(prob.G)
+    prob = replace(prob, D=cupy.ascontiguousarray(prob.D), G=G)
     n, n_features = X.shape
     I = cupy.full((n, prob.width), -1, dtype=np.int32)
     Z = cupy.zeros((n, prob.width), dtype=np.float64)
@@ -131,12 +138,14 @@ def encode(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0, name="p
         stats = row_stats(Xb, prob)
         block(Xb, prob, stats, I[b0:b1], Z[b0:b1])
         n_dep += int(cupy.count_nonzero(stats.status == DEPENDENT))
-    warn_dependent(n_dep, n, name, stacklevel=5)  # encode < *_gpu < solver < caller
+    # warn_dependent < encode < *_gpu < solve < solver < its caller
+    warn_dependent(n_dep, n, name, stacklevel=6)
     return finish_codes(I, Z, prob)
 
 
-def nogram_steps(Xb, prob, stats, step, max_steps):
-    """The no-Gram loop: per step one GEMM ``C = R[active] D^T``, then ``step``.
+def nogram_steps(Xb, prob, stats, step):
+    """The no-Gram loop: per step one GEMM ``C = R[active] D^T``, then ``step``, for at
+    most ``prob.max_steps`` steps.
 
     ``step(C, active, R, status)`` advances the signals ``active`` (int32) whose
     correlations are the rows of ``C``, updating their residual rows in ``R`` and their
@@ -150,7 +159,7 @@ def nogram_steps(Xb, prob, stats, step, max_steps):
     status = stats.status
     status[...] = 1
     status[active] = 0
-    for _ in range(max_steps):
+    for _ in range(prob.max_steps):
         if active.size == 0:
             break
         C = cupy.ascontiguousarray(R[active] @ prob.D.T)

@@ -1,11 +1,13 @@
 """The CUDA kernels: one table, one module, compiled on first use.
 
-``KERNELS`` lists every kernel template and ``DTYPES`` the float types each is built
-for; the module's source is the shared ``kernels/common.cuh`` followed by the
+``KERNELS`` lists every kernel template with its parameters and ``DTYPES`` the float
+types each is built for; the module's source is the constants of
+:mod:`sparsecode._rules` (:func:`constants`), the shared ``kernels/common.cuh`` and the
 ``kernels/*.cu`` files of ``SOURCES``, and its ``name_expressions`` are generated from the
-table, so adding a kernel is one line here plus its CUDA.  The same table generates the explicit
-instantiations of :func:`instantiation_source`, which the test suite compiles with
-``nvcc`` on machines without a GPU.
+table, so adding a kernel is one entry here plus its CUDA.  The same table generates the
+explicit instantiations of :func:`instantiation_source`, which the test suite compiles
+with ``nvcc`` on machines without a GPU, and orders and checks the arguments of every
+launch (:func:`arguments`); the test suite checks it against the ``.cu`` signatures.
 
 Nothing here imports CuPy before a kernel is requested.
 """
@@ -15,13 +17,51 @@ from pathlib import Path
 
 import numpy as np
 
+from sparsecode import _rules
+
 #: The header every kernel file includes, and the kernel files of the module.
 HEADER = "common.cuh"
 SOURCES = ("mp.cu", "gp.cu", "omp.cu", "mpsae.cu")
 
-#: Every kernel template of the module.
-KERNELS = ("row_norms2", "mp_gram", "mp_nogram_step", "gp_gram", "gp_nogram_step", "omp_gram",
-           "omp_nogram_step", "mpsae_forward", "mpsae_backward")
+#: Every kernel template of the module and its parameters, in order, as ``"type name"``
+#: (``const`` and ``__restrict__`` left out; ``T`` is the float type of the
+#: instantiation).  Each pursuit kernel ends with the queue counter, which
+#: :func:`sparsecode.gpu._driver.launch` supplies.
+KERNELS = {
+    "row_norms2": "T* A, long long n, int m, double* out",
+    "mp_gram": "T* C, T* G, int n, int K, int rule, int k, int width, int use_shared, "
+               "double* xnorm2, double* tol2, double* thr, int* I, double* Z, int* queue",
+    "mp_nogram_step": "T* C, int* rows, int n_active, T* R, T* D, int K, int d, int rule, "
+                      "double* tol2, double* thr, int* I, double* Z, int width, int* ns, "
+                      "signed char* status, int* queue",
+    "gp_gram": "T* C, T* G, int n, int K, int rule, int acgp, int positive, int k, "
+               "int max_steps, int use_shared, double* xnorm2, double* tol2, double* thr, "
+               "int* I, double* Z, double* work, int* queue",
+    "gp_nogram_step": "T* C, int* rows, int n_active, T* R, T* D, int K, int d, int rule, "
+                      "int acgp, int positive, int k, double* tol2, double* thr, int* I, "
+                      "double* Z, int* ns, double* curv, double* work, signed char* status, "
+                      "int* queue",
+    "omp_gram": "T* C, T* G, int n, int K, int rule, int positive, int k, int use_shared, "
+                "double rtol, double* xnorm2, double* tol2, double* thr, int* I, double* Z, "
+                "signed char* status, double* work, int* queue",
+    "omp_nogram_step": "T* C, int* rows, int n_active, T* R, T* D, int K, int d, int rule, "
+                       "int positive, int k, double rtol, double* tol2, double* thr, int* I, "
+                       "double* Z, int* ns, double* work, signed char* status, int* queue",
+    "mpsae_forward": "T* C, T* G, int n, int K, int rule, int k, int width, int topk, "
+                     "int use_shared, double* xnorm2, double* tol2, double* thr, int* I, "
+                     "double* Z, int* J, double* Cs, int* nsteps, int* queue",
+    "mpsae_backward": "T* X, T* D, int n, int d, int k, int* J, double* Cs, int* nsteps, "
+                      "int topk, int backward, double gscale, double* loss2, T* gD, "
+                      "double* dX, int* queue",
+}
+
+#: The NumPy type of each C type of the table's parameters (``T``: the instantiation's).
+CTYPES = {"int": np.dtype(np.int32), "long long": np.dtype(np.int64),
+          "double": np.dtype(np.float64), "signed char": np.dtype(np.int8)}
+
+#: The constants of :mod:`sparsecode._rules` the kernels use, by their CUDA names.
+CONSTANTS = {"SC_ABS": "ABS", "SC_POSITIVE": "POSITIVE", "SC_SIGNED": "SIGNED",
+             "SC_RUNNING": "RUNNING", "SC_DONE": "DONE", "SC_DEPENDENT": "DEPENDENT"}
 
 #: The C type each kernel is instantiated for, per NumPy dtype.
 DTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
@@ -44,13 +84,68 @@ def name_expressions():
 
 
 @functools.cache
+def parameters(kernel):
+    """``((name, ctype, is_pointer), ...)``: the parameters of ``kernel`` in the table."""
+    out = []
+    for p in KERNELS[kernel].split(","):
+        ctype, name = p.strip().rsplit(" ", 1)
+        pointer = ctype.endswith("*")
+        out.append((name, ctype.rstrip("*").strip(), pointer))
+    return tuple(out)
+
+
+def arguments(kernel, dtype, args):
+    """The launch arguments of ``kernel`` for float ``dtype``, in the table's order, from
+    the mapping ``args`` of parameter name to value: scalars converted to the NumPy
+    scalar type of their C type, arrays checked to have the dtype of theirs.
+
+    Raises
+    ------
+    TypeError
+        A parameter missing from ``args``, a name that is no parameter, an array of the
+        wrong dtype, or an array given for a scalar or the reverse.
+    """
+    params = parameters(kernel)
+    if len(args) != len(params) or any(name not in args for name, _, _ in params):
+        names = [name for name, _, _ in params]
+        missing = [n for n in names if n not in args]
+        extra = [n for n in args if n not in names]
+        raise TypeError(f"{kernel}: missing arguments {missing}, unknown arguments {extra} "
+                        f"(its parameters: {', '.join(names)})")
+    dtype = np.dtype(dtype)
+    out = []
+    for name, ctype, pointer in params:
+        value = args[name]
+        want = dtype if ctype == "T" else CTYPES[ctype]
+        is_array = getattr(value, "ndim", 0) > 0
+        if pointer:
+            if not is_array or value.dtype != want:
+                got = value.dtype if is_array else type(value).__name__
+                raise TypeError(f"{kernel}: {name} must be an array of {want} "
+                                f"({ctype}*); got {got}")
+            out.append(value)
+        else:
+            if is_array:
+                raise TypeError(f"{kernel}: {name} is a {ctype}, not an array")
+            out.append(want.type(value))
+    return tuple(out)
+
+
+def constants():
+    """The ``#define`` lines of ``CONSTANTS``, with their values from
+    :mod:`sparsecode._rules` (which the CUDA files use but do not define)."""
+    return "".join(f"#define {c} {int(getattr(_rules, name))}\n"
+                   for c, name in CONSTANTS.items())
+
+
+@functools.cache
 def source():
-    """The module's CUDA source: ``HEADER``, then the files of ``SOURCES`` with their
-    ``#include`` of it blanked (the header's text itself, not an include, so CuPy's cache
-    of compiled modules sees every change), each after a ``#line`` marker so compiler
-    messages name the file and line they come from."""
+    """The module's CUDA source: :func:`constants`, ``HEADER``, then the files of
+    ``SOURCES`` with their ``#include`` of it blanked (the header's text itself, not an
+    include, so CuPy's cache of compiled modules sees every change), each after a
+    ``#line`` marker so compiler messages name the file and line they come from."""
     include = f'#include "{HEADER}"'
-    parts = []
+    parts = [f"// generated from sparsecode/_rules.py\n{constants()}"]
     for name in (HEADER, *SOURCES):
         text = (_KERNEL_DIR / name).read_text()
         if name != HEADER:
@@ -124,5 +219,6 @@ def row_norms2(a):
     if n:
         threads = min(256, max(32, -(-m // 32) * 32))
         grid = min(n, 8 * device_attribute("MultiProcessorCount"))  # rows by grid stride
-        get("row_norms2", a.dtype)((grid,), (threads,), (a, np.int64(n), np.int32(m), out))
+        args = arguments("row_norms2", a.dtype, {"A": a, "n": n, "m": m, "out": out})
+        get("row_norms2", a.dtype)((grid,), (threads,), args)
     return out

@@ -24,10 +24,10 @@ def _scratch_doubles(k):
     return k * k + 3 * k
 
 
-def _gram_block(Xb, prob, stats, I, Z, max_steps):
+def _gram_block(Xb, prob, stats, I, Z):
     import cupy
 
-    o, k = prob.options, prob.width
+    k = prob.width
     C = _driver.correlations(Xb, prob)
     kernel = _module.get("gp_gram", prob.dtype)
     threads = _driver.threads_for(kernel, prob.n_atoms)
@@ -35,16 +35,16 @@ def _gram_block(Xb, prob, stats, I, Z, max_steps):
     n = Xb.shape[0]
     grid = _driver.grid_for(n, threads, 8 * _scratch_doubles(k))
     work = cupy.empty(grid * _scratch_doubles(k), dtype=np.float64)
-    args = (C, prob.G, np.int32(n), np.int32(prob.n_atoms), np.int32(o["rule"]),
-            np.int32(o["acgp"]), np.int32(o["positive"]), np.int32(k), np.int32(max_steps),
-            np.int32(use_shared), stats.xnorm2, stats.tol2, stats.thr, I, Z, work)
-    _driver.launch(kernel, n, threads, args, smem=smem, grid=grid)
+    _driver.launch("gp_gram", prob.dtype, n, threads, smem=smem, grid=grid, C=C, G=prob.G,
+                   n=n, K=prob.n_atoms, rule=prob.rule, acgp=prob.acgp, positive=prob.positive,
+                   k=k, max_steps=prob.max_steps, use_shared=use_shared, xnorm2=stats.xnorm2,
+                   tol2=stats.tol2, thr=stats.thr, I=I, Z=Z, work=work)
 
 
-def _nogram_block(Xb, prob, stats, I, Z, max_steps):
+def _nogram_block(Xb, prob, stats, I, Z):
     import cupy
 
-    o, k = prob.options, prob.width
+    k = prob.width
     kernel = _module.get("gp_nogram_step", prob.dtype)
     K, d = prob.D.shape
     threads = _driver.threads_for(kernel, max(K, d))
@@ -55,25 +55,26 @@ def _nogram_block(Xb, prob, stats, I, Z, max_steps):
     work = cupy.empty(n * _scratch_doubles(k), dtype=np.float64)
 
     def step(C, active, R, status):
-        args = (C, active, np.int32(active.size), R, prob.D, np.int32(K), np.int32(d),
-                np.int32(o["rule"]), np.int32(o["acgp"]), np.int32(o["positive"]),
-                np.int32(k), stats.tol2, stats.thr, I, Z, ns, curv, work, status)
-        _driver.launch(kernel, active.size, threads, args, smem=smem)
+        _driver.launch("gp_nogram_step", prob.dtype, active.size, threads, smem=smem, C=C,
+                       rows=active, n_active=active.size, R=R, D=prob.D, K=K, d=d,
+                       rule=prob.rule, acgp=prob.acgp, positive=prob.positive, k=k,
+                       tol2=stats.tol2, thr=stats.thr, I=I, Z=Z, ns=ns, curv=curv, work=work,
+                       status=status)
 
-    _driver.nogram_steps(Xb, prob, stats, step, max_steps)
+    _driver.nogram_steps(Xb, prob, stats, step)
 
 
-def gp_gpu(X, prob, max_steps):
-    """Gradient pursuit (``prob.options["acgp"]``: ACGP) of the CuPy signals ``X``.
+def gp_gpu(X, prob):
+    """Gradient pursuit (``prob.acgp``: ACGP) of the CuPy signals ``X``.
 
     Parameters
     ----------
     X : cupy.ndarray of shape (n_samples, n_features)
-    prob : sparsecode.pursuit._driver.Problem
+    prob : sparsecode._problem.Problem
         Unit-norm CuPy dictionary (and Gram matrix, for the Gram path), ``width`` (the
-        largest support), ``tol`` and ``options`` ``rule``, ``acgp``, ``positive``.
-    max_steps : int
-        Step cap per signal (a step that re-selects an atom does not grow the support).
+        largest support), ``tol``, ``rule``, ``acgp``, ``positive`` and ``max_steps``
+        (the step cap per signal: a step that re-selects an atom does not grow the
+        support).
 
     Returns
     -------
@@ -81,12 +82,6 @@ def gp_gpu(X, prob, max_steps):
         CuPy arrays of shape (n_samples, width); zero coefficients of the positive
         variant are dropped by the caller.
     """
-    def gram_block(*a):
-        _gram_block(*a, max_steps)
-
-    def nogram_block(*a):
-        _nogram_block(*a, max_steps)
-
-    return _driver.encode(X, prob, gram_block, nogram_block,
+    return _driver.encode(X, prob, _gram_block, _nogram_block,
                           nogram_bytes_per_row=8 * (_scratch_doubles(prob.width) + 2),
                           name="gp")

@@ -27,10 +27,10 @@ def launch_gram(C, prob, stats, I, Z):
     threads = _driver.threads_for(kernel, prob.n_atoms)
     use_shared, smem = _driver.shared_memory(prob, 0)
     n = C.shape[0]
-    args = (C, prob.G, np.int32(n), np.int32(prob.n_atoms), np.int32(prob.options["rule"]),
-            np.int32(prob.k), np.int32(prob.width), np.int32(use_shared), stats.xnorm2,
-            stats.tol2, stats.thr, I, Z)
-    _driver.launch(kernel, n, threads, args, smem=smem)
+    _driver.launch("mp_gram", prob.dtype, n, threads, smem=smem, C=C, G=prob.G, n=n,
+                   K=prob.n_atoms, rule=prob.rule, k=prob.k, width=prob.width,
+                   use_shared=use_shared, xnorm2=stats.xnorm2, tol2=stats.tol2, thr=stats.thr,
+                   I=I, Z=Z)
     return use_shared
 
 
@@ -48,12 +48,11 @@ def _nogram_block(Xb, prob, stats, I, Z):
 
     def step(C, active, R, status):
         n = active.size
-        args = (C, active, np.int32(n), R, prob.D, np.int32(K), np.int32(d),
-                np.int32(prob.options["rule"]), stats.tol2, stats.thr, I, Z,
-                np.int32(prob.width), ns, status)
-        _driver.launch(kernel, n, threads, args)
+        _driver.launch("mp_nogram_step", prob.dtype, n, threads, C=C, rows=active,
+                       n_active=n, R=R, D=prob.D, K=K, d=d, rule=prob.rule, tol2=stats.tol2,
+                       thr=stats.thr, I=I, Z=Z, width=prob.width, ns=ns, status=status)
 
-    _driver.nogram_steps(Xb, prob, stats, step, prob.k)
+    _driver.nogram_steps(Xb, prob, stats, step)
 
 
 def mp_gpu(X, prob):
@@ -62,9 +61,9 @@ def mp_gpu(X, prob):
     Parameters
     ----------
     X : cupy.ndarray of shape (n_samples, n_features)
-    prob : sparsecode.pursuit._driver.Problem
-        Unit-norm CuPy dictionary (and Gram matrix, for the Gram path), ``k``, ``tol``
-        and ``options["rule"]``.
+    prob : sparsecode._problem.Problem
+        Unit-norm CuPy dictionary (and Gram matrix, for the Gram path), ``k``, ``tol``,
+        ``rule`` and ``max_steps`` (``k``).
 
     Returns
     -------

@@ -17,9 +17,9 @@ Cost per batch of ``n`` signals (``K`` atoms, ``d`` features, ``T`` steps per si
 import numpy as np
 
 from sparsecode import _config
+from sparsecode._problem import Problem
 from sparsecode.codes import SparseCodes
 from sparsecode.gpu import _driver, _module
-from sparsecode.pursuit._driver import Problem
 
 
 def batch_grad_gpu(X, D, G, *, k, tol, rule, topk, backward=True):
@@ -49,7 +49,7 @@ def batch_grad_gpu(X, D, G, *, k, tol, rule, topk, backward=True):
     G = cupy.ascontiguousarray(G)
     width = min(k, K)
     prob = Problem(D=D, scale=None, k=k, width=width, tol=tol, rtol=_config.rtol(dt), G=G,
-                   options={"rule": rule})
+                   rule=rule, k_given=k, max_steps=k)
     I = cupy.full((n, width), -1, dtype=np.int32)
     Z = cupy.zeros((n, width), dtype=np.float64)
     J = cupy.zeros((n, k), dtype=np.int32)
@@ -76,10 +76,10 @@ def _forward(C, prob, stats, topk, I, Z, J, Cs, nsteps):
     threads = _driver.threads_for(kernel, prob.n_atoms)
     use_shared, smem = _driver.shared_memory(prob, 0)
     n = C.shape[0]
-    args = (C, prob.G, np.int32(n), np.int32(prob.n_atoms), np.int32(prob.options["rule"]),
-            np.int32(prob.k), np.int32(prob.width), np.int32(topk), np.int32(use_shared),
-            stats.xnorm2, stats.tol2, stats.thr, I, Z, J, Cs, nsteps)
-    _driver.launch(kernel, n, threads, args, smem=smem)
+    _driver.launch("mpsae_forward", prob.dtype, n, threads, smem=smem, C=C, G=prob.G, n=n,
+                   K=prob.n_atoms, rule=prob.rule, k=prob.k, width=prob.width, topk=topk,
+                   use_shared=use_shared, xnorm2=stats.xnorm2, tol2=stats.tol2, thr=stats.thr,
+                   I=I, Z=Z, J=J, Cs=Cs, nsteps=nsteps)
 
 
 def _backward(X, D, J, Cs, nsteps, topk, backward, gscale, loss2, gD, dX):
@@ -93,6 +93,6 @@ def _backward(X, D, J, Cs, nsteps, topk, backward, gscale, loss2, gD, dX):
             f"n_features = {d} is too large for the GPU training kernel (it holds two float64 "
             f"vectors of n_features in shared memory, {smem} bytes; the device has {limit})"
         )
-    args = (X, D, np.int32(n), np.int32(d), np.int32(J.shape[1]), J, Cs, nsteps,
-            np.int32(topk), np.int32(backward), np.float64(gscale), loss2, gD, dX)
-    _driver.launch(kernel, n, threads, args, smem=smem)
+    _driver.launch("mpsae_backward", X.dtype, n, threads, smem=smem, X=X, D=D, n=n, d=d,
+                   k=J.shape[1], J=J, Cs=Cs, nsteps=nsteps, topk=topk, backward=backward,
+                   gscale=gscale, loss2=loss2, gD=gD, dX=dX)

@@ -32,8 +32,8 @@ def _scratch_doubles(k, positive):
 def _gram_block(Xb, prob, stats, I, Z):
     import cupy
 
-    o, k = prob.options, prob.width
-    per = _scratch_doubles(k, o["positive"])
+    k = prob.width
+    per = _scratch_doubles(k, prob.positive)
     C = _driver.correlations(Xb, prob)
     kernel = _module.get("omp_gram", prob.dtype)
     threads = _driver.threads_for(kernel, prob.n_atoms)
@@ -41,31 +41,32 @@ def _gram_block(Xb, prob, stats, I, Z):
     n = Xb.shape[0]
     grid = _driver.grid_for(n, threads, 8 * per)
     work = cupy.empty(grid * per, dtype=np.float64)
-    args = (C, prob.G, np.int32(n), np.int32(prob.n_atoms), np.int32(o["rule"]),
-            np.int32(o["positive"]), np.int32(k), np.int32(use_shared), np.float64(prob.rtol),
-            stats.xnorm2, stats.tol2, stats.thr, I, Z, stats.status, work)
-    _driver.launch(kernel, n, threads, args, smem=smem, grid=grid)
+    _driver.launch("omp_gram", prob.dtype, n, threads, smem=smem, grid=grid, C=C, G=prob.G,
+                   n=n, K=prob.n_atoms, rule=prob.rule, positive=prob.positive, k=k,
+                   use_shared=use_shared, rtol=prob.rtol, xnorm2=stats.xnorm2,
+                   tol2=stats.tol2, thr=stats.thr, I=I, Z=Z, status=stats.status, work=work)
 
 
 def _nogram_block(Xb, prob, stats, I, Z):
     import cupy
 
-    o, k = prob.options, prob.width
+    k = prob.width
     kernel = _module.get("omp_nogram_step", prob.dtype)
     K, d = prob.D.shape
     threads = _driver.threads_for(kernel, max(K, d))
     _, smem = _driver.shared_memory(prob, k * (prob.dtype.itemsize + 4), row=False)
     n = Xb.shape[0]
     ns = cupy.zeros(n, dtype=np.int32)
-    work = cupy.empty(n * _scratch_doubles(k, o["positive"]), dtype=np.float64)
+    work = cupy.empty(n * _scratch_doubles(k, prob.positive), dtype=np.float64)
 
     def step(C, active, R, status):
-        args = (C, active, np.int32(active.size), R, prob.D, np.int32(K), np.int32(d),
-                np.int32(o["rule"]), np.int32(o["positive"]), np.int32(k),
-                np.float64(prob.rtol), stats.tol2, stats.thr, I, Z, ns, work, status)
-        _driver.launch(kernel, active.size, threads, args, smem=smem)
+        _driver.launch("omp_nogram_step", prob.dtype, active.size, threads, smem=smem, C=C,
+                       rows=active, n_active=active.size, R=R, D=prob.D, K=K, d=d,
+                       rule=prob.rule, positive=prob.positive, k=k, rtol=prob.rtol,
+                       tol2=stats.tol2, thr=stats.thr, I=I, Z=Z, ns=ns, work=work,
+                       status=status)
 
-    _driver.nogram_steps(Xb, prob, stats, step, k)
+    _driver.nogram_steps(Xb, prob, stats, step)
 
 
 def omp_gpu(X, prob):
@@ -74,9 +75,10 @@ def omp_gpu(X, prob):
     Parameters
     ----------
     X : cupy.ndarray of shape (n_samples, n_features)
-    prob : sparsecode.pursuit._driver.Problem
+    prob : sparsecode._problem.Problem
         Unit-norm CuPy dictionary (and Gram matrix, for the Gram path), ``width`` (the
-        largest support), ``tol``, ``rtol`` and ``options`` ``rule`` and ``positive``.
+        largest support), ``tol``, ``rtol``, ``rule``, ``positive`` and
+        ``max_steps`` (``width``).
 
     Returns
     -------
@@ -84,6 +86,6 @@ def omp_gpu(X, prob):
         CuPy arrays of shape (n_samples, width); zero coefficients of the positive
         variant are dropped by the caller.
     """
-    per = 8 * (_scratch_doubles(prob.width, prob.options["positive"]) + 1)
+    per = 8 * (_scratch_doubles(prob.width, prob.positive) + 1)
     return _driver.encode(X, prob, _gram_block, _nogram_block, nogram_bytes_per_row=per,
                           name="omp")

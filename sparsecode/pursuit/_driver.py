@@ -1,25 +1,26 @@
-"""What MP, OMP and GP share: validation, the Gram decision, encoding block by block,
-and assembling :class:`~sparsecode.codes.SparseCodes`.
+"""One path through a pursuit: :func:`solve` validates the arguments (:func:`prepare`),
+runs the kernels on the CPU (:func:`run`) or hands the problem to :mod:`sparsecode.gpu`,
+drops zero coefficients of the non-negative variants, and returns the codes where ``X``
+came from (:func:`deliver`).  Also the Gram decision (:func:`decide_gram`) and
+:func:`gram`.
 
-Each solver supplies two callables working on one block of signals:
+Each solver describes its kernels in a :class:`Pursuit`, whose two CPU callables work on
+one block of signals:
 
-``gram_block(X_block, G, ctx, out)``
+``gram_block(X_block, G, prob, out)``
     Runs the whole pursuit in one kernel call; each thread computes the correlations of
     its chunk of signals with a single-threaded GEMM (BLAS is held to one thread around
     the call, so its idle threads do not compete with the kernel's).
-``nogram_block(Xb, ctx, out)``
-    Steps in Python, one GEMM ``C = R_active D^T`` per step, a kernel call per step.
+``nogram_block(Xb, prob, out)``
+    Steps in Python (:func:`nogram_steps`), one GEMM ``C = R_active D^T`` per step, a
+    kernel call per step.
 
-``ctx`` is a :class:`Problem`; ``out`` is a :class:`BlockOutput` whose ``I``/``Z``
-rows the kernels fill.
-
-:func:`prepare` also picks the backend: with ``Problem.on_gpu`` the solver hands the
-problem (CuPy arrays) to :mod:`sparsecode.gpu` instead of :func:`run`; both end in
-:func:`finish_codes`, and :func:`deliver` returns the codes where ``X`` came from.
+``prob`` is a :class:`~sparsecode._problem.Problem`; ``out`` is a :class:`BlockOutput`
+whose ``I``/``Z`` rows the kernels fill.
 """
 
 import contextlib
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,7 @@ import numpy as np
 from sparsecode import _config
 from sparsecode._backend import array_module, is_cupy, to_backend
 from sparsecode._blas import one_blas_thread
+from sparsecode._problem import Problem, compact_nonzero, finish_codes, warn_dependent
 from sparsecode._rules import DEPENDENT
 from sparsecode._validation import (
     check_array,
@@ -37,36 +39,61 @@ from sparsecode._validation import (
 )
 from sparsecode.codes import SparseCodes
 
+__all__ = ["BlockOutput", "Problem", "Pursuit", "decide_gram", "deliver", "gram",
+           "nogram_steps", "prepare", "run", "solve"]
 
-@dataclass
-class Problem:
-    """Validated inputs and per-dictionary constants shared by every block."""
 
-    D: np.ndarray  # unit-norm atoms (normalised here when they were not)
-    scale: np.ndarray | None  # 1 / ||d_j|| of the given atoms, or None when unit norm
-    k: int
-    width: int
-    tol: float
-    rtol: float
-    G: np.ndarray | None
-    options: dict
-    on_gpu: bool = False  # the arrays are CuPy arrays and the GPU kernels run
-    cupy_out: bool = False  # return CuPy codes (X was a CuPy array)
+def _no_scratch(width):
+    return 0
 
-    @property
-    def dtype(self):
-        return self.D.dtype
 
-    @property
-    def n_atoms(self):
-        return self.D.shape[0]
+@dataclass(frozen=True)
+class Pursuit:
+    """What a solver hands to :func:`solve`: its name and its kernels."""
 
-    @property
-    def int_view(self):
-        """``(dtype, mask)``: the integer type of the same width as the float dtype, and
-        its magnitude mask, for the kernels' bitwise selection."""
-        it = np.dtype(np.int32 if self.dtype == np.float32 else np.int64)
-        return it, it.type(np.iinfo(it).max)
+    name: str  # names the solver in warnings
+    gram_block: Callable  # (Xb, G, prob, out): the Gram-path kernel call on one block
+    nogram_block: Callable  # (Xb, prob, out): the no-Gram step loop on one block
+    gpu: str  # the function of sparsecode.gpu taking (X, prob) to CuPy codes
+    max_steps: Callable  # (k, width) -> step cap per signal
+    nogram_bytes_per_row: Callable = _no_scratch  # (width) -> no-Gram scratch bytes per signal
+    k_may_exceed_atoms: bool = False  # k may exceed n_atoms (atoms are selected again)
+
+
+def solve(X, D, pursuit, *, k, tol, gram, backend, rule, positive=False, acgp=False):
+    """Run ``pursuit`` on ``X``: validate, encode on the CPU or the GPU, drop the zero
+    coefficients of the non-negative variants, and return the codes as arrays of the
+    kind of ``X``.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    D : array-like of shape (n_atoms, n_features)
+    pursuit : Pursuit
+    k, tol, gram, backend
+        The solver's arguments, unchecked.
+    rule : int
+        Selection rule (:mod:`sparsecode._rules`).
+    positive, acgp : bool
+        Non-negative coefficients; conjugate directions (GP).
+
+    Returns
+    -------
+    codes : SparseCodes
+    """
+    X, prob = prepare(X, D, k=k, tol=tol, gram=gram, backend=backend, rule=rule,
+                      positive=positive, acgp=acgp, max_steps=pursuit.max_steps,
+                      k_may_exceed_atoms=pursuit.k_may_exceed_atoms)
+    if prob.on_gpu:
+        import sparsecode.gpu
+
+        # warn_dependent < encode < *_gpu < solve < solver < its caller
+        codes = getattr(sparsecode.gpu, pursuit.gpu)(X, prob)
+    else:
+        codes = run(X, prob, pursuit)
+    if prob.positive:
+        codes = compact_nonzero(codes)
+    return deliver(codes, prob)
 
 
 @dataclass
@@ -101,7 +128,27 @@ def gram(D):
     return D @ D.T
 
 
-def _want_gram(gram, n_samples, k, D):
+def decide_gram(gram, n_samples, k, D):
+    """Whether a pursuit uses the Gram matrix ``G = D D^T``.
+
+    Parameters
+    ----------
+    gram : "auto", bool or array
+        The solvers' ``gram`` argument.
+    n_samples : int
+        Signals to encode.
+    k : int
+        Steps per signal.
+    D : ndarray of shape (n_atoms, n_features)
+        The dictionary (its dtype sizes the Gram matrix).
+
+    Returns
+    -------
+    bool or None
+        ``gram`` itself for a bool; for ``"auto"``, True when ``G`` fits in
+        ``GRAM_BUDGET_BYTES`` and the pursuit does at least as much correlation work as
+        building it; None when ``gram`` is an array (the caller validates it).
+    """
     K = D.shape[0]
     if isinstance(gram, str):
         check_choice(gram, "gram", ("auto",))
@@ -114,14 +161,21 @@ def _want_gram(gram, n_samples, k, D):
     return None  # an array: validated by the caller
 
 
+#: The former private name of :func:`decide_gram`, kept for its callers.
+_want_gram = decide_gram
+
+
 def _on_gpu(X, D, backend):
     """Whether to run on the GPU: ``backend="gpu"``, or ``"auto"`` with CuPy input."""
     check_choice(backend, "backend", ("auto", "cpu", "gpu"))
     return backend == "gpu" or (backend == "auto" and (is_cupy(X) or is_cupy(D)))
 
 
-def prepare(X, D, *, k, tol, gram, backend, k_may_exceed_atoms=False, **options):
-    """Validate the common arguments and pick the backend; return ``(X, Problem)``."""
+def prepare(X, D, *, k, tol, gram, backend, rule, positive=False, acgp=False,
+            max_steps=None, k_may_exceed_atoms=False):
+    """Validate the common arguments and pick the backend; return ``(X, Problem)``.
+
+    ``max_steps(k, width)`` gives the step cap per signal (default ``width``)."""
     cupy_out = is_cupy(X)
     on_gpu = _on_gpu(X, D, backend)
     if on_gpu:
@@ -146,7 +200,7 @@ def prepare(X, D, *, k, tol, gram, backend, k_may_exceed_atoms=False, **options)
     scale = None if unit else 1.0 / xp.sqrt(norms2)
     if scale is not None:
         D = D * scale[:, None].astype(dt)
-    want = _want_gram(gram, n, k, D)
+    want = decide_gram(gram, n, k, D)
     if want is None:
         G = check_gram(gram, norms2, dt)
         if scale is not None:
@@ -155,15 +209,20 @@ def prepare(X, D, *, k, tol, gram, backend, k_may_exceed_atoms=False, **options)
         G = D @ D.T
     else:
         G = None
+    width = min(k, K)
     prob = Problem(
         D=D,
         scale=scale,
         k=k,
-        width=min(k, K),
+        width=width,
         tol=tol,
         rtol=_config.rtol(dt),
         G=G,
-        options=dict(options, k_given=k_given),
+        rule=rule,
+        positive=positive,
+        acgp=acgp,
+        k_given=k_given,
+        max_steps=width if max_steps is None else max_steps(k, width),
         on_gpu=on_gpu,
         cupy_out=cupy_out,
     )
@@ -175,50 +234,26 @@ def _rows_per_block(prob, extra_bytes_per_row=0):
     return max(_config.MIN_BLOCK_ROWS, _config.BLOCK_BYTES // max(per_row, 1))
 
 
-def run(X, prob, gram_block, nogram_block, *, nogram_bytes_per_row=0, name="pursuit"):
-    """Encode ``X`` block by block and return :class:`SparseCodes`."""
+def run(X, prob, pursuit):
+    """Encode the NumPy signals ``X`` block by block with ``pursuit``'s CPU kernels and
+    return :class:`SparseCodes` (warning, for the solver's caller, about signals stopped
+    by a dependent atom)."""
     n = X.shape[0]
     I = np.full((n, prob.width), -1, dtype=np.int32)
     Z = np.zeros((n, prob.width), dtype=np.float64)
     status = np.zeros(n, dtype=np.int8)
     use_gram = prob.G is not None
-    extra = 0 if use_gram else nogram_bytes_per_row + X.shape[1] * prob.dtype.itemsize
+    extra = (0 if use_gram else
+             pursuit.nogram_bytes_per_row(prob.width) + X.shape[1] * prob.dtype.itemsize)
     B = _rows_per_block(prob, extra)
     # Gram path: each kernel thread runs its own single-threaded GEMM, so BLAS is held to
     # one thread for the whole call (its idle threads would spin against the kernel's).
     limit = one_blas_thread() if use_gram else contextlib.nullcontext()
     with limit:
-        _run_blocks(X, prob, B, I, Z, status, gram_block, nogram_block)
-    warn_dependent(int(np.count_nonzero(status == DEPENDENT)), n, name)
+        _run_blocks(X, prob, B, I, Z, status, pursuit.gram_block, pursuit.nogram_block)
+    # warn_dependent < run < solve < solver < its caller
+    warn_dependent(int(np.count_nonzero(status == DEPENDENT)), n, pursuit.name, stacklevel=5)
     return finish_codes(I, Z, prob)
-
-
-def warn_dependent(n_dep, n, name, stacklevel=4):
-    """Warn (for the caller of the solver) when ``n_dep`` of ``n`` signals stopped because
-    their next atom was linearly dependent on the atoms already selected.  ``stacklevel``
-    counts from this function to the solver's caller."""
-    if n_dep:
-        warnings.warn(
-            f"{name} stopped early for {n_dep} of {n} signal(s): the next atom is linearly "
-            "dependent on the atoms already selected (duplicated or dependent atoms in D)",
-            RuntimeWarning,
-            stacklevel=stacklevel,
-        )
-
-
-def finish_codes(I, Z, prob):
-    """:class:`SparseCodes` from the kernels' ``I`` (int32) and ``Z`` (float64) of the
-    unit-norm problem (NumPy or CuPy): coefficients rescaled to the given atoms, cast to
-    the problem's dtype, and the width trimmed to the longest code when ``k`` was not
-    given."""
-    xp = array_module(I)
-    if prob.scale is not None:
-        Z *= xp.where(I >= 0, prob.scale[xp.maximum(I, 0)], 0.0)
-    values = Z.astype(prob.dtype)
-    if prob.options.get("k_given") is None and I.shape[0]:
-        width = max(1, int((I >= 0).sum(axis=1).max()))
-        I, values = I[:, :width].copy(), values[:, :width].copy()
-    return SparseCodes(I, values, prob.n_atoms)
 
 
 def deliver(codes, prob):
@@ -256,8 +291,9 @@ def _run_blocks(X, prob, B, I, Z, status, gram_block, nogram_block):
             nogram_block(Xb, prob, out)
 
 
-def nogram_steps(Xb, prob, out, step, max_steps):
-    """The no-Gram loop: per step one GEMM for the active signals, then ``step``.
+def nogram_steps(Xb, prob, out, step):
+    """The no-Gram loop: per step one GEMM for the active signals, then ``step``, for at
+    most ``prob.max_steps`` steps.
 
     ``step(C, Ci, rows, R, status)`` advances the signals ``rows`` (int64) whose
     correlations are ``C`` (``Ci`` their integer view) and updates their residual rows in
@@ -268,31 +304,10 @@ def nogram_steps(Xb, prob, out, step, max_steps):
     out.status[:] = 1
     out.status[active] = 0
     DT = prob.D.T
-    for _ in range(max_steps):
+    for _ in range(prob.max_steps):
         if active.size == 0:
             break
         C = np.matmul(R[active], DT)
         step(C, C.view(prob.int_view[0]), active, R, out.status)
         active = active[out.status[active] == 0]
     out.status[out.status == 0] = 1
-
-
-def compact_nonzero(codes):
-    """Drop zero coefficients from each row of ``codes`` in place, keeping order.
-
-    Used by the non-negative solvers, where an atom can end at exactly 0.  Works on
-    NumPy and CuPy codes.
-    """
-    xp = array_module(codes.indices)
-    keep = (codes.values != 0) & (codes.indices >= 0)
-    if not keep.size or bool(keep.all()):
-        return codes
-    n, width = keep.shape
-    col = xp.cumsum(keep, axis=1) - 1  # where each kept entry moves to
-    rows = xp.broadcast_to(xp.arange(n)[:, None], (n, width))
-    idx = xp.full_like(codes.indices, -1)
-    val = xp.zeros_like(codes.values)
-    idx[rows[keep], col[keep]] = codes.indices[keep]
-    val[rows[keep], col[keep]] = codes.values[keep]
-    codes.indices, codes.values = idx, val
-    return codes

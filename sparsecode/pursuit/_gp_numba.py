@@ -133,17 +133,41 @@ def gp_gram(nch, X, DT, mask, G, rule, acgp, positive, k, max_steps, xnorm2, tol
             status[i] = st
 
 
+def gp_scratch_size(k):
+    """Doubles of per-signal scratch of :func:`gp_nogram_step` for supports up to ``k``:
+    the support Gram (``k^2``), then ``dprev``, ``g``, ``d`` and ``delta`` (``k`` each) and
+    ``state`` (2), in the order of :func:`gp_scratch`."""
+    return k * k + 4 * k + 2
+
+
+@njit(cache=True)
+def gp_scratch(w, k):
+    """``(GII, dprev, state, g, d, delta)``: views of one signal's scratch row ``w`` of
+    ``gp_scratch_size(k)`` doubles, zero at the start (``GII`` of shape (k, k), ``state``
+    (2,), the rest (k,))."""
+    o = k * k
+    GII = w[0:o].reshape((k, k))
+    return (GII, w[o:o + k], w[o + 4 * k:o + 4 * k + 2], w[o + k:o + 2 * k],
+            w[o + 2 * k:o + 3 * k], w[o + 3 * k:o + 4 * k])
+
+
 @njit(parallel=True, cache=True)
-def gp_nogram_step(C, Ci, mask, rows, R, D, rule, acgp, positive, k, tol2, thr,
-                   I, Z, ns, GII, dprev, state, g, d, delta, status):
-    """One GP/ACGP step for the active rows; ``C[a]`` holds ``R[rows[a]] D^T``."""
+def gp_nogram_step(C, Ci, mask, rows, R, D, rule, acgp, positive, k, tol2, thr, I, Z, ns,
+                   scratch, status):
+    """One GP/ACGP step for the active rows; ``C[a]`` holds ``R[rows[a]] D^T``.
+
+    ``scratch`` (float64, (n, gp_scratch_size(k)), zero filled before the first step)
+    keeps each signal's support Gram, previous direction and line-search state from step
+    to step (see :func:`gp_scratch`).
+    """
     for a in prange(rows.shape[0]):
         i = rows[a]
+        GII, dprev, state, g, d, delta = gp_scratch(scratch[i], k)
         s, st = gp_step(C[a], Ci[a], mask, D, False, rule, acgp, positive, thr[i], I[i], Z[i],
-                        ns[i], GII[i], dprev[i], state[i], g[i], d[i], delta[i])
+                        ns[i], GII, dprev, state, g, d, delta)
         ns[i] = s
         if st == RUNNING:
-            energy = update_residual(R[i], D, I[i], delta[i], s)
+            energy = update_residual(R[i], D, I[i], delta, s)
             if energy <= tol2[i] or s >= k:
                 st = DONE
         status[i] = st

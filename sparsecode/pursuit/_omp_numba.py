@@ -130,17 +130,40 @@ def omp_gram(nch, X, DT, mask, G, rule, positive, k, xnorm2, tol2, thr, rtol, I,
             status[i] = st
 
 
+def omp_scratch_size(k):
+    """Doubles of per-signal scratch of :func:`omp_nogram_step` for supports up to ``k``:
+    the Cholesky factor and the support Gram (``k^2`` each), then ``a0``, ``fw``, ``work``
+    and ``delta`` (``k`` each), in the order of :func:`omp_scratch`."""
+    return 2 * k * k + 4 * k
+
+
+@njit(cache=True)
+def omp_scratch(w, k):
+    """``(L, GII, a0, fw, work, delta)``: views of one signal's scratch row ``w`` of
+    ``omp_scratch_size(k)`` doubles (``L``, ``GII`` of shape (k, k), the rest (k,))."""
+    kk = k * k
+    L = w[0:kk].reshape((k, k))
+    GII = w[kk:2 * kk].reshape((k, k))
+    o = 2 * kk
+    return L, GII, w[o:o + k], w[o + k:o + 2 * k], w[o + 2 * k:o + 3 * k], w[o + 3 * k:o + 4 * k]
+
+
 @njit(parallel=True, cache=True)
-def omp_nogram_step(C, Ci, mask, rows, R, D, rule, positive, k, tol2, thr, rtol,
-                    I, Z, ns, L, GII, a0, fw, work, delta, status):
-    """One OMP step for the active rows; ``C[a]`` holds ``R[rows[a]] D^T``."""
+def omp_nogram_step(C, Ci, mask, rows, R, D, rule, positive, k, tol2, thr, rtol, I, Z, ns,
+                    scratch, status):
+    """One OMP step for the active rows; ``C[a]`` holds ``R[rows[a]] D^T``.
+
+    ``scratch`` (float64, (n, omp_scratch_size(k))) keeps each signal's factor and
+    vectors from step to step (see :func:`omp_scratch`).
+    """
     for a in prange(rows.shape[0]):
         i = rows[a]
+        L, GII, a0, fw, work, delta = omp_scratch(scratch[i], k)
         s, st = omp_step(C[a], Ci[a], mask, D, False, rule, positive, thr[i], rtol,
-                         I[i], Z[i], ns[i], L[i], GII[i], a0[i], fw[i], work[i], delta[i])
+                         I[i], Z[i], ns[i], L, GII, a0, fw, work, delta)
         ns[i] = s
         if st == RUNNING:
-            energy = update_residual(R[i], D, I[i], delta[i], s)
+            energy = update_residual(R[i], D, I[i], delta, s)
             if s >= k or energy <= tol2[i]:
                 st = DONE
         status[i] = st

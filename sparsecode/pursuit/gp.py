@@ -16,28 +16,31 @@ def _gram_block(Xb, G, p, out):
     from sparsecode._parallel import n_chunks
     from sparsecode.pursuit._gp_numba import gp_gram
 
-    o = p.options
-    gp_gram(n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, o["rule"], o["acgp"],
-            o["positive"], p.width, max_steps(p.width), out.xnorm2, out.tol2, out.thr, out.I,
-            out.Z, out.status)
+    gp_gram(n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, p.rule, p.acgp, p.positive,
+            p.width, p.max_steps, out.xnorm2, out.tol2, out.thr, out.I, out.Z, out.status)
 
 
 def _nogram_block(Xb, p, out):
-    from sparsecode.pursuit._gp_numba import gp_nogram_step
+    from sparsecode.pursuit._gp_numba import gp_nogram_step, gp_scratch_size
 
-    o = p.options
     n, k = Xb.shape[0], p.width
     ns = np.zeros(n, dtype=np.int64)
-    GII, dprev = np.empty((n, k, k)), np.zeros((n, k))
-    state = np.zeros((n, 2))
-    g, d, delta = np.empty((n, k)), np.empty((n, k)), np.empty((n, k))
+    scratch = np.zeros((n, gp_scratch_size(k)))  # dprev and state start at 0
 
     def step(C, Ci, rows, R, status):
-        gp_nogram_step(C, Ci, p.int_view[1], rows, R, p.D, o["rule"], o["acgp"], o["positive"],
-                       k, out.tol2, out.thr, out.I, out.Z, ns, GII, dprev, state, g, d, delta,
-                       status)
+        gp_nogram_step(C, Ci, p.int_view[1], rows, R, p.D, p.rule, p.acgp, p.positive,
+                       k, out.tol2, out.thr, out.I, out.Z, ns, scratch, status)
 
-    _driver.nogram_steps(Xb, p, out, step, max_steps(k))
+    _driver.nogram_steps(Xb, p, out, step)
+
+
+def _nogram_bytes_per_row(width):
+    return 8 * (width * width + 5 * width)  # the scratch of _nogram_block
+
+
+GP = _driver.Pursuit(name="gp", gram_block=_gram_block, nogram_block=_nogram_block,
+                     gpu="gp_gpu", max_steps=lambda k, width: max_steps(width),
+                     nogram_bytes_per_row=_nogram_bytes_per_row)
 
 
 def gp(X, D, *, k=None, tol=None, variant="gp", positive=False, gram="auto",
@@ -85,17 +88,6 @@ def gp(X, D, *, k=None, tol=None, variant="gp", positive=False, gram="auto",
     """
     check_choice(variant, "variant", ("gp", "acgp"))
     positive = bool(positive)
-    X, p = _driver.prepare(X, D, k=k, tol=tol, gram=gram, backend=backend,
-                           rule=POSITIVE if positive else ABS, positive=positive,
-                           acgp=variant == "acgp")
-    k = p.width
-    if p.on_gpu:
-        from sparsecode.gpu.gp import gp_gpu
-
-        codes = gp_gpu(X, p, max_steps(k))
-    else:
-        codes = _driver.run(X, p, _gram_block, _nogram_block, name="gp",
-                            nogram_bytes_per_row=8 * (k * k + 5 * k))
-    if positive:
-        codes = _driver.compact_nonzero(codes)
-    return _driver.deliver(codes, p)
+    return _driver.solve(X, D, GP, k=k, tol=tol, gram=gram, backend=backend,
+                         rule=POSITIVE if positive else ABS, positive=positive,
+                         acgp=variant == "acgp")

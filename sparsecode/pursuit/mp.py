@@ -12,7 +12,7 @@ def _gram_block(Xb, G, p, out):
     from sparsecode._parallel import n_chunks
     from sparsecode.pursuit._mp_numba import mp_gram
 
-    mp_gram(n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, p.options["rule"], p.k,
+    mp_gram(n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, p.rule, p.k,
             out.xnorm2, out.tol2, out.thr, out.I, out.Z, G.nbytes > _config.PREFETCH_GRAM_BYTES)
 
 
@@ -22,10 +22,18 @@ def _nogram_block(Xb, p, out):
     ns = np.zeros(Xb.shape[0], dtype=np.int64)
 
     def step(C, Ci, rows, R, status):
-        mp_nogram_step(C, Ci, p.int_view[1], rows, R, p.D, p.options["rule"], out.tol2,
-                       out.thr, out.I, out.Z, ns, status)
+        mp_nogram_step(C, Ci, p.int_view[1], rows, R, p.D, p.rule, out.tol2, out.thr, out.I,
+                       out.Z, ns, status)
 
-    _driver.nogram_steps(Xb, p, out, step, p.k)
+    _driver.nogram_steps(Xb, p, out, step)
+
+
+def _max_steps(k, width):
+    return k  # an atom may be selected again
+
+
+MP = _driver.Pursuit(name="mp", gram_block=_gram_block, nogram_block=_nogram_block,
+                     gpu="mp_gpu", max_steps=_max_steps, k_may_exceed_atoms=True)
 
 
 def mp(X, D, *, k=None, tol=None, selection="abs", gram="auto", backend="auto"):
@@ -82,12 +90,5 @@ def mp(X, D, *, k=None, tol=None, selection="abs", gram="auto", backend="auto"):
     row while the other computes.
     """
     check_choice(selection, "selection", tuple(RULES))
-    X, p = _driver.prepare(X, D, k=k, tol=tol, gram=gram, backend=backend,
-                           k_may_exceed_atoms=True, rule=RULES[selection])
-    if p.on_gpu:
-        from sparsecode.gpu.mp import mp_gpu
-
-        codes = mp_gpu(X, p)
-    else:
-        codes = _driver.run(X, p, _gram_block, _nogram_block, name="mp")
-    return _driver.deliver(codes, p)
+    return _driver.solve(X, D, MP, k=k, tol=tol, gram=gram, backend=backend,
+                         rule=RULES[selection])

@@ -10,27 +10,35 @@ def _gram_block(Xb, G, p, out):
     from sparsecode._parallel import n_chunks
     from sparsecode.pursuit._omp_numba import omp_gram
 
-    o = p.options
-    omp_gram(n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, o["rule"], o["positive"],
+    omp_gram(n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, p.rule, p.positive,
              p.width, out.xnorm2, out.tol2, out.thr, p.rtol, out.I, out.Z, out.status)
 
 
 def _nogram_block(Xb, p, out):
-    from sparsecode.pursuit._omp_numba import omp_nogram_step
+    from sparsecode.pursuit._omp_numba import omp_nogram_step, omp_scratch_size
 
-    o = p.options
     n, k = Xb.shape[0], p.width
     ns = np.zeros(n, dtype=np.int64)
-    L, GII = np.empty((n, k, k)), np.empty((n, k, k))
-    a0, fw = np.empty((n, k)), np.empty((n, k))
-    work, delta = np.empty((n, k)), np.empty((n, k))
+    scratch = np.empty((n, omp_scratch_size(k)))
 
     def step(C, Ci, rows, R, status):
-        omp_nogram_step(C, Ci, p.int_view[1], rows, R, p.D, o["rule"], o["positive"], k,
-                        out.tol2, out.thr, p.rtol, out.I, out.Z, ns, L, GII, a0, fw, work, delta,
-                        status)
+        omp_nogram_step(C, Ci, p.int_view[1], rows, R, p.D, p.rule, p.positive, k,
+                        out.tol2, out.thr, p.rtol, out.I, out.Z, ns, scratch, status)
 
-    _driver.nogram_steps(Xb, p, out, step, k)
+    _driver.nogram_steps(Xb, p, out, step)
+
+
+def _max_steps(k, width):
+    return width  # every step grows the support
+
+
+def _nogram_bytes_per_row(width):
+    return 8 * (2 * width * width + 4 * width)  # the scratch of _nogram_block (float64)
+
+
+OMP = _driver.Pursuit(name="omp", gram_block=_gram_block, nogram_block=_nogram_block,
+                      gpu="omp_gpu", max_steps=_max_steps,
+                      nogram_bytes_per_row=_nogram_bytes_per_row)
 
 
 def omp(X, D, *, k=None, tol=None, positive=False, gram="auto", backend="auto"):
@@ -81,16 +89,5 @@ def omp(X, D, *, k=None, tol=None, positive=False, gram="auto", backend="auto"):
     ``n_atoms k^2`` flops over ``k`` steps.
     """
     positive = bool(positive)
-    X, p = _driver.prepare(X, D, k=k, tol=tol, gram=gram, backend=backend,
-                           rule=POSITIVE if positive else ABS, positive=positive)
-    k = p.width
-    if p.on_gpu:
-        from sparsecode.gpu.omp import omp_gpu
-
-        codes = omp_gpu(X, p)
-    else:
-        codes = _driver.run(X, p, _gram_block, _nogram_block, name="omp",
-                            nogram_bytes_per_row=8 * (2 * k * k + 4 * k))
-    if positive:
-        codes = _driver.compact_nonzero(codes)
-    return _driver.deliver(codes, p)
+    return _driver.solve(X, D, OMP, k=k, tol=tol, gram=gram, backend=backend,
+                         rule=POSITIVE if positive else ABS, positive=positive)

@@ -12,8 +12,10 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
+from sparsecode import _rules
 from sparsecode.gpu import _module
 
 #: GPU architectures every CUDA 12/13 toolkit compiles for: A100 (the oldest with the
@@ -46,6 +48,60 @@ def test_table_names_every_kernel_of_the_sources():
     assert len(_module.name_expressions()) == len(_module.KERNELS) * len(_module.DTYPES)
 
 
+def _cuda_signatures(source):
+    """``{kernel: ((name, ctype, is_pointer), ...)}`` parsed from the ``template
+    <typename T> __global__ void name(...)`` declarations of ``source``."""
+    out = {}
+    for m in re.finditer(r"template <typename T>\s*__global__ void (\w+)\(([^)]*)\)", source):
+        params = []
+        for p in m.group(2).split(","):
+            p = re.sub(r"\b(const|__restrict__)\b", " ", p)
+            p = re.sub(r"\s+", " ", p.replace("*", " * ")).strip()
+            ctype, name = p.rsplit(" ", 1)
+            pointer = ctype.endswith("*")
+            params.append((name, ctype.rstrip("* ").strip(), pointer))
+        out[m.group(1)] = tuple(params)
+    return out
+
+
+def test_table_parameters_match_the_cuda_signatures():
+    # the launches are assembled from the table: it must say what the kernels take
+    cuda = _cuda_signatures(_module.source())
+    assert sorted(cuda) == sorted(_module.KERNELS)
+    for kernel, params in cuda.items():
+        assert _module.parameters(kernel) == params, kernel
+        assert {c for _, c, _ in params} <= {"T", *_module.CTYPES}, kernel
+
+
+def test_constants_come_from_rules():
+    src = _module.source()
+    for cname, name in _module.CONSTANTS.items():
+        assert f"#define {cname} {getattr(_rules, name)}\n" in src
+        assert src.count(f"#define {cname} ") == 1  # defined once, from _rules.py
+    used = set(re.findall(r"\bSC_(?:ABS|POSITIVE|SIGNED|RUNNING|DONE|DEPENDENT)\b", src))
+    assert used == set(_module.CONSTANTS)
+    assert set(_module.CONSTANTS.values()) == {"ABS", "POSITIVE", "SIGNED", "RUNNING", "DONE",
+                                               "DEPENDENT"}
+
+
+def test_arguments_are_ordered_converted_and_checked():
+    n = 3
+    args = {"out": np.zeros(n), "m": 5, "A": np.zeros((n, 5), np.float32), "n": n}
+    a, nn, m, out = _module.arguments("row_norms2", np.float32, args)
+    assert a is args["A"] and out is args["out"]
+    assert type(nn) is np.int64 and nn == n and type(m) is np.int32 and m == 5
+    with pytest.raises(TypeError, match=r"missing arguments \['m'\]"):
+        _module.arguments("row_norms2", np.float32, {k: v for k, v in args.items() if k != "m"})
+    with pytest.raises(TypeError, match=r"unknown arguments \['x'\]"):
+        _module.arguments("row_norms2", np.float32, {**args, "x": 1})
+    with pytest.raises(TypeError, match=r"A must be an array of float64 \(T\*\); got float32"):
+        _module.arguments("row_norms2", np.float64, args)
+    with pytest.raises(TypeError, match=r"out must be an array of float64"):
+        _module.arguments("row_norms2", np.float32, {**args, "out": 1.0})
+    with pytest.raises(TypeError, match=r"m is a int, not an array"):
+        _module.arguments("row_norms2", np.float32, {**args, "m": np.zeros(2)})
+
+
 def _require_nvcc():
     nvcc = _nvcc()
     if nvcc is None:
@@ -56,10 +112,12 @@ def _require_nvcc():
 @pytest.mark.parametrize("name", _module.SOURCES)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_each_kernel_file_compiles_on_its_own(name, arch, tmp_path):
-    # what an editor or a reader running nvcc on one file sees: it must include what it uses
+    # what an editor or a reader running nvcc on one file sees: it must include what it
+    # uses, given the constants of sparsecode/_rules.py
     src = _module._KERNEL_DIR / name
+    defines = [f"-D{c}={getattr(_rules, n)}" for c, n in _module.CONSTANTS.items()]
     cmd = [_require_nvcc(), "-std=c++17", "-cubin", f"-arch={arch}", "-Werror",
-           "all-warnings", "-o", str(tmp_path / "out.cubin"), str(src)]
+           "all-warnings", *defines, "-o", str(tmp_path / "out.cubin"), str(src)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, f"nvcc {name} failed:\n{res.stdout}\n{res.stderr}"
 

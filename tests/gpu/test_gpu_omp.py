@@ -110,6 +110,7 @@ def test_omp_gpu_duplicated_atom_stops_and_warns_like_cpu(use_gram):
         warnings.simplefilter("always")
         gpu = to_host(sparsecode.omp(cp.asarray(X), cp.asarray(D), k=6, gram=use_gram))
     assert [str(w.message) for w in gpu_warn] == [str(w.message) for w in cpu_warn]
+    assert all(w.filename == __file__ for w in gpu_warn + cpu_warn)  # the caller's line
     assert np.all(np.isfinite(gpu.values))
     for i in range(len(X)):
         sel = gpu.indices[i, : gpu.l0[i]].tolist()
@@ -135,3 +136,16 @@ def test_omp_gpu_numpy_in_numpy_out():
     cpu = sparsecode.omp(X, D, k=4)
     np.testing.assert_array_equal(host.indices, cpu.indices)
     np.testing.assert_allclose(host.values, cpu.values, atol=1e-10)
+
+
+@pytest.mark.parametrize("use_gram", [True, False])
+def test_omp_gpu_dependent_atom_warning_points_at_the_caller(use_gram):
+    # atom 1 is atom 0 up to 1e-7: picked first, atom 0 then is dependent on it
+    D = np.array([[1.0, 0.0, 0.0], [1.0, 1e-7, 0.0], [0.0, 0.0, 1.0]])
+    X = np.array([[1.0, 0.3, 0.2]])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sparsecode.omp(cp.asarray(X), cp.asarray(D), k=3, gram=use_gram)
+    assert [w.category for w in caught] == [RuntimeWarning]
+    assert "linearly dependent" in str(caught[0].message)
+    assert caught[0].filename == __file__

@@ -1,7 +1,7 @@
-// Shared by every kernel of sparsecode.gpu; mp.cu and gp.cu include it, so each file
-// compiles on its own.  sparsecode/gpu/_module.py puts this header first and the .cu
-// files after it (their include of it blanked) into one module that NVRTC compiles
-// (through cupy.RawModule).  NVRTC sees no system headers: only CUDA built-ins are used.
+// Shared by every kernel of sparsecode.gpu; mp.cu, gp.cu, omp.cu and mpsae.cu include it,
+// so each file compiles on its own (given the constants below).  sparsecode/gpu/_module.py
+// puts the constants, this header and the .cu files after it (their include of it
+// blanked) into one module that NVRTC compiles (through cupy.RawModule).  NVRTC sees no system headers: only CUDA built-ins are used.
 //
 // Conventions of every pursuit kernel:
 //   * one thread block encodes one signal at a time; blocks take the next signal from a
@@ -22,13 +22,13 @@
 #define SC_FULL_MASK 0xffffffffu
 #define SC_INT_MAX 2147483647
 
-// Selection rules and per-signal status: the values of sparsecode/pursuit/_rules.py.
-#define SC_ABS 0
-#define SC_POSITIVE 1
-#define SC_SIGNED 2
-#define SC_RUNNING 0
-#define SC_DONE 1
-#define SC_DEPENDENT 2
+// Selection rules (SC_ABS, SC_POSITIVE, SC_SIGNED) and per-signal status (SC_RUNNING,
+// SC_DONE, SC_DEPENDENT) are defined before this header from sparsecode/_rules.py by
+// sparsecode.gpu._module.constants() (or by -D flags when compiling one file on its own).
+#if !defined(SC_ABS) || !defined(SC_POSITIVE) || !defined(SC_SIGNED) || \
+    !defined(SC_RUNNING) || !defined(SC_DONE) || !defined(SC_DEPENDENT)
+#error "define the constants of sparsecode/_rules.py: see sparsecode.gpu._module.constants()"
+#endif
 
 // ---- selection keys --------------------------------------------------------------
 // As in the CPU kernels (sparsecode/pursuit/_common_numba.py), selection compares the
