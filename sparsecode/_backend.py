@@ -36,19 +36,6 @@ def on_device_of(a, ref):
     return to_host(a) if not is_cupy(ref) else a
 
 
-def to_backend(a, name, on_gpu):
-    """``a`` as an array of the chosen backend: host arrays are validated on the host
-    and copied to the device; device arrays are copied to the host for the CPU."""
-    if on_gpu:
-        if is_cupy(a):
-            return a
-        from sparsecode._validation import check_array
-        from sparsecode.gpu import require
-
-        return require().asarray(check_array(a, name))
-    return to_host(a)
-
-
 def row_norms2(a):
     """Squared norms of the rows of a 2-D NumPy or CuPy array, in float64."""
     if is_cupy(a):

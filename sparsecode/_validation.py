@@ -9,7 +9,7 @@ import numbers
 import numpy as np
 
 from sparsecode import _config
-from sparsecode._backend import array_module, is_cupy, row_norms2
+from sparsecode._backend import array_module, is_cupy, row_norms2, to_host
 
 
 def describe(x):
@@ -94,6 +94,20 @@ def check_array(x, name, *, ndim=2):
             f"{name} must be finite; got NaN or inf, first at index {tuple(int(i) for i in bad)}"
         )
     return a
+
+
+def check_on_backend(a, name, on_gpu):
+    """``a`` as an array of the chosen backend: a host array bound for the GPU is first
+    checked as an array on the host (:func:`check_array`) and copied to the device; a
+    device array is copied to the host for the CPU.  Finer checks follow where it lands.
+    """
+    if on_gpu:
+        if is_cupy(a):
+            return a
+        from sparsecode.gpu import require
+
+        return require().asarray(check_array(a, name))
+    return to_host(a)
 
 
 def check_signals_and_dictionary(X, D):

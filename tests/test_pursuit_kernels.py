@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sparsecode import _pursuit_numba as K
 from sparsecode._rules import ABS, POSITIVE, SIGNED
-from sparsecode.pursuit import _common_numba as K
 
 RULES = {"abs": ABS, "positive": POSITIVE, "signed": SIGNED}
 INT = {np.float32: np.int32, np.float64: np.int64}

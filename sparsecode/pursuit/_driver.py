@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparsecode import _config
-from sparsecode._backend import array_module, is_cupy, to_backend
+from sparsecode._backend import array_module, is_cupy
 from sparsecode._blas import one_blas_thread
 from sparsecode._problem import Problem, compact_nonzero, finish_codes, warn_dependent
 from sparsecode._rules import DEPENDENT
@@ -35,6 +35,7 @@ from sparsecode._validation import (
     check_choice,
     check_gram,
     check_k_tol,
+    check_on_backend,
     check_signals_and_dictionary,
 )
 from sparsecode.codes import SparseCodes
@@ -182,10 +183,10 @@ def prepare(X, D, *, k, tol, gram, backend, rule, positive=False, acgp=False,
         from sparsecode.gpu import require
 
         require()  # one clear error when CuPy or a device is missing
-    X = to_backend(X, "X", on_gpu)
-    D = to_backend(D, "D", on_gpu)
+    X = check_on_backend(X, "X", on_gpu)
+    D = check_on_backend(D, "D", on_gpu)
     if not isinstance(gram, (str, bool, np.bool_)) and gram is not None:
-        gram = to_backend(gram, "gram", on_gpu)
+        gram = check_on_backend(gram, "gram", on_gpu)
     X, D, norms2 = check_signals_and_dictionary(X, D)
     xp = array_module(D)
     n, n_features = X.shape

@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from sparsecode._parallel import chunk_bounds
-from sparsecode.pursuit._common_numba import (
+from sparsecode._pursuit_numba import (
     DEPENDENT,
     DONE,
     RUNNING,

@@ -4,7 +4,8 @@ fused per signal.  Called only from :func:`sparsecode.sae.mpsae.batch_grad`.
 Forward (Gram path): ``c = x D^T`` once, then per step select ``j``, take ``c_j``,
 ``c -= c_j G[j]``; the step trace ``(j_t, c_t)`` is kept.  The atoms may have any norm:
 the encoder is the unrolled map ``r <- r - (d . r) d`` taken literally, as training with
-free atom norms (the default) uses it; on unit-norm atoms it is :func:`sparsecode.mp`.  The residual ``r_T = x - sum_t c_t d_{j_t}`` costs ``T n_features``.
+free atom norms (the default) uses it; on unit-norm atoms it is :func:`sparsecode.mp`.
+The residual ``r_T = x - sum_t c_t d_{j_t}`` costs ``T n_features``.
 
 Backward of ``L = s ||r_T||^2`` (``s`` the loss scale): step ``t`` maps
 ``r_t = r_{t-1} - (d . r_{t-1}) d``, so with ``g = dL/dr_t``::
@@ -32,7 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from sparsecode._parallel import chunk_bounds
-from sparsecode.pursuit._common_numba import (
+from sparsecode._pursuit_numba import (
     ABS,
     POSITIVE,
     add_to_code,

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparsecode import _config
-from sparsecode._backend import array_module, is_cupy, to_backend
+from sparsecode._backend import array_module, is_cupy
 from sparsecode._blas import one_blas_thread
 from sparsecode._rules import RULES
 from sparsecode._validation import (
     check_array,
     check_choice,
     check_k_tol,
+    check_on_backend,
     check_signals_and_dictionary,
 )
 from sparsecode.codes import SparseCodes
@@ -101,20 +102,21 @@ def mpsae_grad(X, D, b=None, *, k, tol=None, selection="abs", encoder="mp", gram
     check_choice(selection, "selection", tuple(RULES))
     check_choice(encoder, "encoder", ENCODERS)
     on_gpu = is_cupy(X) or is_cupy(D)  # CuPy in: the GPU kernels, CuPy out
-    X, D = to_backend(X, "X", on_gpu), to_backend(D, "D", on_gpu)
+    X, D = check_on_backend(X, "X", on_gpu), check_on_backend(D, "D", on_gpu)
     X, D, _ = check_signals_and_dictionary(X, D)
     if encoder == "topk" and tol is not None:
         raise ValueError("tol applies to encoder='mp' only; the TopK encoder takes exactly k atoms")
     k, tol = check_k_tol(k, tol, D.shape[0], D.shape[1], k_may_exceed_atoms=encoder == "mp")
     if b is not None:
-        b = check_array(to_backend(b, "b", on_gpu), "b", ndim=1)
+        b = check_array(check_on_backend(b, "b", on_gpu), "b", ndim=1)
         if b.shape[0] != X.shape[1]:
             raise ValueError(
                 f"b must have shape (n_features,) = ({X.shape[1]},); got shape {b.shape}"
             )
         X = X - b.astype(X.dtype)
     if gram is not None:
-        gram = check_array(to_backend(gram, "gram", on_gpu), "gram").astype(D.dtype, copy=False)
+        gram = check_array(check_on_backend(gram, "gram", on_gpu), "gram")
+        gram = gram.astype(D.dtype, copy=False)
         if gram.shape != (D.shape[0],) * 2:
             raise ValueError(
                 f"gram must have shape {(D.shape[0],) * 2} to match D; got {gram.shape}"

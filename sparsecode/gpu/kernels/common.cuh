@@ -31,7 +31,7 @@
 #endif
 
 // ---- selection keys --------------------------------------------------------------
-// As in the CPU kernels (sparsecode/pursuit/_common_numba.py), selection compares the
+// As in the CPU kernels (sparsecode/_pursuit_numba.py), selection compares the
 // integer view of the correlations: |v| for ABS (sign bit cleared), v itself for
 // POSITIVE (a winner <= 0 stops the signal anyway), and v with the magnitude bits of
 // negative values flipped for SIGNED (orders every float like its value).  Ties go to
@@ -69,7 +69,7 @@ __device__ __forceinline__ typename Key<T>::type select_key(T v, int rule) {
 }
 
 // True when the selected correlation cannot make progress (see vanished() in
-// _common_numba.py): the positive rule also stops when no correlation is positive.
+// _pursuit_numba.py): the positive rule also stops when no correlation is positive.
 template <typename T>
 __device__ __forceinline__ bool vanished(T cj, double thr, int rule) {
   if (rule == SC_POSITIVE && cj <= (T)0) return true;

@@ -1,6 +1,7 @@
-"""Numba helpers shared by the pursuit kernels: selection, support bookkeeping, the
-incremental Cholesky factor, small non-negative least squares, and the row update that
-is the inner loop of every pursuit.
+"""Numba helpers shared by the pursuit kernels (MP, OMP, GP, and the MP-SAE encoder in
+:mod:`sparsecode.sae`): selection, support bookkeeping, the incremental Cholesky factor,
+small non-negative least squares, and the row update that is the inner loop of every
+pursuit.
 
 The kernels see unit-norm atoms only: the caller normalises the dictionary (and Gram)
 and rescales the coefficients afterwards.
