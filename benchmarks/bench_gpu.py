@@ -147,7 +147,7 @@ def gram_update_phase(cupy, X, D, G, k, repeats, sync):
     from sparsecode.pursuit import _driver
 
     _, prob = _driver.prepare(X, D, k=k, tol=None, gram=G, backend="gpu",
-                              k_may_exceed_atoms=True, name="mp", rule=SIGNED)
+                              k_may_exceed_atoms=True, rule=SIGNED)
     K, itemsize = prob.n_atoms, prob.dtype.itemsize
     B = min(X.shape[0], gdriver.rows_per_block(K * itemsize))
     Xb = X[:B]
