@@ -230,9 +230,10 @@ mp_train_serial = njit(cache=True)(_renamed(mp_train.py_func, "mp_train_serial")
 def gram_tiles(D, B, G):
     """``G = D D^T`` from the ``B x B`` tiles on and below the diagonal: each is one
     single-threaded GEMM ``D[i] D[j]^T`` in a thread of the parallel loop, written to
-    ``G[i, j]`` and, transposed, to ``G[j, i]``.  Half the flops of a general product
-    (``n_atoms^2 n_features``), every core busy, no BLAS thread pool (the caller holds
-    BLAS to one thread)."""
+    ``G[i, j]`` and, transposed, to ``G[j, i]`` (a diagonal tile's lower triangle is
+    mirrored), so ``G`` is exactly symmetric whatever the BLAS.  Half the flops of a
+    general product (``n_atoms^2 n_features``), every core busy, no BLAS thread pool (the
+    caller holds BLAS to one thread)."""
     K = D.shape[0]
     nb = (K + B - 1) // B
     n_tiles = nb * (nb + 1) // 2
@@ -247,10 +248,17 @@ def gram_tiles(D, B, G):
         i0, i1 = bi * B, min(bi * B + B, K)
         j0, j1 = bj * B, min(bj * B + B, K)
         P = np.dot(D[i0:i1], D[j0:j1].T)
-        for i in range(i1 - i0):
-            for j in range(j1 - j0):
-                G[i0 + i, j0 + j] = P[i, j]
-        if bi != bj:
+        if bi == bj:
+            # a diagonal tile from a GEMM need not be symmetric (some BLAS kernels round
+            # P[i, j] and P[j, i] differently): its lower triangle is mirrored
+            for i in range(i1 - i0):
+                for j in range(i + 1):
+                    G[i0 + i, j0 + j] = P[i, j]
+                    G[j0 + j, i0 + i] = P[i, j]
+        else:
+            for i in range(i1 - i0):
+                for j in range(j1 - j0):
+                    G[i0 + i, j0 + j] = P[i, j]
             for j in range(j1 - j0):
                 for i in range(i1 - i0):
                     G[j0 + j, i0 + i] = P[i, j]
