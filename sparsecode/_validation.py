@@ -192,6 +192,39 @@ def check_count(value, name, minimum=1):
     return int(value)
 
 
+def check_bool(value, name):
+    """Return ``value`` as a bool, checked to be one (``numpy.bool_`` included): a string
+    such as ``"no"`` is truthy and would silently mean True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {describe(value)}")
+    return bool(value)
+
+
+def check_real(value, name, low=None, high=None, *, low_open=False, high_open=False):
+    """Return ``value`` as a float, checked to be a finite real number within the bounds
+    (closed unless ``low_open`` / ``high_open``).
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not a real number (``bool`` included).
+    ValueError
+        If it is not finite or lies outside the bounds.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {describe(value)}")
+    v = float(value)
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    span = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    bad = not np.isfinite(v)
+    bad |= low is not None and (v <= low if low_open else v < low)
+    bad |= high is not None and (v >= high if high_open else v > high)
+    if bad:
+        raise ValueError(f"{name} must be a finite number in {span}; got {value!r}")
+    return v
+
+
 def check_choice(value, name, choices):
     """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
     if not isinstance(value, str) or value not in choices:

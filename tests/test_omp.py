@@ -144,3 +144,12 @@ def test_dependent_atom_warning_points_at_the_caller(use_gram):
     assert [w.category for w in caught] == [RuntimeWarning]
     assert "linearly dependent" in str(caught[0].message)
     assert caught[0].filename == __file__
+
+
+@pytest.mark.parametrize("solver", [sparsecode.omp, sparsecode.gp])
+def test_positive_must_be_a_bool(solver):
+    # a string is truthy: positive="no" would silently run the non-negative solver
+    X, D = np.ones((2, 3)), np.eye(3)
+    with pytest.raises(TypeError, match="positive must be True or False; got str 'no'"):
+        solver(X, D, k=1, positive="no")
+    assert solver(X, D, k=1, positive=np.bool_(False)).indices.shape == (2, 1)

@@ -290,3 +290,26 @@ def test_training_state_lives_in_the_engine(rng):
     with pytest.raises(sparsecode.sae.NotFittedError):
         fresh.engine_  # noqa: B018
     assert not hasattr(fresh, "components_")
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(tol=2.0), ValueError, r"tol must be a finite number in \[0.0, 1.0\); got 2.0"),
+        (dict(tol=-1.0), ValueError, "tol must be a finite number"),
+        (dict(betas=(1.0, 0.999)), ValueError, r"betas\[0\] must be a finite number"),
+        (dict(betas=(0.9,)), ValueError, r"betas must be a pair"),
+        (dict(lr=float("inf")), ValueError, "lr must be a positive number"),
+        (dict(weight_decay=-0.1), ValueError, "weight_decay must be a finite number"),
+        (dict(warmup_steps=-1), ValueError, "warmup_steps must be >= 0"),
+        (dict(cooldown=1.5), ValueError, "cooldown must be a finite number"),
+        (dict(clip_grad=0.0), ValueError, "clip_grad must be a finite number"),
+        (dict(dead_window=0), ValueError, "dead_window must be >= 1"),
+        (dict(pre_bias="no"), TypeError, "pre_bias must be True or False"),
+        (dict(unit_atoms=1), TypeError, "unit_atoms must be True or False"),
+    ],
+)
+def test_every_training_parameter_is_checked_before_any_work(kwargs, error, match, rng):
+    X = rng.standard_normal((50, 4)).astype(np.float32)
+    with pytest.raises(error, match=match):
+        MPSAE(8, 2, progress=False, **kwargs).fit(X)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from sparsecode._rules import ABS, POSITIVE
-from sparsecode._validation import check_choice
+from sparsecode._validation import check_bool, check_choice
 from sparsecode.pursuit import _driver
 
 
@@ -87,7 +87,7 @@ def gp(X, D, *, k=None, tol=None, variant="gp", positive=False, gram="auto",
     the support Gram.
     """
     check_choice(variant, "variant", ("gp", "acgp"))
-    positive = bool(positive)
+    positive = check_bool(positive, "positive")
     return _driver.solve(X, D, GP, k=k, tol=tol, gram=gram, backend=backend,
                          rule=POSITIVE if positive else ABS, positive=positive,
                          acgp=variant == "acgp")

@@ -3,6 +3,7 @@
 import numpy as np
 
 from sparsecode._rules import ABS, POSITIVE
+from sparsecode._validation import check_bool
 from sparsecode.pursuit import _driver
 
 
@@ -88,6 +89,6 @@ def omp(X, D, *, k=None, tol=None, positive=False, gram="auto", backend="auto"):
     Cholesky row and the solve, ``2 n_atoms s`` flops reading ``s`` Gram rows (update);
     ``n_atoms k^2`` flops over ``k`` steps.
     """
-    positive = bool(positive)
+    positive = check_bool(positive, "positive")
     return _driver.solve(X, D, OMP, k=k, tol=tol, gram=gram, backend=backend,
                          rule=POSITIVE if positive else ABS, positive=positive)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from sparsecode._rules import RULES
-from sparsecode._validation import check_choice, check_count
+from sparsecode._validation import check_bool, check_choice, check_count, check_real
 from sparsecode.sae import optim
 
 #: Encoders of an MP-SAE (``solver``) and ways its atoms learn (``update``).
@@ -95,8 +95,26 @@ class TrainConfig:
             )
         if p["solver"] == "topk" and p["tol"] is not None:
             raise ValueError("tol applies to the pursuit solvers; solver='topk' takes k atoms")
-        if not (isinstance(p["lr"], numbers.Real) and p["lr"] > 0):
-            raise ValueError(f"lr must be a positive number; got {p['lr']!r}")
+        lr = p["lr"]
+        if isinstance(lr, bool) or not (isinstance(lr, numbers.Real) and 0 < lr < math.inf):
+            raise ValueError(f"lr must be a positive number; got {lr!r}")
+        if p["tol"] is not None:
+            check_real(p["tol"], "tol", 0.0, 1.0, high_open=True)
+        betas = p["betas"]
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r}")
+        for i, beta in enumerate(betas):
+            check_real(beta, f"betas[{i}]", 0.0, 1.0, high_open=True)
+        check_real(p["weight_decay"], "weight_decay", 0.0)
+        check_count(p["warmup_steps"], "warmup_steps", 0)
+        check_real(p["cooldown"], "cooldown", 0.0, 1.0)
+        check_real(p["final_lr_ratio"], "final_lr_ratio", 0.0, 1.0)
+        if p["clip_grad"] is not None:
+            check_real(p["clip_grad"], "clip_grad", 0.0, low_open=True)
+        if p["dead_window"] is not None:
+            check_count(p["dead_window"], "dead_window")
+        for name in ("pre_bias", "unit_atoms", "resample_dead"):
+            p[name] = check_bool(p[name], name)
         if p["forget"] is not None and not (0.0 < float(p["forget"]) <= 1.0):
             raise ValueError(f"forget must be in (0, 1]; got {p['forget']!r}")
         if p["update"] != "adam" and p["solver"] == "topk":
