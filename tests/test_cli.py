@@ -1,3 +1,5 @@
+import pytest
+
 from sparsecode.cli import main
 
 
@@ -28,3 +30,34 @@ def test_demo_trains_an_mp_sae_on_the_toy(capsys):
     mp_cos = [float(r.split()[-2]) for r in feature_rows]
     assert min(mp_cos) > 0.99  # uncorrelated features: the MP-SAE finds all of them
     assert "MP-SAE: 20 of 20 features recovered" in out
+
+
+@pytest.mark.parametrize(
+    "argv, fragments",
+    [
+        (["train", "a.h5", "--dataset", "x", "--atoms", "4", "--k", "2", "--out", "m.h5",
+          "--epochs", "0"], ["argument --epochs: must be >= 1; got 0"]),
+        (["train", "a.h5", "--dataset", "x", "--atoms", "4", "--k", "abc", "--out", "m.h5"],
+         ["argument --k: must be an integer >= 1; got 'abc'"]),
+        (["train", "a.h5", "--dataset", "x", "--atoms", "4", "--k", "2", "--out", "m.h5",
+          "--solver", "lasso"], ["argument --solver: invalid choice: 'lasso'"]),
+        (["encode", "m.h5", "a.h5", "--out", "c.h5", "--buffer-mb", "-1"],
+         ["argument --buffer-mb: must be a finite number > 0; got -1"]),
+        (["train", "a.h5", "--dataset", "x", "--atoms", "4", "--k", "2", "--out", "m.h5",
+          "--lr", "inf"], ["argument --lr: must be a finite number > 0"]),
+    ],
+)
+def test_bad_options_name_the_option_in_one_line(argv, fragments, capsys, tmp_path,
+                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sparsecode: error: argument") and len(err.splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err
+    assert list(tmp_path.iterdir()) == []  # nothing was created
+
+
+def test_help_still_exits_0(capsys):
+    assert main(["train", "--help"]) == 0
+    assert "--epochs" in capsys.readouterr().out

@@ -126,6 +126,17 @@ def test_export_and_info(files, capsys):
     assert f"layer0: shape ({N}, {D}), float32" in text and f"{N:,} rows committed" in text
 
 
+def test_export_into_an_existing_export_names_the_overwrite_flag(files, capsys):
+    pytest.importorskip("safetensors")
+    out = files["work"] / "saelens_twice"
+    assert main(["export", str(files["model"]), "--saelens", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(files["model"]), "--saelens", str(out)]) == 2
+    err = _one_line_error(capsys, "already holds an export", "--overwrite")
+    assert "overwrite=True" not in err
+    assert main(["export", str(files["model"]), "--saelens", str(out), "--overwrite"]) == 0
+
+
 def test_demo_runs_the_file_workflow(tmp_path, capsys):
     work = tmp_path / "demo"
     assert main(["demo", "--samples", "200", "--file-rows", "4000", "--toy-steps", "0",

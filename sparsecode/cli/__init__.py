@@ -1,10 +1,9 @@
 """The ``sparsecode`` command: demo, train, encode, export, info."""
 
-import argparse
 import sys
 
 from sparsecode.cli import demo, encode, export, info, train
-from sparsecode.cli._common import HelpFormatter, Interrupted, StopFlag
+from sparsecode.cli._common import HelpFormatter, Interrupted, OneLineParser, StopFlag
 
 #: Exit codes: bad input, interrupted (as a shell reports SIGINT).
 EXIT_BAD_INPUT = 2
@@ -12,7 +11,7 @@ EXIT_INTERRUPTED = 130
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sparsecode",
         description="Fast sparse coding and MP-SAE training on NumPy arrays and HDF5 files.",
     )
@@ -26,7 +25,10 @@ def main(argv=None):
     """Run the command line; returns the exit code."""
     from sparsecode.io import FileFormatError
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a bad option: one line printed (2)
+        return exc.code
     try:
         if getattr(args, "stoppable", False):
             # from here on, Ctrl-C asks the work loop to save and stop

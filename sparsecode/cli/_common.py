@@ -106,3 +106,51 @@ def cluster(scheduler):
 
     with connect(scheduler) as client:
         yield client
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``sparsecode: error: ...``, exit code
+    2, like every other error of the command (no usage block)."""
+
+    def error(self, message):
+        self.exit(2, f"sparsecode: error: {message} (see {self.prog} --help)\n")
+
+
+def count(minimum=1):
+    """An argparse ``type``: an integer ``>= minimum`` (the option is named in the error)."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer >= {minimum}; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}; got {value}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
+
+
+def _number(text, strict):
+    import math
+
+    bound = "> 0" if strict else ">= 0"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number {bound}; got {text!r}") from None
+    if not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
+        raise argparse.ArgumentTypeError(f"must be a finite number {bound}; got {text}")
+    return value
+
+
+def positive_number(text):
+    """An argparse ``type``: a finite number > 0."""
+    return _number(text, strict=True)
+
+
+def non_negative_number(text):
+    """An argparse ``type``: a finite number >= 0."""
+    return _number(text, strict=False)

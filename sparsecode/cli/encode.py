@@ -9,6 +9,9 @@ from sparsecode.cli._common import (
     Interrupted,
     add_scheduler_option,
     cluster,
+    count,
+    non_negative_number,
+    positive_number,
     progress_bar,
     say,
     set_threads,
@@ -34,18 +37,18 @@ def add_parser(sub):
     p.add_argument("--out", required=True, help="codes file to write (.h5)")
     p.add_argument("--resume", action="store_true", help="continue OUT.partial")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
-    p.add_argument("--k", type=int, default=None, help="steps per signal (default: the "
+    p.add_argument("--k", type=count(), default=None, help="steps per signal (default: the "
                    "model's k)")
     p.add_argument("--tol", type=float, default=None,
                    help="also stop a signal once ||r||^2 <= tol ||x - b||^2")
     p.add_argument("--solver", choices=["mp", "topk", "omp", "gp"], default=None,
                    help="default: the model's")
-    p.add_argument("--batch-size", type=int, default=8192,
+    p.add_argument("--batch-size", type=count(), default=8192,
                    help="rows per batch (on a cluster: rows per task)")
-    p.add_argument("--buffer-mb", type=float, default=64, help="read buffer (MiB)")
-    p.add_argument("--commit-every", type=float, default=5.0, metavar="SECONDS",
+    p.add_argument("--buffer-mb", type=positive_number, default=64, help="read buffer (MiB)")
+    p.add_argument("--commit-every", type=non_negative_number, default=5.0, metavar="SECONDS",
                    help="make the rows written so far durable this often")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=count(), default=None,
                    help="Numba threads (default: all cores)")
     add_scheduler_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

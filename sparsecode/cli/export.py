@@ -17,11 +17,17 @@ def add_parser(sub):
 
 def run(args):
     import warnings
+    from pathlib import Path
 
     from sparsecode.cli._common import say
     from sparsecode.io import export_saelens, load_model
+    from sparsecode.io.saelens import CFG_FILENAME, WEIGHTS_FILENAME
 
     model = load_model(args.model)
+    out = Path(args.saelens)
+    if not args.overwrite and any((out / name).exists() for name in (CFG_FILENAME,
+                                                                      WEIGHTS_FILENAME)):
+        raise FileExistsError(f"{out} already holds an export; pass --overwrite to replace it")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = export_saelens(model, args.saelens, overwrite=args.overwrite)

@@ -11,6 +11,9 @@ from sparsecode.cli._common import (
     Interrupted,
     add_scheduler_option,
     cluster,
+    count,
+    non_negative_number,
+    positive_number,
     progress_bar,
     say,
     set_threads,
@@ -41,16 +44,17 @@ def add_parser(sub):
     )
     p.add_argument("acts", help="activation file (.h5)")
     p.add_argument("--dataset", required=True, help="name of the 2-D dataset in the file")
-    p.add_argument("--atoms", type=int, required=True, help="number of atoms (SAE width)")
-    p.add_argument("--k", type=int, required=True, help="MP steps per signal")
+    p.add_argument("--atoms", type=count(), required=True, help="number of atoms (SAE width)")
+    p.add_argument("--k", type=count(), required=True, help="MP steps per signal")
     p.add_argument("--out", required=True, help="model file to write (.h5)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
-    p.add_argument("--epochs", type=int, default=1, help="passes over the training rows")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    p.add_argument("--batch-size", type=int, default=4096, help="rows per training step")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (peak of the "
-                   "schedule; unused by mod, ksvd and online)")
+    p.add_argument("--epochs", type=count(), default=1, help="passes over the training rows")
+    p.add_argument("--max-steps", type=count(), default=None, help="stop after this many steps")
+    p.add_argument("--batch-size", type=count(), default=4096, help="rows per training step")
+    p.add_argument("--lr", type=positive_number, default=1e-3,
+                   help="Adam learning rate (peak of the schedule; unused by mod, ksvd and "
+                   "online)")
     p.add_argument("--solver", choices=["mp", "topk", "omp", "gp"], default="mp",
                    help="encoder: unrolled MP (the MP-SAE), one-step TopK, OMP or GP")
     p.add_argument("--selection", choices=["abs", "positive", "signed"], default="abs",
@@ -61,14 +65,14 @@ def add_parser(sub):
     p.add_argument("--holdout", type=float, default=0.0,
                    help="fraction of rows (at the end of the dataset) kept out of training "
                    "and used to report explained variance")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data order and the model")
-    p.add_argument("--buffer-mb", type=float, default=256,
+    p.add_argument("--seed", type=count(0), default=0, help="seed of the data order and the model")
+    p.add_argument("--buffer-mb", type=positive_number, default=256,
                    help="memory for the shuffle buffer (MiB)")
-    p.add_argument("--checkpoint-every", type=float, default=300, help="seconds")
-    p.add_argument("--checkpoint-steps", type=int, default=None,
+    p.add_argument("--checkpoint-every", type=non_negative_number, default=300, help="seconds")
+    p.add_argument("--checkpoint-steps", type=count(), default=None,
                    help="also checkpoint every this many steps")
-    p.add_argument("--log-every", type=int, default=100, help="metric line every N steps")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--log-every", type=count(), default=100, help="metric line every N steps")
+    p.add_argument("--threads", type=count(), default=None,
                    help="Numba threads (default: all cores)")
     add_scheduler_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
