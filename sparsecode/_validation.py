@@ -138,13 +138,28 @@ def check_signals_and_dictionary(X, D):
     X = X.astype(dt, copy=False)
     D = D.astype(dt, copy=False)
     norms2 = row_norms2(D)
-    zero = array_module(D).flatnonzero(norms2 <= np.finfo(dt).tiny)
-    if zero.size:
-        zero = zero.get() if is_cupy(zero) else zero
+    # atoms are normalised by 1 / ||d||, which must be representable in the dtype
+    # (norms2 is float64: in float64 a norm below ~1e-154 underflows it to 0)
+    smallest = 1.0 / float(np.finfo(dt).max)
+    xp = array_module(D)
+    suspect = to_host(xp.flatnonzero((norms2 < smallest * smallest) | (norms2 == 0)))
+    if suspect.size:
+        is_zero = to_host(~(D[suspect] != 0).any(axis=1))
+        zero, tiny = suspect[is_zero], suspect[~is_zero]
+        if zero.size:
+            raise ValueError(
+                f"D must not contain zero-norm atoms; atom(s) {zero[:10].tolist()} "
+                f"{'(and more) ' if zero.size > 10 else ''}have norm 0. Remove them or "
+                "replace them with random unit vectors."
+            )
+        d = to_host(D[int(tiny[0])]).astype(np.float64)
+        m = np.abs(d).max()
+        norm = m * np.sqrt(np.sum((d / m) ** 2))  # without underflow
         raise ValueError(
-            f"D must not contain zero-norm atoms; atom(s) {zero[:10].tolist()} "
-            f"{'(and more) ' if zero.size > 10 else ''}have norm 0. Remove them or "
-            "replace them with random unit vectors."
+            f"D has atoms too small to normalise in {dt}: atom(s) {tiny[:10].tolist()} "
+            f"{'(and more) ' if tiny.size > 10 else ''}(atom {int(tiny[0])} has norm "
+            f"{norm:.3g}; the smallest {dt} handles is about "
+            f"{max(smallest, np.sqrt(np.finfo(np.float64).tiny)):.3g}). Rescale D."
         )
     return X, D, norms2
 

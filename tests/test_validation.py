@@ -92,3 +92,31 @@ def test_check_count_is_one_rule_for_every_count():
         MPSAE(8, 2, batch_size=2.5).fit(np.ones((4, 2)))
     with pytest.raises(ValueError, match="window must be >= 1"):
         DeadAtoms(4, 0)
+
+
+@pytest.mark.parametrize("solver", ["mp", "omp", "gp"])
+def test_tiny_but_representable_atoms_are_normalised_not_rejected(solver, rng):
+    X = rng.standard_normal((20, 8)).astype(np.float32)
+    D = rng.standard_normal((16, 8)).astype(np.float32)
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    solve = getattr(sparsecode, solver)
+    ref = solve(X, D, k=3)
+    small = solve(X, D * np.float32(1e-30), k=3)  # norms 1e-30: float32 holds them
+    np.testing.assert_array_equal(small.indices, ref.indices)
+    np.testing.assert_allclose(small.values * np.float32(1e-30), ref.values, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"atom\(s\) \[2\] have norm 0"):
+        D0 = D.copy()
+        D0[2] = 0
+        solve(X, D0, k=3)
+    with pytest.raises(ValueError, match="too small to normalise in float32"):
+        D1 = D.copy()
+        D1[5] *= np.float32(1e-40)  # subnormal: 1 / norm overflows float32
+        solve(X, D1, k=3)
+
+
+def test_float64_atoms_whose_squared_norm_underflows_are_too_small_not_zero(rng):
+    X = rng.standard_normal((4, 3))
+    D = np.eye(3)
+    D[1] *= 1e-200
+    with pytest.raises(ValueError, match="too small to normalise in float64"):
+        sparsecode.omp(X, D, k=1)
