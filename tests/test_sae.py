@@ -313,3 +313,21 @@ def test_every_training_parameter_is_checked_before_any_work(kwargs, error, matc
     X = rng.standard_normal((50, 4)).astype(np.float32)
     with pytest.raises(error, match=match):
         MPSAE(8, 2, progress=False, **kwargs).fit(X)
+
+
+def test_initialising_from_signals_that_all_equal_their_mean_warns_and_trains(rng):
+    row = rng.standard_normal((1, 6)).astype(np.float32)
+    m = MPSAE(8, 2, batch_size=1, progress=False, random_state=0)
+    with pytest.warns(RuntimeWarning, match="all equal their mean"):
+        m.partial_fit(row)  # a first step on one row: centred, it is zero
+    assert np.all(np.isfinite(m.components_))
+    np.testing.assert_allclose(np.linalg.norm(m.components_, axis=1), 1, rtol=1e-3)
+    X = rng.standard_normal((200, 6)).astype(np.float32)
+    for s in range(0, 200, 20):
+        m.partial_fit(X[s:s + 20])
+    assert m.n_steps_ == 11 and np.all(np.isfinite(m.components_))
+    same = np.repeat(row, 400, axis=0)
+    with pytest.warns(RuntimeWarning, match=r"signal\(s\) to initialise from all equal"):
+        same_fit = MPSAE(8, 2, batch_size=100, progress=False, random_state=0).fit(same)
+    # nothing to learn, nothing to resample from: the run ends without an error
+    assert same_fit.n_steps_ == 4 and same_fit.history_[-1]["fvu"] == 0.0

@@ -14,6 +14,7 @@ data-parallel trainer (:mod:`sparsecode.distributed`) and the model files
 """
 
 import time
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -151,6 +152,13 @@ class Engine:
                     f"init must have shape (n_atoms, n_features) = {(config.n_atoms, nf)}; "
                     f"got {init.shape}"
                 )
+        if isinstance(init, str) and init == "signals" and not np.any(X - b):
+            warnings.warn(
+                f"the {X.shape[0]} signal(s) to initialise from all equal their mean (the "
+                "pre-bias), which leaves no direction to draw atoms from; the atoms start "
+                "as random unit vectors (initialise from more, varied signals with "
+                "MPSAE.start, or pass init=...)", RuntimeWarning, stacklevel=3)
+            init = "random"
         if isinstance(init, str) and init == "random":
             D = rng.standard_normal((config.n_atoms, nf))
             D /= np.linalg.norm(D, axis=1, keepdims=True)
@@ -282,6 +290,8 @@ class Engine:
             return None
         # the worst-coded non-zero signals, all that resample_dead will look at
         rows = part.worst(int(replace.sum()))
+        if rows.size == 0:  # every signal of the batch equals the pre-bias
+            return None
         return Resample(replace, rows, to_host(part.residual_norms2)[rows])
 
     def resample(self, request, signals):
