@@ -19,8 +19,10 @@ import numpy as np
 
 from sparsecode import _rules
 
-#: The header every kernel file includes, and the kernel files of the module.
+#: The header every kernel file includes (it includes the generated ``RULES_HEADER``), and
+#: the kernel files of the module.
 HEADER = "common.cuh"
+RULES_HEADER = "rules.cuh"
 SOURCES = ("mp.cu", "gp.cu", "omp.cu", "mpsae.cu")
 
 #: Every kernel template of the module and its parameters, in order, as ``"type name"``
@@ -133,9 +135,26 @@ def arguments(kernel, dtype, args):
 
 def constants():
     """The ``#define`` lines of ``CONSTANTS``, with their values from
-    :mod:`sparsecode._rules` (which the CUDA files use but do not define)."""
+    :mod:`sparsecode._rules`."""
     return "".join(f"#define {c} {int(getattr(_rules, name))}\n"
                    for c, name in CONSTANTS.items())
+
+
+def rules_header():
+    """The text of ``kernels/rules.cuh`` (``RULES_HEADER``): :func:`constants` under an
+    include guard.  The file is generated from :mod:`sparsecode._rules` and committed,
+    so that each ``.cu`` file compiles on its own with a plain ``nvcc``; the test suite
+    checks that it matches (rewrite it with
+    ``python -c "from sparsecode.gpu import _module; _module.write_rules_header()"``)."""
+    return ("// Generated from sparsecode/_rules.py by sparsecode.gpu._module.rules_header():\n"
+            "// do not edit.  Selection rules and per-signal status codes of the kernels.\n"
+            "#ifndef SPARSECODE_GPU_RULES_CUH\n#define SPARSECODE_GPU_RULES_CUH\n"
+            f"{constants()}#endif\n")
+
+
+def write_rules_header():
+    """Rewrite ``kernels/rules.cuh`` from :mod:`sparsecode._rules`."""
+    (_KERNEL_DIR / RULES_HEADER).write_text(rules_header())
 
 
 @functools.cache
@@ -144,15 +163,13 @@ def source():
     ``SOURCES`` with their ``#include`` of it blanked (the header's text itself, not an
     include, so CuPy's cache of compiled modules sees every change), each after a
     ``#line`` marker so compiler messages name the file and line they come from."""
-    include = f'#include "{HEADER}"'
-    parts = [f"// generated from sparsecode/_rules.py\n{constants()}"]
-    for name in (HEADER, *SOURCES):
+    parts = [f'#line 1 "{RULES_HEADER}"\n{rules_header()}']
+    for name, includes in ((HEADER, RULES_HEADER), *((n, HEADER) for n in SOURCES)):
+        include = f'#include "{includes}"'
         text = (_KERNEL_DIR / name).read_text()
-        if name != HEADER:
-            if include not in text:
-                raise RuntimeError(f"{name} must include {HEADER}")
-            text = text.replace(include, "")
-        parts.append(f'#line 1 "{name}"\n{text}')
+        if include not in text:
+            raise RuntimeError(f"{name} must include {includes}")
+        parts.append(f'#line 1 "{name}"\n{text.replace(include, "")}')
     return "\n".join(parts)
 
 

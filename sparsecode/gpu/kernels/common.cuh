@@ -1,7 +1,8 @@
 // Shared by every kernel of sparsecode.gpu; mp.cu, gp.cu, omp.cu and mpsae.cu include it,
-// so each file compiles on its own (given the constants below).  sparsecode/gpu/_module.py
-// puts the constants, this header and the .cu files after it (their include of it
-// blanked) into one module that NVRTC compiles (through cupy.RawModule).  NVRTC sees no system headers: only CUDA built-ins are used.
+// so each file compiles on its own.  sparsecode/gpu/_module.py puts rules.cuh, this
+// header and the .cu files after it (their includes blanked) into one module that NVRTC
+// compiles (through cupy.RawModule).  NVRTC sees no system headers: only CUDA built-ins
+// are used.
 //
 // Conventions of every pursuit kernel:
 //   * one thread block encodes one signal at a time; blocks take the next signal from a
@@ -23,12 +24,8 @@
 #define SC_INT_MAX 2147483647
 
 // Selection rules (SC_ABS, SC_POSITIVE, SC_SIGNED) and per-signal status (SC_RUNNING,
-// SC_DONE, SC_DEPENDENT) are defined before this header from sparsecode/_rules.py by
-// sparsecode.gpu._module.constants() (or by -D flags when compiling one file on its own).
-#if !defined(SC_ABS) || !defined(SC_POSITIVE) || !defined(SC_SIGNED) || \
-    !defined(SC_RUNNING) || !defined(SC_DONE) || !defined(SC_DEPENDENT)
-#error "define the constants of sparsecode/_rules.py: see sparsecode.gpu._module.constants()"
-#endif
+// SC_DONE, SC_DEPENDENT): generated from sparsecode/_rules.py into rules.cuh.
+#include "rules.cuh"
 
 // ---- selection keys --------------------------------------------------------------
 // As in the CPU kernels (sparsecode/_pursuit_numba.py), selection compares the
