@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sparsecode import _linalg_numba as LA
 from sparsecode import _pursuit_numba as K
 from sparsecode._rules import ABS, POSITIVE, SIGNED
 
@@ -94,12 +95,12 @@ def test_incremental_forward_and_back_substitution_solve_the_normal_equations(se
     L = np.zeros((s, s))
     fw = np.empty(s)
     for m in range(s):  # grow the factor and the forward solution one row at a time
-        assert K.chol_append(L, m, gram[m, : m + 1].copy(), 1e-12)
-        K.forward_append(L, m + 1, b, fw)
+        assert LA.chol_append(L, m, gram[m, : m + 1].copy(), 1e-12)
+        LA.forward_append(L, m + 1, b, fw)
         # the stored diagonal holds the reciprocals of the factor's
         factor = np.tril(L[: m + 1, : m + 1], -1) + np.diag(1.0 / np.diag(L)[: m + 1])
         np.testing.assert_allclose(factor @ factor.T, gram[: m + 1, : m + 1], atol=1e-9)
         np.testing.assert_allclose(factor @ fw[: m + 1], b[: m + 1], atol=1e-9)
     out = np.empty(s)
-    K.back_solve(L, s, fw, out)
+    LA.back_solve(L, s, fw, out)
     np.testing.assert_allclose(gram @ out, b, rtol=1e-8, atol=1e-8)

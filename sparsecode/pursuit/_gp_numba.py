@@ -11,6 +11,7 @@ direction needs only the support Gram (O(s^2)); the correlations are then update
 import numpy as np
 from numba import njit, prange
 
+from sparsecode._linalg_numba import quad
 from sparsecode._parallel import chunk_bounds
 from sparsecode._pursuit_numba import (
     DONE,
@@ -18,7 +19,6 @@ from sparsecode._pursuit_numba import (
     add_to_support_gram,
     correlations,
     find,
-    quad,
     select,
     sub_rows,
     update_residual,

@@ -13,18 +13,14 @@ normal equations, is recovered as ``c_j + G[j, I] z`` so ``X D^T`` need not be k
 import numpy as np
 from numba import njit, prange
 
+from sparsecode._linalg_numba import back_solve, chol_append, dot, forward_append, nnls_gram
 from sparsecode._parallel import chunk_bounds
 from sparsecode._pursuit_numba import (
     DEPENDENT,
     DONE,
     RUNNING,
     add_to_support_gram,
-    back_solve,
-    chol_append,
     correlations,
-    dot,
-    forward_append,
-    nnls_gram,
     select,
     sub_rows,
     update_residual,
