@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole GPU check in one call, at most about 8 minutes on one H100:
+# The whole GPU check in one call (sized for the 8 minutes a device check may take on one
+# H100; not yet run on a GPU, so its real duration is unknown):
 #
 #   1. what the machine has (GPU, driver, Python packages sparsecode needs);
 #   2. sparsecode installed from this tree without dependencies (the GPU machine reaches no
@@ -9,7 +10,8 @@
 #   4. benchmarks/bench_gpu.py (MP against PyTorch MP, Batch-OMP against
 #      orthogonal-matching-pursuit-gpu, MP-SAE training against overcomplete), 5 repeats.
 #
-# Everything lands in $OUT (default: ./gpu-check-out): check.log (all output), tests-1.txt,
+# Everything lands in $OUT (default: a new ./gpu-check-out/TIMESTAMP, so a rerun never
+# overwrites an earlier run's outputs; an $OUT given must be empty): check.log (all output), tests-1.txt,
 # tests-2.txt, bench.jsonl (one JSON row per timing), summary.json.
 #
 #   bash benchmarks/gpu_check.sh --fetch      # here, with a package index: the anchors'
@@ -24,8 +26,14 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-run}
 WHEELS=benchmarks/gpu_wheels
-OUT=${OUT:-$PWD/gpu-check-out}
-mkdir -p "$OUT"
+OUT=${OUT:-$PWD/gpu-check-out/$(date -u +%Y%m%d-%H%M%S)}
+if [ "$MODE" != --fetch ]; then
+    mkdir -p "$OUT"
+    if [ -n "$(ls -A "$OUT")" ]; then
+        echo "gpu_check: $OUT is not empty; give an empty OUT (outputs are never overwritten)" >&2
+        exit 2
+    fi
+fi
 LOG=$OUT/check.log
 PY=${PYTHON:-python3}
 ANCHORS=("overcomplete==0.3.0" "orthogonal-matching-pursuit-gpu==0.1.3")

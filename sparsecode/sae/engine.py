@@ -90,6 +90,7 @@ class Engine:
         self.history = []
         self.callback = None
         self.optimizer = self.update = self.dead = None
+        self._dead_now = None  # atoms dead after the last step, for the log
         self.last_check = self.n_checks = 0
         self._t0 = time.perf_counter()
 

@@ -6,7 +6,7 @@ from sparsecode._backend import is_cupy, on_device_of, to_host
 from sparsecode._blas import one_blas_thread
 from sparsecode._estimator import ParamsMixin
 from sparsecode._progress import progress_bar
-from sparsecode._validation import check_array, check_choice, check_k_tol, float_dtype
+from sparsecode._validation import check_array, check_choice, check_k_tol
 from sparsecode.codes import SparseCodes
 from sparsecode.sae.config import SOLVERS, UPDATES, TrainConfig  # noqa: F401 (re-exported)
 from sparsecode.sae.encoders import topk_codes  # noqa: F401 (re-exported)
@@ -431,7 +431,7 @@ class MPSAE(ParamsMixin):
 
     # ------------------------------------------------------------------ helpers
 
-    def _check_X(self, X, name, *, reset, dtype=None):
+    def _check_X(self, X, name, *, reset, dtype):
         X = check_array(X, name)
         if reset:
             self.n_features_in_ = X.shape[1]
@@ -440,7 +440,7 @@ class MPSAE(ParamsMixin):
                 f"{name} has {X.shape[1]} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input"
             )
-        return X.astype(float_dtype(X) if dtype is None else dtype, copy=False)
+        return X.astype(dtype, copy=False)
 
 
 def _array_batches(X, bs, n_epochs, rng):
