@@ -1,4 +1,5 @@
-"""Where a benchmark row came from: the package commit and the machine's load."""
+"""Where a benchmark row came from: the package commit, the machine's load and the BLAS
+variables."""
 
 import os
 import subprocess
@@ -21,3 +22,9 @@ def package_commit():
 def load_average():
     """The 1-minute load average: other jobs on the machine skew the timings."""
     return round(os.getloadavg()[0], 2)
+
+
+def blas_env():
+    """The BLAS variables in force (OpenBLAS picks other kernels under them)."""
+    return {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                            "OPENBLAS_NUM_THREADS")}

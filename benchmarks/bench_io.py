@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _provenance import load_average, package_commit  # benchmarks/ is on sys.path
+from _provenance import blas_env, load_average, package_commit  # benchmarks/ is on sys.path
 
 PROBLEMS = {
     # name: (n_features, n_atoms, k, rows, batch)
@@ -70,7 +70,8 @@ def run_problem(name, rows, repeats, work, emit):
 
     t_mem, lo, hi = _median_time(in_memory, repeats)
     base = {"problem": name, "n_features": d, "n_atoms": atoms, "k": k, "rows": n,
-            "batch_size": bs, "commit": package_commit(), "load": load_average()}
+            "batch_size": bs, "commit": package_commit(), "load": load_average(),
+            "blas_env": blas_env()}
     emit({**base, "case": "in memory", "seconds": t_mem, "min": lo, "max": hi,
           "rows_per_s": n / t_mem})
     for dtype, comp in STORAGE:

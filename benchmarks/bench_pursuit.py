@@ -25,7 +25,7 @@ import time
 
 import numba
 import numpy as np
-from _provenance import load_average, package_commit  # benchmarks/ is on sys.path
+from _provenance import blas_env, load_average, package_commit  # benchmarks/ is on sys.path
 from threadpoolctl import threadpool_limits
 
 import sparsecode
@@ -55,6 +55,7 @@ def median_time(fn, repeats):
 def emit(**row):
     row["commit"] = COMMIT
     row["loadavg_1min"] = load_average()
+    row["blas_env"] = blas_env()
     print(json.dumps(row), flush=True)
 
 

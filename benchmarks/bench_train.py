@@ -63,7 +63,7 @@ import warnings
 import _overcomplete  # benchmarks/_overcomplete.py (the script's folder is on sys.path)
 import numba
 import numpy as np
-from _provenance import load_average, package_commit
+from _provenance import blas_env, load_average, package_commit
 from threadpoolctl import threadpool_limits
 
 import sparsecode
@@ -99,6 +99,7 @@ def median_time(fn, repeats):
 def emit(**row):
     row["commit"] = COMMIT
     row["loadavg_1min"] = load_average()
+    row["blas_env"] = blas_env()
     row["env"] = {key: os.environ[key] for key in ENV_KEYS if key in os.environ}
     if PRELOAD:
         row["env"]["preload_scipy"] = True
