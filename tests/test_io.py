@@ -12,6 +12,7 @@
 import json
 import os
 import pickle
+import warnings
 from contextlib import contextmanager
 from unittest import mock
 
@@ -454,6 +455,170 @@ def test_default_blocks_load_about_1_mib_and_the_buffer_stays_within_budget(tmp_
         assert blocks == sorted(blocks)  # a load is read front to back
     assert sorted(blk for _, blocks in loads for blk in blocks) == [
         (a, min(a + 1024, 5000)) for a in range(0, 5000, 1024)]
+
+
+#: A file of tall, narrow chunks: one column of every row per chunk.
+TALL_ROWS, TALL_COLS = 20_000, 64
+
+
+def _tall_file(path, dtype="float32"):
+    X = _indexed(TALL_ROWS, TALL_COLS).astype(dtype)
+    return X, _h5_dataset(path, X, chunks=(TALL_ROWS, 1))
+
+
+@contextmanager
+def _record_reads(requests):
+    """Record the bytes in the file of every row range read from a dataset, as
+    ``(how, bytes)``: "direct" (into the buffer) or "copy" (a temporary to convert)."""
+    read_direct, getitem = h5py.Dataset.read_direct, h5py.Dataset.__getitem__
+
+    def nbytes(ds, sel):
+        rows = sel[0] if isinstance(sel, tuple) else sel
+        start, stop, _ = rows.indices(ds.shape[0])
+        return (stop - start) * ds.shape[1] * ds.dtype.itemsize
+
+    def spy_direct(self, dest, source_sel=None, dest_sel=None):
+        requests.append(("direct", nbytes(self, source_sel)))
+        return read_direct(self, dest, source_sel, dest_sel)
+
+    def spy_getitem(self, sel, *args, **kwargs):
+        requests.append(("copy", nbytes(self, sel)))
+        return getitem(self, sel, *args, **kwargs)
+
+    with mock.patch.object(h5py.Dataset, "read_direct", spy_direct), \
+            mock.patch.object(h5py.Dataset, "__getitem__", spy_getitem):
+        yield
+
+
+def _chunk_warnings(caught):
+    return [w for w in caught if issubclass(w.category, UserWarning)
+            and "chunked" in str(w.message)]
+
+
+@pytest.mark.parametrize(("source", "dtype"), [("float32", "float32"),
+                                               ("float64", "float32"),
+                                               ("float32", "float64")])
+def test_tall_narrow_chunks_are_read_in_row_blocks_within_the_buffer(tmp_path, source,
+                                                                     dtype):
+    # chunks (n, 1): a chunk's rows are the whole file, 5 or 10 MiB; the buffer is 1 MiB
+    X, path = _tall_file(tmp_path / "tall.h5", source)
+    budget = MiB
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reader = ActivationReader(path, "activations", batch_size=1000, seed=4,
+                                  buffer_bytes=budget, dtype=dtype)
+        with reader:
+            loads, requests = _record_loads(reader), []
+            with _record_reads(requests):
+                batches = list(reader.epoch(0))
+                second = list(reader.epoch(1))
+    # memory: the buffer and the stored-type copy a conversion reads fit the budget
+    out_row = TALL_COLS * np.dtype(dtype).itemsize
+    copy_row = 0 if source == dtype else TALL_COLS * np.dtype(source).itemsize
+    assert 1 < reader.block_rows <= budget // (out_row + copy_row)
+    assert reader._load_rows == reader.block_rows
+    assert len(loads) >= 2 * (TALL_ROWS * out_row // budget)  # two epochs, many loads
+    largest = max(nbytes for _, nbytes in requests)
+    for buf_rows, blocks in loads:
+        held = buf_rows * out_row
+        assert held <= budget
+        assert sum(b - a for a, b in blocks) <= buf_rows
+        if copy_row:
+            assert held + largest <= budget
+    assert all(how == ("copy" if copy_row else "direct") for how, _ in requests)
+    assert largest <= reader.block_rows * TALL_COLS * np.dtype(source).itemsize
+
+    # every row once, exactly as in the file; shuffled, and each epoch in its own order
+    for epoch in (batches, second):
+        ids = _ids(epoch)
+        np.testing.assert_array_equal(np.sort(ids), np.arange(TALL_ROWS))
+        for b in epoch:
+            assert b.dtype == dtype
+            np.testing.assert_array_equal(b, X[b[:, 0].astype(np.int64)].astype(dtype))
+    assert not np.array_equal(_ids(batches), np.arange(TALL_ROWS))
+    assert not np.array_equal(_ids(batches), _ids(second))
+
+    # one warning per reader, naming the chunk shape and the way out
+    (warning,) = _chunk_warnings(caught)
+    message = str(warning.message)
+    assert "(20000, 1)" in message and "slower" in message
+    assert "row-major chunks" in message and "write_activations" in message
+
+
+def test_tall_narrow_chunks_keep_the_order_resume_and_views(tmp_path):
+    X, path = _tall_file(tmp_path / "tall.h5")
+    budget, bs = 256 << 10, 700  # loads of 1024 rows
+    kw = dict(batch_size=bs, seed=9, buffer_bytes=budget)
+    with pytest.warns(UserWarning, match=r"chunked \(20000, 1\)"):
+        reader = ActivationReader(path, "activations", **kw)
+    with pytest.warns(UserWarning, match=r"chunked \(20000, 1\)"):
+        twin = ActivationReader(path, "activations", **kw)
+    with pytest.warns(UserWarning, match=r"chunked \(20000, 1\)"):
+        copy = pickle.loads(pickle.dumps(reader))
+    with reader, twin, copy:
+        assert reader.block_rows == reader._load_rows == 1024
+        batches = list(reader.epoch(2))
+        _assert_batches_equal(list(twin.epoch(2)), batches)
+        _assert_batches_equal(list(copy.epoch(2)), batches)
+        # a restart at batch s reads from the load that holds it on, not the whole file
+        s = 20
+        loads = _record_loads(reader)
+        _assert_batches_equal(list(reader.epoch(2, start_batch=s)), batches[s:])
+        rows_read = sum(b - a for _, blocks in loads for a, b in blocks)
+        assert rows_read <= TALL_ROWS - s * bs + 1024
+        assert all(buf_rows <= 1024 for buf_rows, _ in loads)
+
+    # file order with copy=False: views of the buffer where a batch lies in one load
+    with pytest.warns(UserWarning, match="slower"):
+        views_reader = ActivationReader(path, "activations", shuffle=False, copy=False,
+                                        **kw)
+    with views_reader:
+        loads = _record_loads(views_reader)
+        views = 0
+        for i, b in enumerate(views_reader.epoch(0)):
+            np.testing.assert_array_equal(b, X[i * bs:(i + 1) * bs].astype(np.float32))
+            views += b.base is not None
+        assert views > 0
+        assert [blk for _, blocks in loads for blk in blocks] == [
+            (a, min(a + 1024, TALL_ROWS)) for a in range(0, TALL_ROWS, 1024)]
+        np.testing.assert_array_equal(views_reader.read(), X.astype(np.float32))
+
+
+def test_only_tall_narrow_chunks_that_overflow_the_buffer_change_the_blocks(tmp_path):
+    X = _indexed(TALL_ROWS, TALL_COLS).astype(np.float32)
+    row_bytes = TALL_COLS * 4
+
+    def open_quietly(chunks, **kwargs):
+        path = _h5_dataset(tmp_path / f"{chunks}.h5", X, chunks=chunks)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            reader = ActivationReader(path, "activations", **kwargs)
+        with reader:
+            return reader.block_rows, reader._load_rows
+
+    # chunks of whole rows, however large or small against the buffer: as before
+    for rows in (1, 100, 4096, 8192, TALL_ROWS):
+        block = rows * max(1, MiB // (rows * row_bytes))
+        assert open_quietly((rows, TALL_COLS), buffer_bytes=1) == (block, block)
+        assert open_quietly((rows, TALL_COLS), buffer_bytes=MiB) == (block, max(block, 4096))
+    # narrow chunks whose rows are at most 1 MiB of whole rows: blocks of whole chunks
+    assert open_quietly((4096, 1), buffer_bytes=1) == (4096, 4096)
+    assert open_quietly((1000, 8), buffer_bytes=1) == (4000, 4000)
+    # tall, narrow chunks whose rows fit the buffer, or a range that does: as before
+    assert open_quietly((TALL_ROWS, 1)) == (TALL_ROWS, (256 << 20) // row_bytes)
+    assert open_quietly((TALL_ROWS, 1), buffer_bytes=6 * MiB) == (TALL_ROWS, 24576)
+    assert open_quietly((TALL_ROWS, 1), buffer_bytes=MiB, rows=(500, 4596)) == (
+        TALL_ROWS, TALL_ROWS)
+    # the rows of one tall, narrow chunk do not fit the buffer: blocks sized to it
+    path = _h5_dataset(tmp_path / "tall.h5", X, chunks=(TALL_ROWS, 1))
+    with pytest.warns(UserWarning, match=r"chunked \(20000, 1\)"):
+        reader = ActivationReader(path, "activations", buffer_bytes=MiB, rows=(500, 4597))
+    with reader:
+        assert reader.block_rows == reader._load_rows == 4096
+    with pytest.warns(UserWarning, match="row-major chunks"):
+        reader = ActivationReader(path, "activations", buffer_bytes=1)
+    with reader:
+        assert reader.block_rows == reader._load_rows == 1
 
 
 @FILE_PER_EXAMPLE

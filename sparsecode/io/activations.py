@@ -4,10 +4,13 @@ An activation file holds one 2-D dataset ``(n_samples, n_features)`` of float16,
 float64, or bfloat16 stored as uint16 with ``attrs["dtype"] = "bfloat16"``, chunked along
 the rows.  The reader never holds more than its buffer: it reads contiguous,
 chunk-aligned blocks of rows (a few of them, from random places in the file, per buffer
-load), shuffles the rows of the buffer, and cuts them into minibatches.
+load), shuffles the rows of the buffer, and cuts them into minibatches.  A dataset of
+tall, narrow chunks (a few columns of more rows than fit the buffer) is read in blocks
+of rows sized to the buffer instead, more slowly (with a warning).
 """
 
 import math
+import warnings
 
 import numpy as np
 
@@ -49,11 +52,12 @@ class ActivationReader:
     """Minibatches of an activation dataset, streamed in bounded memory.
 
     Each epoch visits every row of ``rows`` exactly once.  With ``shuffle``, the blocks
-    (chunk-aligned runs of rows) are visited in a random order, a buffer load holds
-    ``buffer_bytes`` worth of them, and the rows of each load are shuffled before being
-    cut into batches (a batch may span two loads).  The order depends only on ``seed``
-    and the epoch number, so two readers with the same seed agree and a run can restart
-    at any batch (:meth:`epoch` with ``start_batch``).
+    (runs of rows, chunk-aligned unless the chunks are tall and narrow: see
+    ``block_rows``) are visited in a random order, a buffer load holds ``buffer_bytes``
+    worth of them, and the rows of each load are shuffled before being cut into batches
+    (a batch may span two loads).  The order depends only on ``seed`` and the epoch
+    number, so two readers with the same seed agree and a run can restart at any batch
+    (:meth:`epoch` with ``start_batch``).
 
     Parameters
     ----------
@@ -71,7 +75,7 @@ class ActivationReader:
         Only these rows (e.g. a held-out split).
     buffer_bytes : int
         Memory budget of the buffer (in the output dtype).  At least one block is read
-        per load, whatever the budget.
+        per load, whatever the budget (see ``block_rows``).
     drop_last : bool
         Drop an epoch's last, smaller batch.
     dtype : {"float32", "float64"}
@@ -90,7 +94,22 @@ class ActivationReader:
     source_dtype : str
         Element type in the file (one of :data:`SOURCE_DTYPES`).
     block_rows : int
-        Rows per block (a multiple of the chunk's rows).
+        Rows per block: a multiple of the chunk's rows, about 1 MiB of whole rows (the
+        chunk's rows where those are more; about 1 MiB of rows for an unchunked
+        dataset).  Where the chunks are tall and narrow (a chunk holds only some of the
+        columns, and its rows are more than 1 MiB of whole rows and more than fit
+        ``buffer_bytes``), a block is instead as many rows as fit ``buffer_bytes``
+        together with, when converting, their copy in the stored type (at least one
+        row), and a buffer load is one block.
+
+    Warns
+    -----
+    UserWarning
+        Once, when the reader is made, if the chunks are tall and narrow (see
+        ``block_rows``): its blocks then cut across chunks, and each chunk is read (and
+        decompressed) once per block it touches, so reading is slower.  Rewriting the
+        file with chunks of whole rows (:func:`write_activations`,
+        :class:`ActivationWriter`) restores the speed.
     """
 
     def __init__(self, path, dataset, *, batch_size=4096, shuffle=True, seed=0, rows=None,
@@ -135,6 +154,26 @@ class ActivationReader:
             self.block_rows = chunk * per_block
             out_row = d * self.dtype.itemsize
             self._load_rows = max(self.block_rows, buffer_bytes // out_row)
+            if ds.chunks and ds.chunks[1] < d and chunk * row_bytes > BLOCK_BYTES:
+                # Tall, narrow chunks: the whole rows of one chunk are more than a block
+                # should hold.  Unless they fit the buffer, read blocks of rows sized to
+                # the buffer, counting the copy in the stored type that a conversion reads.
+                convert_row = 0 if ds.dtype == self.dtype else row_bytes
+                fit = max(1, buffer_bytes // (out_row + convert_row))
+                if min(self.block_rows, self.n_rows) > fit:
+                    self.block_rows = self._load_rows = fit
+                    warnings.warn(
+                        f"{path}:{dataset} is chunked {tuple(ds.chunks)}: each chunk holds "
+                        f"{chunk} rows of only {ds.chunks[1]} of the {d} columns, more rows "
+                        f"than fit buffer_bytes={buffer_bytes}, so it is read in blocks of "
+                        f"{fit} rows and each chunk is read (and decompressed) once per "
+                        "block it touches: reading is slower.  Rewrite the file with "
+                        "row-major chunks (chunks of whole rows), e.g. with "
+                        "sparsecode.io.write_activations or ActivationWriter, to read it at "
+                        "full speed.",
+                        UserWarning,
+                        stacklevel=2,
+                    )
         except BaseException:
             self._file.close()
             raise
