@@ -14,6 +14,18 @@ GRAM_BUDGET_BYTES = 1 << 30
 BLOCK_BYTES = 128 << 20
 MIN_BLOCK_ROWS = 16
 
+#: Rows per group of every correlation product ``X D^T`` on the CPU, and atoms per block
+#: of the no-Gram path's products (see :mod:`sparsecode._parallel`): each row's
+#: correlations come from one GEMM of fixed shape and place, so codes do not depend on
+#: the BLAS kernel's blocking, the thread count or how signals are split into calls
+#: starting at multiples of ``ROW_GROUP``.  A power of two.
+ROW_GROUP = 256
+GEMM_COLS = 2048
+
+#: Atoms per tile of the Gram matrices computed on the CPU (one single-threaded GEMM each,
+#: mirrored: exactly symmetric, the same bits whatever the thread count).
+GRAM_TILE = 256
+
 #: MP on the CPU: Gram matrices larger than this (bytes) do not stay in cache, so their
 #: rows are prefetched, with signals taken two at a time.  Smaller ones use the plain
 #: loop, which costs less (measured: equal at 16 MiB, the plain loop 13-15% faster at

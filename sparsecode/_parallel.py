@@ -1,8 +1,24 @@
-"""Cutting a parallel loop over rows into chunks: the one definition every kernel module
-and its caller share (imports Numba: load it lazily from Python code)."""
+"""Cutting a parallel loop over rows into chunks, and the row groups of every correlation
+product: the one definition every kernel module and its caller share (imports Numba: load
+it lazily from Python code).
+
+Row groups
+----------
+Every correlation product ``X D^T`` of the CPU kernels is computed group by group: rows
+``[g, g + group)`` for ``g`` a multiple of ``group`` counted from the first row of the
+call (the last group may be shorter), one single-threaded GEMM per group (per group and
+block of ``cols`` atoms on the no-Gram path).  A BLAS may round a row's products
+differently depending on the shape of the GEMM it is part of, on its place in it and on
+the threads it uses; with fixed groups each row's correlations come from the same GEMM
+shape, at the same place, on one thread, whatever the BLAS, the thread count or the
+chunking of the parallel loop.  Signals split into calls that start at multiples of
+``group`` (see :func:`aligned_rows`) are therefore encoded bit-identically to one call on
+all of them.
+"""
 
 import numba
-from numba import njit
+import numpy as np
+from numba import njit, prange
 
 
 def n_chunks(n):
@@ -15,3 +31,166 @@ def n_chunks(n):
 def chunk_bounds(ch, nch, n):
     """Rows ``[lo, hi)`` of chunk ``ch`` when ``n`` rows are cut into ``nch`` chunks."""
     return ch * n // nch, (ch + 1) * n // nch
+
+
+def n_group_chunks(n, group):
+    """Chunks of whole row groups for a parallel loop over ``n`` rows (see
+    :func:`group_bounds`)."""
+    return max(1, min(-(-n // group), 8 * numba.get_num_threads()))
+
+
+@njit(cache=True)
+def group_bounds(ch, nch, n, group):
+    """Rows ``[lo, hi)`` of chunk ``ch`` when the row groups of ``n`` rows (``group``
+    rows each, the last one shorter) are cut into ``nch`` chunks: ``lo`` is a multiple of
+    ``group``."""
+    ng = (n + group - 1) // group
+    glo, ghi = chunk_bounds(ch, nch, ng)
+    return min(n, glo * group), min(n, ghi * group)
+
+
+def row_group():
+    """int: rows per group (``_config.ROW_GROUP``)."""
+    from sparsecode import _config
+
+    return int(_config.ROW_GROUP)
+
+
+def aligned_rows(n):
+    """int: ``n`` rounded up to a whole number of row groups: the size of the blocks a
+    stream of signals is cut into so that encoding it block by block gives the codes of
+    one call on all of it."""
+    g = row_group()
+    return max(g, -(-int(n) // g) * g)
+
+
+def block_rows(n):
+    """int: ``n`` rounded down so that blocks of that many rows start at group bounds:
+    a multiple of the group when ``n`` is at least one group, else a power of two (which
+    divides the group)."""
+    g = row_group()
+    if n >= g:
+        return n // g * g
+    return 1 << (max(1, int(n)).bit_length() - 1)
+
+
+@njit(parallel=True, cache=True)
+def group_correlations(R, D, starts, group, cols, C):
+    """``C`` stacked with ``R[s:s + group] D^T`` for each group start ``s`` in
+    ``starts``, one single-threaded GEMM per group and block of ``cols`` atoms, the tiles
+    in parallel (the caller holds BLAS to one thread).
+
+    Parameters
+    ----------
+    R : ndarray of shape (n, n_features), C-contiguous
+    D : ndarray of shape (n_atoms, n_features), C-contiguous
+    starts : ndarray of int64
+        First rows of the groups, multiples of ``group``, increasing.
+    group, cols : int
+    C : ndarray of shape (n_rows, n_atoms)
+        Output: the groups' rows one after the other (``n_rows`` their total).
+    """
+    n = R.shape[0]
+    K = D.shape[0]
+    ncb = (K + cols - 1) // cols
+    ng = starts.shape[0]
+    offsets = np.empty(ng, dtype=np.int64)
+    o = 0
+    for g in range(ng):
+        offsets[g] = o
+        o += min(starts[g] + group, n) - starts[g]
+    for t in prange(ng * ncb):
+        g = t // ncb
+        c0 = (t % ncb) * cols
+        c1 = min(c0 + cols, K)
+        s = starts[g]
+        e = min(s + group, n)
+        P = np.dot(R[s:e], D[c0:c1].T)
+        C[offsets[g]:offsets[g] + e - s, c0:c1] = P
+
+
+@njit(parallel=True, cache=True)
+def gram_tiles(D, B, G):
+    """``G = D D^T`` from the ``B x B`` tiles on and below the diagonal: each is one
+    single-threaded GEMM ``D[i] D[j]^T`` in a thread of the parallel loop, written to
+    ``G[i, j]`` and, transposed, to ``G[j, i]`` (a diagonal tile's lower triangle is
+    mirrored), so ``G`` is exactly symmetric whatever the BLAS.  Half the flops of a
+    general product (``n_atoms^2 n_features``), every core busy, no BLAS thread pool (the
+    caller holds BLAS to one thread)."""
+    K = D.shape[0]
+    nb = (K + B - 1) // B
+    n_tiles = nb * (nb + 1) // 2
+    for t in prange(n_tiles):
+        # tile t -> (bi, bj) with bj <= bi, row by row of the lower triangle
+        bi = int((np.sqrt(8.0 * t + 1.0) - 1.0) / 2.0)
+        while bi * (bi + 1) // 2 > t:
+            bi -= 1
+        while (bi + 1) * (bi + 2) // 2 <= t:
+            bi += 1
+        bj = t - bi * (bi + 1) // 2
+        i0, i1 = bi * B, min(bi * B + B, K)
+        j0, j1 = bj * B, min(bj * B + B, K)
+        P = np.dot(D[i0:i1], D[j0:j1].T)
+        if bi == bj:
+            # a diagonal tile from a GEMM need not be symmetric (some BLAS kernels round
+            # P[i, j] and P[j, i] differently): its lower triangle is mirrored
+            for i in range(i1 - i0):
+                for j in range(i + 1):
+                    G[i0 + i, j0 + j] = P[i, j]
+                    G[j0 + j, i0 + i] = P[i, j]
+        else:
+            for i in range(i1 - i0):
+                for j in range(j1 - j0):
+                    G[i0 + i, j0 + j] = P[i, j]
+            for j in range(j1 - j0):
+                for i in range(i1 - i0):
+                    G[j0 + j, i0 + i] = P[i, j]
+
+
+def correlations_by_group(X, D):
+    """``X D^T`` computed by row groups and atom blocks (see the module's docstring):
+    each row's correlations are the same bits whatever the call it is part of.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, n_features)
+    D : ndarray of shape (n_atoms, n_features), of ``X``'s dtype
+
+    Returns
+    -------
+    C : ndarray of shape (n, n_atoms)
+    """
+    from sparsecode import _config
+    from sparsecode._blas import one_blas_thread
+
+    n = X.shape[0]
+    group = row_group()
+    C = np.empty((n, D.shape[0]), dtype=X.dtype)
+    with one_blas_thread():
+        group_correlations(np.ascontiguousarray(X), np.ascontiguousarray(D),
+                           np.arange(0, n, group, dtype=np.int64), group,
+                           int(_config.GEMM_COLS), C)
+    return C
+
+
+def gram_symmetric(D):
+    """``D D^T`` from its tiles on and below the diagonal (half the flops of a general
+    product, ``n_atoms^2 n_features``), one single-threaded GEMM per tile of
+    ``_config.GRAM_TILE`` atoms on every Numba thread, each tile also written transposed:
+    exactly symmetric, and the same bits whatever the thread count.
+
+    Parameters
+    ----------
+    D : ndarray of shape (n_atoms, n_features), float32 or float64
+
+    Returns
+    -------
+    G : ndarray of shape (n_atoms, n_atoms), C-contiguous
+    """
+    from sparsecode import _config
+    from sparsecode._blas import one_blas_thread
+
+    G = np.empty((D.shape[0], D.shape[0]), dtype=D.dtype)
+    with one_blas_thread():
+        gram_tiles(np.ascontiguousarray(D), int(_config.GRAM_TILE), G)
+    return G

@@ -38,6 +38,7 @@ class Problem:
     max_steps: int = 0  # step cap per signal of the step loops
     on_gpu: bool = False  # the arrays are CuPy arrays and the GPU kernels run
     cupy_out: bool = False  # return CuPy codes (X was a CuPy array)
+    group: int = 256  # rows per group of the correlation GEMMs (sparsecode._parallel)
 
     @property
     def dtype(self):

@@ -205,14 +205,18 @@ def _int_view(c):
 
 
 @njit(cache=True)
-def correlations(X, DT, lo, hi):
+def correlations(X, DT, lo, hi, group):
     """``X[lo:hi] D^T`` for one chunk of signals, and its integer view.
 
-    Called inside the parallel loops, so each thread runs its own single-threaded GEMM
+    Called inside the parallel loops, so each thread runs its own single-threaded GEMMs
     on its chunk (the caller limits BLAS to one thread) and the chunk's correlations stay
-    in that core's cache for the pursuit that follows.
+    in that core's cache for the pursuit that follows.  ``lo`` is a multiple of ``group``
+    and the chunk's GEMMs are its row groups (see :mod:`sparsecode._parallel`).
     """
-    C = np.dot(X[lo:hi], DT)
+    C = np.empty((hi - lo, DT.shape[1]), dtype=X.dtype)
+    for g0 in range(lo, hi, group):
+        g1 = min(g0 + group, hi)
+        C[g0 - lo:g1 - lo] = np.dot(X[g0:g1], DT)
     return C, int_view(C)
 
 

@@ -157,10 +157,11 @@ def test_bad_input(kwargs, match, rng):
         mpsae_grad(X, D, **kwargs)
 
 
+@pytest.mark.blas_sensitive
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("K", [7, 300, 517, 1031])
 def test_gram_symmetric_equals_the_product(dtype, K, rng):
-    from sparsecode.sae.mpsae import gram_symmetric
+    from sparsecode._parallel import gram_symmetric
 
     D = rng.standard_normal((K, 19)).astype(dtype)
     G = gram_symmetric(D)

@@ -44,7 +44,8 @@ def add_parser(sub):
     p.add_argument("--solver", choices=["mp", "topk", "omp", "gp"], default=None,
                    help="default: the model's")
     p.add_argument("--batch-size", type=count(), default=8192,
-                   help="rows per batch (on a cluster: rows per task)")
+                   help="rows per batch (on a cluster: rows per task), rounded up to a "
+                   "multiple of 256")
     p.add_argument("--buffer-mb", type=positive_number, default=64, help="read buffer (MiB)")
     p.add_argument("--commit-every", type=non_negative_number, default=5.0, metavar="SECONDS",
                    help="make the rows written so far durable this often")
@@ -66,7 +67,11 @@ def run(args):
         dataset = (model_position(args.model) or {}).get("dataset")
         if dataset is None:
             raise ValueError("--dataset is needed: the model does not record its dataset")
-    reader = ActivationReader(args.acts, dataset, batch_size=args.batch_size, shuffle=False,
+    from sparsecode._parallel import aligned_rows
+
+    # batches of whole row groups, as the blocks of --scheduler: the same codes either way
+    reader = ActivationReader(args.acts, dataset, batch_size=aligned_rows(args.batch_size),
+                              shuffle=False,
                               buffer_bytes=int(args.buffer_mb * 2**20), copy=False)
     with reader:
         if reader.n_features != model.n_features_in_:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from sparsecode._progress import progress_bar
+from sparsecode._validation import check_count
 from sparsecode.codes import SparseCodes
 from sparsecode.distributed._cluster import require_dask, scatter_everywhere, task_threads
 from sparsecode.distributed._source import as_dask_array
@@ -138,7 +139,11 @@ def encode(X, D, *, solver=None, k=None, tol=None, out=None, client=None, block_
         Needed with ``out`` (default: the current client).  Without ``out`` the returned
         arrays are computed by whatever scheduler computes them.
     block_rows : int, optional
-        Rows per task for arrays and files (a dask array keeps its blocks).
+        Rows per task for arrays and files, rounded up to a whole number of row groups
+        (``_config.ROW_GROUP`` rows).  A dask array keeps its blocks when they start at
+        multiples of the group and is rechunked otherwise: each block is then encoded
+        with the same arithmetic as an in-process call on all the rows, so the codes are
+        bit-identical to it whatever the BLAS.
     dtype : {"float32", "float64"}, optional
         Float type of the signals (files: float32).
     overwrite : bool
@@ -169,7 +174,11 @@ def encode(X, D, *, solver=None, k=None, tol=None, out=None, client=None, block_
     import dask
     import dask.array as da
 
-    X = as_dask_array(X, block_rows=block_rows, dtype=dtype)
+    from sparsecode._parallel import aligned_rows
+
+    X = _aligned(as_dask_array(X, block_rows=None if block_rows is None
+                               else aligned_rows(check_count(block_rows, "block_rows")),
+                               dtype=dtype))
     encoder = BlockEncoder(D, solver=solver, k=k, tol=tol, options=options,
                            n_samples=X.shape[0], dtype=X.dtype)
     if X.shape[1] != encoder.n_features:
@@ -187,6 +196,17 @@ def encode(X, D, *, solver=None, k=None, tol=None, out=None, client=None, block_
     return _encode_to_file(X, encoder, Path(out), client=client, overwrite=overwrite,
                            resume=resume, measure_every=measure_every, progress=progress,
                            settings=settings, stop=stop)
+
+
+def _aligned(X):
+    """``X`` with row blocks that start at multiples of the row group (rechunked to
+    whole groups when some do not)."""
+    from sparsecode._parallel import aligned_rows, row_group
+
+    starts = np.cumsum((0,) + X.chunks[0][:-1])
+    if np.all(starts % row_group() == 0):
+        return X
+    return X.rechunk({0: aligned_rows(max(X.chunks[0]))})
 
 
 def _job_token(X, encoder):

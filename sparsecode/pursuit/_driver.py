@@ -19,7 +19,6 @@ one block of signals:
 whose ``I``/``Z`` rows the kernels fill.
 """
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -122,11 +121,11 @@ def gram(D):
         In ``D``'s float dtype.  Pass it as ``gram=G`` to :func:`sparsecode.mp`,
         :func:`sparsecode.omp` or :func:`sparsecode.gp` with signals of the same dtype.
     """
+    from sparsecode._parallel import gram_symmetric
     from sparsecode._validation import float_dtype
 
     D = check_array(D, "D")
-    D = D.astype(float_dtype(D), copy=False)
-    return D @ D.T
+    return gram_symmetric(D.astype(float_dtype(D), copy=False))
 
 
 def decide_gram(gram, n_samples, k, D):
@@ -206,8 +205,12 @@ def prepare(X, D, *, k, tol, gram, backend, rule, positive=False, acgp=False,
         G = check_gram(gram, norms2, dt)
         if scale is not None:
             G = G * xp.outer(scale, scale).astype(dt)
-    elif want:
+    elif on_gpu and want:
         G = D @ D.T
+    elif want:
+        from sparsecode._parallel import gram_symmetric
+
+        G = gram_symmetric(D)
     else:
         G = None
     width = min(k, K)
@@ -226,13 +229,17 @@ def prepare(X, D, *, k, tol, gram, backend, rule, positive=False, acgp=False,
         max_steps=width if max_steps is None else max_steps(k, width),
         on_gpu=on_gpu,
         cupy_out=cupy_out,
+        group=int(_config.ROW_GROUP),
     )
     return X, prob
 
 
 def _rows_per_block(prob, extra_bytes_per_row=0):
+    """Signals per block: as many as the budget allows, cut at row-group bounds."""
+    from sparsecode._parallel import block_rows
+
     per_row = prob.n_atoms * prob.dtype.itemsize + extra_bytes_per_row
-    return max(_config.MIN_BLOCK_ROWS, _config.BLOCK_BYTES // max(per_row, 1))
+    return block_rows(max(_config.MIN_BLOCK_ROWS, _config.BLOCK_BYTES // max(per_row, 1)))
 
 
 def run(X, prob, pursuit):
@@ -247,10 +254,10 @@ def run(X, prob, pursuit):
     extra = (0 if use_gram else
              pursuit.nogram_bytes_per_row(prob.width) + X.shape[1] * prob.dtype.itemsize)
     B = _rows_per_block(prob, extra)
-    # Gram path: each kernel thread runs its own single-threaded GEMM, so BLAS is held to
-    # one thread for the whole call (its idle threads would spin against the kernel's).
-    limit = one_blas_thread() if use_gram else contextlib.nullcontext()
-    with limit:
+    # every GEMM is a single-threaded one in a kernel thread (see sparsecode._parallel), so
+    # BLAS is held to one thread for the whole call (its idle threads would spin against
+    # the kernel's)
+    with one_blas_thread():
         _run_blocks(X, prob, B, I, Z, status, pursuit.gram_block, pursuit.nogram_block)
     # warn_dependent < run < solve < solver < its caller
     warn_dependent(int(np.count_nonzero(status == DEPENDENT)), n, pursuit.name, stacklevel=5)
@@ -293,22 +300,34 @@ def _run_blocks(X, prob, B, I, Z, status, gram_block, nogram_block):
 
 
 def nogram_steps(Xb, prob, out, step):
-    """The no-Gram loop: per step one GEMM for the active signals, then ``step``, for at
-    most ``prob.max_steps`` steps.
+    """The no-Gram loop: per step the correlations of the row groups that hold an active
+    signal (one GEMM per group and block of atoms, see :mod:`sparsecode._parallel`), then
+    ``step``, for at most ``prob.max_steps`` steps.
 
-    ``step(C, Ci, rows, R, status)`` advances the signals ``rows`` (int64) whose
-    correlations are ``C`` (``Ci`` their integer view) and updates their residual rows in
-    ``R`` and their ``status`` (0 = running).
+    ``step(C, Ci, rows, R, status)`` advances the signals ``rows`` (int64; those whose
+    ``status`` is not 0 = running are skipped) whose correlations are ``C`` (``Ci`` their
+    integer view) and updates their residual rows in ``R`` and their ``status``.  A
+    finished signal's row group is multiplied until every signal of the group is done,
+    so its running signals' correlations come from the same GEMM as in any other call.
     """
+    from sparsecode._parallel import group_correlations
+
     R = np.array(Xb, dtype=prob.dtype, order="C")
+    n = R.shape[0]
+    group = prob.group
     active = np.flatnonzero(out.xnorm2 > out.tol2)
     out.status[:] = 1
     out.status[active] = 0
-    DT = prob.D.T
+    live = np.zeros(-(-n // group), dtype=bool)
     for _ in range(prob.max_steps):
         if active.size == 0:
             break
-        C = np.matmul(R[active], DT)
-        step(C, C.view(prob.int_view[0]), active, R, out.status)
+        live[:] = False
+        live[active // group] = True
+        rows = np.flatnonzero(np.repeat(live, group)[:n])
+        C = np.empty((rows.size, prob.n_atoms), dtype=prob.dtype)
+        group_correlations(R, prob.D, np.flatnonzero(live) * group, group,
+                           int(_config.GEMM_COLS), C)
+        step(C, C.view(prob.int_view[0]), rows, R, out.status)
         active = active[out.status[active] == 0]
     out.status[out.status == 0] = 1

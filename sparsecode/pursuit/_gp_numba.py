@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, prange
 
 from sparsecode._linalg_numba import quad
-from sparsecode._parallel import chunk_bounds
+from sparsecode._parallel import group_bounds
 from sparsecode._pursuit_numba import (
     DONE,
     RUNNING,
@@ -99,8 +99,8 @@ def gp_step(c, ci, mask, S, is_gram, rule, acgp, positive, thr, I, z, s, GII, dp
 
 
 @njit(parallel=True, cache=True)
-def gp_gram(nch, X, DT, mask, G, rule, acgp, positive, k, max_steps, xnorm2, tol2, thr, I,
-            Z, status):
+def gp_gram(nch, group, X, DT, mask, G, rule, acgp, positive, k, max_steps, xnorm2, tol2,
+            thr, I, Z, status):
     """Run GP/ACGP on every row of ``X`` (see :func:`mp_gram`) until the support holds ``k``
     atoms, the residual energy reaches ``tol2`` or ``max_steps`` steps were taken."""
     n = X.shape[0]
@@ -111,8 +111,8 @@ def gp_gram(nch, X, DT, mask, G, rule, acgp, positive, k, max_steps, xnorm2, tol
         d = np.empty(k)
         delta = np.empty(k)
         state = np.zeros(2)
-        lo, hi = chunk_bounds(ch, nch, n)
-        C, Ci = correlations(X, DT, lo, hi)
+        lo, hi = group_bounds(ch, nch, n, group)
+        C, Ci = correlations(X, DT, lo, hi, group)
         for i in range(lo, hi):
             c = C[i - lo]
             z = Z[i]
@@ -154,7 +154,8 @@ def gp_scratch(w, k):
 @njit(parallel=True, cache=True)
 def gp_nogram_step(C, Ci, mask, rows, R, D, rule, acgp, positive, k, tol2, thr, I, Z, ns,
                    scratch, status):
-    """One GP/ACGP step for the active rows; ``C[a]`` holds ``R[rows[a]] D^T``.
+    """One GP/ACGP step for the active rows; ``C[a]`` holds ``R[rows[a]] D^T`` (rows not
+    running are skipped).
 
     ``scratch`` (float64, (n, gp_scratch_size(k)), zero filled before the first step)
     keeps each signal's support Gram, previous direction and line-search state from step
@@ -162,6 +163,8 @@ def gp_nogram_step(C, Ci, mask, rows, R, D, rule, acgp, positive, k, tol2, thr, 
     """
     for a in prange(rows.shape[0]):
         i = rows[a]
+        if status[i] != RUNNING:
+            continue  # finished: in the step's row groups for their GEMMs only
         GII, dprev, state, g, d, delta = gp_scratch(scratch[i], k)
         s, st = gp_step(C[a], Ci[a], mask, D, False, rule, acgp, positive, thr[i], I[i], Z[i],
                         ns[i], GII, dprev, state, g, d, delta)

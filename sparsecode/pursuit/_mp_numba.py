@@ -14,7 +14,7 @@ GEMM per step; the kernel selects and updates the residual rows (O(n_features)).
 import numpy as np
 from numba import njit, prange
 
-from sparsecode._parallel import chunk_bounds
+from sparsecode._parallel import group_bounds
 from sparsecode._pursuit_numba import (
     DONE,
     POSITIVE,
@@ -103,7 +103,7 @@ def _mp_two_lanes(C, Ci, lo, hi, G, rule, mask, k, xnorm2, tol2, thr, I, Z):
 
 
 @njit(parallel=True, cache=True)
-def mp_gram(nch, X, DT, mask, G, rule, k, xnorm2, tol2, thr, I, Z, lanes):
+def mp_gram(nch, group, X, DT, mask, G, rule, k, xnorm2, tol2, thr, I, Z, lanes):
     """Run up to ``k`` MP steps for every row of ``X`` on the Gram path.
 
     With ``lanes`` (for Gram matrices too large for the caches), signals go two at a time
@@ -113,7 +113,9 @@ def mp_gram(nch, X, DT, mask, G, rule, k, xnorm2, tol2, thr, I, Z, lanes):
     Parameters
     ----------
     nch : int
-        Number of chunks the rows are split into for the parallel loop.
+        Number of chunks of whole row groups for the parallel loop.
+    group : int
+        Rows per group of the correlation GEMMs (see :mod:`sparsecode._parallel`).
     X : ndarray of shape (n, n_features), C-contiguous
         Signals of the block.
     DT : ndarray of shape (n_features, n_atoms)
@@ -138,8 +140,8 @@ def mp_gram(nch, X, DT, mask, G, rule, k, xnorm2, tol2, thr, I, Z, lanes):
     """
     n = X.shape[0]
     for ch in prange(nch):
-        lo, hi = chunk_bounds(ch, nch, n)
-        C, Ci = correlations(X, DT, lo, hi)
+        lo, hi = group_bounds(ch, nch, n, group)
+        C, Ci = correlations(X, DT, lo, hi, group)
         if lanes:
             _mp_two_lanes(C, Ci, lo, hi, G, rule, mask, k, xnorm2, tol2, thr, I, Z)
         else:
@@ -152,12 +154,15 @@ def mp_gram(nch, X, DT, mask, G, rule, k, xnorm2, tol2, thr, I, Z, lanes):
 def mp_nogram_step(C, Ci, mask, rows, R, D, rule, tol2, thr, I, Z, ns, status):
     """One MP step for the active rows on the no-Gram path.
 
-    ``C[a]`` holds the correlations ``R[rows[a]] D^T`` (``Ci`` its integer view).  Updates
-    ``R``, ``I``, ``Z``, ``ns`` (support sizes) and ``status`` of those rows.
+    ``C[a]`` holds the correlations ``R[rows[a]] D^T`` (``Ci`` its integer view); rows not
+    running are skipped.  Updates ``R``, ``I``, ``Z``, ``ns`` (support sizes) and ``status``
+    of those rows.
     """
     nfeat = R.shape[1]
     for a in prange(rows.shape[0]):
         i = rows[a]
+        if status[i] != RUNNING:
+            continue  # finished: in the step's row groups for their GEMMs only
         j = select(Ci[a], rule, mask)
         cj = C[a, j]
         if vanished(cj, thr[i], rule):

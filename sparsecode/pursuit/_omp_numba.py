@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from sparsecode._linalg_numba import back_solve, chol_append, dot, forward_append, nnls_gram
-from sparsecode._parallel import chunk_bounds
+from sparsecode._parallel import group_bounds
 from sparsecode._pursuit_numba import (
     DEPENDENT,
     DONE,
@@ -90,7 +90,8 @@ def omp_step(c, ci, mask, S, is_gram, rule, positive, thr, rtol, I, z, s, L, GII
 
 
 @njit(parallel=True, cache=True)
-def omp_gram(nch, X, DT, mask, G, rule, positive, k, xnorm2, tol2, thr, rtol, I, Z, status):
+def omp_gram(nch, group, X, DT, mask, G, rule, positive, k, xnorm2, tol2, thr, rtol, I, Z,
+             status):
     """Run Batch-OMP on every row of ``X`` (see :func:`mp_gram` for the arguments).
 
     ``I`` (int32, -1 filled) and ``Z`` (float64) of shape (n, k) receive the codes,
@@ -104,8 +105,8 @@ def omp_gram(nch, X, DT, mask, G, rule, positive, k, xnorm2, tol2, thr, rtol, I,
         fw = np.empty(k)
         work = np.empty(k)
         delta = np.empty(k)
-        lo, hi = chunk_bounds(ch, nch, n)
-        C, Ci = correlations(X, DT, lo, hi)
+        lo, hi = group_bounds(ch, nch, n, group)
+        C, Ci = correlations(X, DT, lo, hi, group)
         for i in range(lo, hi):
             c = C[i - lo]
             z = Z[i]
@@ -147,13 +148,16 @@ def omp_scratch(w, k):
 @njit(parallel=True, cache=True)
 def omp_nogram_step(C, Ci, mask, rows, R, D, rule, positive, k, tol2, thr, rtol, I, Z, ns,
                     scratch, status):
-    """One OMP step for the active rows; ``C[a]`` holds ``R[rows[a]] D^T``.
+    """One OMP step for the active rows; ``C[a]`` holds ``R[rows[a]] D^T`` (rows not running
+    are skipped).
 
     ``scratch`` (float64, (n, omp_scratch_size(k))) keeps each signal's factor and
     vectors from step to step (see :func:`omp_scratch`).
     """
     for a in prange(rows.shape[0]):
         i = rows[a]
+        if status[i] != RUNNING:
+            continue  # finished: in the step's row groups for their GEMMs only
         L, GII, a0, fw, work, delta = omp_scratch(scratch[i], k)
         s, st = omp_step(C[a], Ci[a], mask, D, False, rule, positive, thr[i], rtol,
                          I[i], Z[i], ns[i], L, GII, a0, fw, work, delta)

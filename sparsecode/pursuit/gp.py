@@ -13,11 +13,12 @@ def max_steps(k):
 
 
 def _gram_block(Xb, G, p, out):
-    from sparsecode._parallel import n_chunks
+    from sparsecode._parallel import n_group_chunks
     from sparsecode.pursuit._gp_numba import gp_gram
 
-    gp_gram(n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, p.rule, p.acgp, p.positive,
-            p.width, p.max_steps, out.xnorm2, out.tol2, out.thr, out.I, out.Z, out.status)
+    gp_gram(n_group_chunks(Xb.shape[0], p.group), p.group, Xb, p.D.T, p.int_view[1], G,
+            p.rule, p.acgp, p.positive, p.width, p.max_steps, out.xnorm2, out.tol2, out.thr,
+            out.I, out.Z, out.status)
 
 
 def _nogram_block(Xb, p, out):

@@ -9,11 +9,12 @@ from sparsecode.pursuit import _driver
 
 
 def _gram_block(Xb, G, p, out):
-    from sparsecode._parallel import n_chunks
+    from sparsecode._parallel import n_group_chunks
     from sparsecode.pursuit._mp_numba import mp_gram
 
-    mp_gram(n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, p.rule, p.k,
-            out.xnorm2, out.tol2, out.thr, out.I, out.Z, G.nbytes > _config.PREFETCH_GRAM_BYTES)
+    mp_gram(n_group_chunks(Xb.shape[0], p.group), p.group, Xb, p.D.T, p.int_view[1], G,
+            p.rule, p.k, out.xnorm2, out.tol2, out.thr, out.I, out.Z,
+            G.nbytes > _config.PREFETCH_GRAM_BYTES)
 
 
 def _nogram_block(Xb, p, out):

@@ -8,11 +8,12 @@ from sparsecode.pursuit import _driver
 
 
 def _gram_block(Xb, G, p, out):
-    from sparsecode._parallel import n_chunks
+    from sparsecode._parallel import n_group_chunks
     from sparsecode.pursuit._omp_numba import omp_gram
 
-    omp_gram(n_chunks(Xb.shape[0]), Xb, p.D.T, p.int_view[1], G, p.rule, p.positive,
-             p.width, out.xnorm2, out.tol2, out.thr, p.rtol, out.I, out.Z, out.status)
+    omp_gram(n_group_chunks(Xb.shape[0], p.group), p.group, Xb, p.D.T, p.int_view[1], G,
+             p.rule, p.positive, p.width, out.xnorm2, out.tol2, out.thr, p.rtol, out.I, out.Z,
+             out.status)
 
 
 def _nogram_block(Xb, p, out):

@@ -21,10 +21,12 @@ The one-step TopK encoder (``topk=True``) selects ``k`` atoms from the first
 correlations and codes them with ``c_j = d_j . x``; its backward is
 ``dL/dd_j += -[(g . d_j) x + c_j g]`` and ``dL/dx = g - sum_j d_j (d_j . g)``.
 
-The rows are cut into one chunk per thread; each chunk adds its atom gradients into its
-own buffer (``gD[chunk]``) and the caller sums the buffers, so the result does not depend
-on which thread ran which chunk.  Within a chunk the correlations are computed ``SUB``
-rows at a time, so they stay in cache for the pursuit that follows.
+The rows are cut into one chunk of whole row groups per thread; each chunk adds its atom
+gradients into its own buffer (``gD[chunk]``) and the caller sums the buffers, so the
+result does not depend on which thread ran which chunk.  Within a chunk the correlations
+are computed one row group at a time (see :mod:`sparsecode._parallel`), so they stay in
+cache for the pursuit that follows and each row's come from the same GEMM whatever the
+chunking.
 """
 
 import types
@@ -32,7 +34,7 @@ import types
 import numpy as np
 from numba import njit, prange
 
-from sparsecode._parallel import chunk_bounds
+from sparsecode._parallel import group_bounds
 from sparsecode._pursuit_numba import (
     ABS,
     POSITIVE,
@@ -42,9 +44,6 @@ from sparsecode._pursuit_numba import (
     update_select,
     vanished,
 )
-
-#: Rows whose correlations are computed at once inside a chunk.
-SUB = 256
 
 
 @njit(cache=True, inline="always")
@@ -141,14 +140,16 @@ def _topk_backward(x, D, J, Cs, T, gscale, r, g, gD):
 
 
 @njit(parallel=True, cache=True)
-def mp_train(nch, X, DT, D, G, rule, mask, k, tol2, thr, topk, gscale, I, Z, loss2, gD, gb,
+def mp_train(nch, group, X, DT, D, G, rule, mask, k, tol2, thr, topk, gscale, I, Z, loss2, gD, gb,
              backward=True):
     """Encode every row of ``X`` and accumulate the gradient of ``gscale * sum ||r||^2``.
 
     Parameters
     ----------
     nch : int
-        Chunks of rows for the parallel loop (one per thread).
+        Chunks of whole row groups for the parallel loop (one per thread).
+    group : int
+        Rows per group of the correlation GEMMs (see :mod:`sparsecode._parallel`).
     X : ndarray of shape (n, n_features), C-contiguous
         Signals, pre-bias already subtracted.
     DT : ndarray of shape (n_features, n_atoms)
@@ -181,16 +182,16 @@ def mp_train(nch, X, DT, D, G, rule, mask, k, tol2, thr, topk, gscale, I, Z, los
     """
     n, nf = X.shape
     for ch in prange(nch):
-        lo, hi = chunk_bounds(ch, nch, n)
+        lo, hi = group_bounds(ch, nch, n, group)
         J = np.empty(k, dtype=np.int64)
         Cs = np.empty(k, dtype=np.float64)
         r = np.empty(nf, dtype=np.float64)
         g = np.empty(nf, dtype=np.float64)
         mine = gD[ch]
         gb_mine = gb[ch]
-        for lo2 in range(lo, hi, SUB):
-            hi2 = min(lo2 + SUB, hi)
-            C, Ci = correlations(X, DT, lo2, hi2)
+        for lo2 in range(lo, hi, group):
+            hi2 = min(lo2 + group, hi)
+            C, Ci = correlations(X, DT, lo2, hi2, group)
             for i in range(lo2, hi2):
                 x = X[i]
                 energy = 0.0
@@ -224,41 +225,3 @@ def _renamed(func, name):
 #: The same kernel without threads: for small batches (a few hundred signals of a small
 #: dictionary), where starting the thread pool costs more than the work.
 mp_train_serial = njit(cache=True)(_renamed(mp_train.py_func, "mp_train_serial"))
-
-
-@njit(parallel=True, cache=True)
-def gram_tiles(D, B, G):
-    """``G = D D^T`` from the ``B x B`` tiles on and below the diagonal: each is one
-    single-threaded GEMM ``D[i] D[j]^T`` in a thread of the parallel loop, written to
-    ``G[i, j]`` and, transposed, to ``G[j, i]`` (a diagonal tile's lower triangle is
-    mirrored), so ``G`` is exactly symmetric whatever the BLAS.  Half the flops of a
-    general product (``n_atoms^2 n_features``), every core busy, no BLAS thread pool (the
-    caller holds BLAS to one thread)."""
-    K = D.shape[0]
-    nb = (K + B - 1) // B
-    n_tiles = nb * (nb + 1) // 2
-    for t in prange(n_tiles):
-        # tile t -> (bi, bj) with bj <= bi, row by row of the lower triangle
-        bi = int((np.sqrt(8.0 * t + 1.0) - 1.0) / 2.0)
-        while bi * (bi + 1) // 2 > t:
-            bi -= 1
-        while (bi + 1) * (bi + 2) // 2 <= t:
-            bi += 1
-        bj = t - bi * (bi + 1) // 2
-        i0, i1 = bi * B, min(bi * B + B, K)
-        j0, j1 = bj * B, min(bj * B + B, K)
-        P = np.dot(D[i0:i1], D[j0:j1].T)
-        if bi == bj:
-            # a diagonal tile from a GEMM need not be symmetric (some BLAS kernels round
-            # P[i, j] and P[j, i] differently): its lower triangle is mirrored
-            for i in range(i1 - i0):
-                for j in range(i + 1):
-                    G[i0 + i, j0 + j] = P[i, j]
-                    G[j0 + j, i0 + i] = P[i, j]
-        else:
-            for i in range(i1 - i0):
-                for j in range(j1 - j0):
-                    G[i0 + i, j0 + j] = P[i, j]
-            for j in range(j1 - j0):
-                for i in range(i1 - i0):
-                    G[j0 + j, i0 + i] = P[i, j]

@@ -9,7 +9,7 @@ import numpy as np
 from sparsecode._backend import array_module
 from sparsecode._rules import RULES
 from sparsecode.codes import SparseCodes
-from sparsecode.sae.mpsae import batch_grad, gram_symmetric
+from sparsecode.sae.mpsae import batch_grad
 
 
 class Encoder:
@@ -69,6 +69,8 @@ class Encoder:
             gram = False
             if use:
                 if self._gram is None:
+                    from sparsecode._parallel import gram_symmetric
+
                     self._gram = gram_symmetric(D)
                 gram = self._gram
             return sparsecode.mp(Xc, D, k=k, tol=tol, selection=self.selection, gram=gram)
@@ -94,7 +96,12 @@ def topk_codes(Xc, D, k, selection):
         Atoms in order of decreasing score (ties by atom index).
     """
     xp = array_module(Xc)
-    C = Xc @ D.T
+    if xp is np:
+        from sparsecode._parallel import correlations_by_group
+
+        C = correlations_by_group(Xc, D)
+    else:
+        C = Xc @ D.T
     score = xp.abs(C) if selection == "abs" else C
     k = min(k, D.shape[0])
     part = xp.argpartition(-score, k - 1, axis=1)[:, :k]

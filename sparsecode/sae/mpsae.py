@@ -32,8 +32,6 @@ ENCODERS = ("mp", "topk")
 
 #: Below this many flops in the correlation GEMM a batch runs on one thread.
 SERIAL_FLOPS = 2e7
-#: Rows of the tiles of :func:`gram_symmetric`.
-GRAM_TILE = 256
 
 
 @dataclass
@@ -138,6 +136,7 @@ def batch_grad(X, D, G, *, k, tol, rule, topk, backward=True):
                        codes=codes, residual_norms2=loss2)
     import numba
 
+    from sparsecode._parallel import gram_symmetric
     from sparsecode.sae._mpsae_numba import mp_train, mp_train_serial
 
     n, nf = X.shape
@@ -154,7 +153,8 @@ def batch_grad(X, D, G, *, k, tol, rule, topk, backward=True):
     loss2 = np.empty(n, dtype=np.float64)
     # threads pay off once the batch's correlation GEMM is worth more than ~1 ms
     serial = 2 * n * K * nf < SERIAL_FLOPS
-    nch = 1 if serial else max(1, min(n, numba.get_num_threads()))
+    group = int(_config.ROW_GROUP)
+    nch = 1 if serial else max(1, min(-(-n // group), numba.get_num_threads()))
     shape = (nch, K, nf) if backward else (nch, 1, 1)
     gD = np.zeros(shape, dtype=dt)
     gb = np.zeros(shape[::2], dtype=np.float64)
@@ -162,9 +162,9 @@ def batch_grad(X, D, G, *, k, tol, rule, topk, backward=True):
     it = np.dtype(np.int32 if dt == np.float32 else np.int64)
     mask = it.type(np.iinfo(it).max)
     with one_blas_thread():
-        (mp_train_serial if serial else mp_train)(nch, X, D.T, D, G, rule, mask, k, tol * xnorm2,
-                 _config.rtol(dt) * np.sqrt(xnorm2), topk, 1.0 / n, I, Z, loss2, gD, gb,
-                 backward)
+        train = mp_train_serial if serial else mp_train
+        train(nch, group, X, D.T, D, G, rule, mask, k, tol * xnorm2,
+              _config.rtol(dt) * np.sqrt(xnorm2), topk, 1.0 / n, I, Z, loss2, gD, gb, backward)
     codes = SparseCodes(I, Z.astype(dt), K)
     return SAEGrad(
         loss=float(loss2.sum() / n),
@@ -173,26 +173,3 @@ def batch_grad(X, D, G, *, k, tol, rule, topk, backward=True):
         codes=codes,
         residual_norms2=loss2,
     )
-
-
-def gram_symmetric(D):
-    """``D D^T`` from its tiles on and below the diagonal (half the flops of a general
-    product, ``n_atoms^2 n_features``), one single-threaded GEMM per tile on every Numba
-    thread, each tile also written transposed.
-
-    Parameters
-    ----------
-    D : ndarray of shape (n_atoms, n_features), float32 or float64
-
-    Returns
-    -------
-    G : ndarray of shape (n_atoms, n_atoms), C-contiguous
-    """
-    from sparsecode.sae._mpsae_numba import gram_tiles
-
-    if D.shape[0] < 2 * GRAM_TILE:
-        return D @ D.T
-    G = np.empty((D.shape[0], D.shape[0]), dtype=D.dtype)
-    with one_blas_thread():
-        gram_tiles(np.ascontiguousarray(D), GRAM_TILE, G)
-    return G
