@@ -22,6 +22,12 @@ def file_info(path):
         Every dataset (shape, dtype, chunks, compression); for files sparsecode wrote,
         what they hold: model settings and last metrics, codes settings and atom use,
         rows committed by an interrupted writer.
+
+    Raises
+    ------
+    FileFormatError
+        ``path`` is not HDF5, or is a model file whose model is damaged (one line, from
+        :func:`~sparsecode.io.model.check_model_file`).
     """
     lines = []
     say = lines.append
@@ -33,7 +39,7 @@ def file_info(path):
             done = "complete" if f.attrs.get("complete") else "incomplete (interrupted write)"
             say(f"  {done}: {int(f.attrs['committed_rows']):,} rows committed")
         if kind == "model":
-            _model(path, f, say)
+            _model(f, say)
         elif kind == "codes":
             _codes(f, say)
         say("  datasets:")
@@ -73,25 +79,33 @@ def describe(ds):
     return ", ".join(parts)
 
 
-def _model(path, f, say):
-    config = read_json_attr(f, "config")
-    state = read_json_attr(f, "state")
-    pos = read_json_attr(f, "position") or {}
-    n_atoms, d = f["components"].shape
-    say(f"  MP-SAE: {n_atoms} atoms x {d} features, solver {config['solver']} "
-          f"(selection {config['selection']}, k {config['k']}), update {config['update']}, "
-          f"{f['components'].dtype}")
+def _model(f, say):
+    """The model's summary, once :func:`~sparsecode.io.model.check_model_file` found it
+    whole (a damaged model raises its one-line :class:`FileFormatError`)."""
+    from sparsecode.io.model import check_model_file
+
+    model = check_model_file(f)
+    p, state, pos = model.params, model.scalars, model.position or {}
+    n_atoms, d = model.components.shape
+    say(f"  MP-SAE: {n_atoms} atoms x {d} features, solver {p['solver']} "
+          f"(selection {p['selection']}, k {p['k']}), update {p['update']}, "
+          f"{model.components.dtype}")
+    where = ""
+    if "epoch" in pos and "batch" in pos:
+        where = f" (checkpoint at epoch {pos['epoch']}, batch {pos['batch']})"
+    if pos.get("finished"):
+        where = " (finished)"
     say(f"  trained {state['n_steps']:,} steps on {state['n_samples_seen']:,} samples"
-          + (f" of {pos['acts']}:{pos['dataset']}" if "acts" in pos else "")
-          + (" (finished)" if pos.get("finished") else
-             f" (checkpoint at epoch {pos['epoch']}, batch {pos['batch']})" if pos else ""))
-    hist = f["history"]
-    cols = read_json_attr(hist, "columns", [])
+          + (f" of {pos['acts']}:{pos.get('dataset')}" if "acts" in pos else "") + where)
+    hist, cols = model.history, model.columns
     if len(hist):
         last = dict(zip(cols, hist[-1], strict=True))
-        say(f"  last metrics (step {int(last['step'])}): fvu {last['fvu']:.4f}, "
-              f"l0 {last['l0']:.2f}, dead fraction {last['dead_fraction']:.3f}")
-    norms = np.linalg.norm(f["components"][()], axis=1)
+        shown = ", ".join(f"{label} {last[c]:{fmt}}" for c, label, fmt in (
+            ("fvu", "fvu", ".4f"), ("l0", "l0", ".2f"), ("dead_fraction", "dead fraction", ".3f"),
+        ) if c in last)
+        step = f" (step {int(last['step'])})" if "step" in last else ""
+        say(f"  last metrics{step}: {shown}")
+    norms = np.linalg.norm(model.components[()], axis=1)
     say(f"  atom norms: min {norms.min():.3g}, median {np.median(norms):.3g}, "
           f"max {norms.max():.3g}")
 
