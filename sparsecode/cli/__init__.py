@@ -42,7 +42,7 @@ def main(argv=None):
         print("sparsecode: aborted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (FileNotFoundError, FileExistsError, FileFormatError, ValueError, TypeError,
-            ImportError, OSError) as exc:
+            ImportError, OSError, FloatingPointError) as exc:
         print(f"sparsecode: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

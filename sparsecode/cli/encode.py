@@ -58,9 +58,19 @@ def add_parser(sub):
 
 
 def run(args):
-    from sparsecode.io import ActivationReader, CodesWriter, load_model, model_position
+    from sparsecode.io import (
+        ActivationReader,
+        CodesWriter,
+        check_not_inputs,
+        load_model,
+        model_position,
+        partial_path,
+    )
 
     set_threads(args.threads)
+    out = Path(args.out)
+    check_not_inputs({"--out": out, "its partial file": partial_path(out)},
+                     {"model": args.model, "activation file": args.acts})
     model = load_model(args.model)
     dataset = args.dataset
     if dataset is None:
@@ -82,24 +92,31 @@ def run(args):
         solver = args.solver or model.solver
         k = args.k if args.k is not None else (model.k if args.tol is None
                                                else model.n_features_in_)
-        settings = {"model": str(Path(args.model).resolve()),
-                    "acts": str(Path(args.acts).resolve()), "dataset": dataset,
-                    "solver": solver, "selection": model.selection, "k": k, "tol": args.tol,
-                    "batch_size": args.batch_size}
+        settings = {"dataset": dataset, "solver": solver, "selection": model.selection,
+                    "k": k, "tol": args.tol, "batch_size": args.batch_size,
+                    **input_identity(model, args.acts, dataset)}
+        if args.resume and _finished(out, settings):
+            say(None, f"{out} is already complete with these settings and inputs; nothing "
+                      "to do")
+            return 0
         if args.scheduler is not None:
             reader.close()
             return _encode_on_cluster(model, args, dataset, solver, k, settings)
-        writer = CodesWriter(args.out, model.n_atoms, k, dtype=model.components_.dtype,
+        writer = CodesWriter(out, model.n_atoms, k, dtype=model.components_.dtype,
                              settings=settings, resume=args.resume, overwrite=args.overwrite,
-                             commit_seconds=args.commit_every)
+                             commit_seconds=args.commit_every,
+                             sources={"model": str(Path(args.model).resolve()),
+                                      "acts": str(Path(args.acts).resolve())})
         try:
             stats = _encode_all(model, reader, writer, args, solver, k)
-        except (ValueError, TypeError):
-            # bad input (a NaN row, ...): leave no file of this run behind
-            if writer.resumed:
+        except (ValueError, TypeError) as exc:
+            # bad input (a NaN row, ...): the rows before it are kept for --resume, or no
+            # file of this run is left when there are none
+            if writer.resumed or writer.n_rows:
                 writer.close()
-            else:
-                writer.discard()
+                raise type(exc)(f"{exc}; the {writer.n_rows:,} rows encoded before it are "
+                                f"kept in {writer.partial} for --resume") from None
+            writer.discard()
             raise
         except BaseException:
             writer.close()
@@ -113,6 +130,37 @@ def run(args):
                   f"(on {sampled:,} rows: every {STATS_EVERY}th batch)")
     say(None, f"wrote {path}")
     return 0
+
+
+def input_identity(model, acts, dataset):
+    """dict: what identifies a run's inputs for ``--resume``, whatever their paths: a
+    SHA-256 of the model's atoms and bias, and the activation dataset's shape, dtype and a
+    SHA-256 of rows sampled over it."""
+    from sparsecode._backend import to_host
+    from sparsecode.io.guard import array_digest, dataset_digest
+
+    return {"model_sha256": array_digest(to_host(model.components_), to_host(model.bias_)),
+            "acts_identity": dataset_digest(acts, dataset)}
+
+
+def _finished(out, settings):
+    """Whether ``out`` is a finished codes file of these settings (``--resume`` then has
+    nothing to do); raise when it is one of others."""
+    import json
+
+    from sparsecode.io import codes_settings, partial_path
+
+    if not out.exists() or partial_path(out).exists():
+        return False
+    stored = codes_settings(out)
+    wanted = json.loads(json.dumps(settings))
+    changed = sorted(key for key in wanted if stored.get(key) != wanted[key])
+    if changed:
+        raise FileExistsError(
+            f"{out} is finished, and was written with other {', '.join(changed)}: nothing to "
+            "resume; pass --overwrite to encode again"
+        )
+    return True
 
 
 def _encode_on_cluster(model, args, dataset, solver, k, settings):

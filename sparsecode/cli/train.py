@@ -90,34 +90,96 @@ def _split(n, holdout):
 
 
 def run(args):
-    from sparsecode.io import ActivationReader
+    from sparsecode.io import ActivationReader, OutputLock, check_not_inputs, partial_path
 
     set_threads(args.threads)
     out, ckpt = Path(args.out), checkpoint_path(args.out)
-    if args.resume:
-        if not ckpt.exists():
-            raise FileNotFoundError(
-                f"{ckpt}: no checkpoint to resume" + (f" ({out} is finished)" if out.exists()
-                                                      else "")
-            )
-    elif out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-    elif ckpt.exists() and not args.overwrite:
-        raise FileExistsError(
-            f"{ckpt} is left from an interrupted run; continue it with --resume, or pass "
-            "--overwrite to start over"
-        )
     if out.is_dir():
         raise IsADirectoryError(f"--out {out} is a directory; give a file path")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    # the inputs first: nothing is created before they are known good
     with ActivationReader(args.acts, args.dataset, batch_size=1) as probe:
         n_rows = probe.n_rows  # the committed rows of an interrupted writer's file
+        n_features = probe.n_features
     train_rows, hold_rows = _split(n_rows, args.holdout)
-    reader = ActivationReader(args.acts, args.dataset, batch_size=args.batch_size,
-                              seed=args.seed, rows=train_rows,
-                              buffer_bytes=int(args.buffer_mb * 2**20))
-    with reader, cluster(args.scheduler) as client:
-        return _train(args, reader, client, out, ckpt, train_rows, hold_rows)
+    check_not_inputs({"--out": out, "its checkpoint": ckpt,
+                      "its partial file": partial_path(out)}, {"activation file": args.acts})
+    check_writable(out.parent)
+    _check_room(out, args, n_features)
+    with OutputLock(out):  # another live run on this --out is refused here
+        if args.resume and not ckpt.exists():
+            if out.exists() and _finished(args, out, train_rows):
+                return 0
+            raise FileNotFoundError(f"{ckpt}: no checkpoint to resume")
+        if not args.resume and out.exists() and not args.overwrite:
+            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+        if not args.resume and ckpt.exists() and not args.overwrite:
+            raise FileExistsError(
+                f"{ckpt} is left from an interrupted run; continue it with --resume, or "
+                "pass --overwrite to start over"
+            )
+        reader = ActivationReader(args.acts, args.dataset, batch_size=args.batch_size,
+                                  seed=args.seed, rows=train_rows,
+                                  buffer_bytes=int(args.buffer_mb * 2**20))
+        with reader, cluster(args.scheduler) as client:
+            return _train(args, reader, client, out, ckpt, train_rows, hold_rows)
+
+
+def check_writable(folder):
+    """Create ``folder`` (and its parents) and check that files can be made in it, before
+    any work is done."""
+    import tempfile
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".sparsecode-probe-"):
+            pass
+    except OSError as exc:
+        raise OSError(f"cannot write in {folder} ({exc.strerror or exc}); choose another "
+                      "--out") from None
+
+
+def _check_room(out, args, n_features):
+    """Refuse a run whose model cannot be saved next to ``--out`` (a checkpoint and the
+    model: the atoms with two optimizer moments each, or the online statistics), before
+    any training."""
+    import errno
+    import shutil
+
+    per_model = 4 * (3 * args.atoms * n_features + n_features) + (1 << 20)
+    if args.update == "online":
+        per_model += 8 * args.atoms * (args.atoms + n_features)
+    need = 2 * per_model
+    free = shutil.disk_usage(out.parent).free
+    if free < need:
+        error = OSError(f"{out.parent}: the disk is full ({free / 2**20:.1f} MiB free; the "
+                        f"model and its checkpoint need about {need / 2**20:.1f} MiB)")
+        error.errno = errno.ENOSPC
+        raise error
+
+
+def _finished(args, out, train_rows):
+    """Whether ``out`` is the finished model of this very run (``--resume`` then has
+    nothing to do); raise when it is another's."""
+    from sparsecode.io import load_model, model_position
+
+    pos = model_position(out) or {}
+    if not pos.get("finished"):
+        return False
+    model = load_model(out)
+    _check_same_run(args, model, pos, _data_of(args, pos.get("total_steps"), train_rows,
+                                               pos.get("order", "reader")), finished=True)
+    say(None, f"{out} is already finished ({model.n_steps_} steps) with these options; "
+              "nothing to do")
+    return True
+
+
+def _data_of(args, total, train_rows, order):
+    """The data and schedule a run is identified by (stored with its checkpoints)."""
+    return {"acts": str(Path(args.acts).resolve()), "dataset": args.dataset,
+            "rows": list(train_rows), "batch_size": args.batch_size, "seed": args.seed,
+            "buffer_bytes": int(args.buffer_mb * 2**20), "total_steps": total,
+            "order": order}
 
 
 def _train(args, reader, client, out, ckpt, train_rows, hold_rows):
@@ -140,16 +202,14 @@ def _train(args, reader, client, out, ckpt, train_rows, hold_rows):
     config = TrainConfig.from_params(MPSAE(args.atoms, args.k, max_steps=args.max_steps,
                                            **params).get_params())
     total = config.total_steps(per_epoch, args.epochs)
-    data = {"acts": str(Path(args.acts).resolve()), "dataset": args.dataset,
-            "rows": list(train_rows), "batch_size": args.batch_size, "seed": args.seed,
-            "buffer_bytes": int(args.buffer_mb * 2**20),
-            "total_steps": total, "order": "reader" if client is None else "pieces"}
+    data = _data_of(args, total, train_rows, "reader" if client is None else "pieces")
     if args.resume:
         model = load_model(ckpt)
         pos = model_position(ckpt)
         _check_same_run(args, model, pos, data)
         epoch, batch = pos["epoch"], pos["batch"]
         say(None, f"resuming {ckpt} at step {model.n_steps_} (epoch {epoch}, batch {batch})")
+        _apply_changed(args, model)
     else:
         model = MPSAE(args.atoms, args.k, max_steps=total, **params)
         epoch, batch = 0, 0
@@ -188,24 +248,45 @@ def _train(args, reader, client, out, ckpt, train_rows, hold_rows):
     return 0
 
 
-def _check_same_run(args, model, pos, data):
-    given = {"atoms": model.n_atoms, "k": model.k}
-    for opt, value in given.items():
+#: Options a resume refuses to change (they change what is trained), with the model's
+#: parameter each one sets; a changed --lr is applied from the resumed step on, and
+#: --log-every keeps the checkpoint's value (both said on resume).
+RESUME_FIXED = {"atoms": "n_atoms", "k": "k", "solver": "solver", "selection": "selection",
+                "update": "update"}
+
+
+def _check_same_run(args, model, pos, data, finished=False):
+    what_run = "the finished model" if finished else "the checkpoint"
+    for opt, param in RESUME_FIXED.items():
+        value = getattr(model, param)
         if getattr(args, opt) != value:
             raise ValueError(
-                f"--{opt} {getattr(args, opt)} differs from the checkpoint's {value}; resume "
+                f"--{opt} {getattr(args, opt)} differs from {what_run}'s {value}; resume "
                 "with the options of the interrupted run"
             )
     pos = pos or {}
     pos = {"order": "reader", **pos}  # checkpoints that do not say were in reader order
     for key in ("acts", "dataset", "rows", "batch_size", "seed", "total_steps",
                 "buffer_bytes", "order"):
+        if key == "total_steps" and data[key] is None:
+            continue  # a finished run: its schedule is in the model
         if pos.get(key) != data[key]:
             what = "--epochs/--max-steps giving total_steps" if key == "total_steps" else key
             raise ValueError(
-                f"the checkpoint was trained with {what} = {pos.get(key)!r}, not "
+                f"{what_run} was trained with {what} = {pos.get(key)!r}, not "
                 f"{data[key]!r}; resume with the data and options of the interrupted run"
             )
+
+
+def _apply_changed(args, model):
+    """Say what a resume does with the options it lets change."""
+    if args.lr != model.lr:
+        say(None, f"--lr {args.lr:g} replaces the checkpoint's {model.lr:g} from step "
+                  f"{model.n_steps_ + 1} on")
+        model.set_params(lr=args.lr)
+    if args.log_every != model.log_every:
+        say(None, f"--log-every {args.log_every} is ignored: the run keeps its "
+                  f"{model.log_every}")
 
 
 def _loop(model, steps, per_epoch, args, ckpt, data, epoch, batch, total):
@@ -218,12 +299,19 @@ def _loop(model, steps, per_epoch, args, ckpt, data, epoch, batch, total):
     logged = model.history_[-1]["step"] if model.history_ else 0
 
     def checkpoint(epoch, batch):
-        save_model(model, ckpt, position={**data, "epoch": epoch, "batch": batch})
+        try:
+            save_model(model, ckpt, position={**data, "epoch": epoch, "batch": batch})
+        except OSError as exc:  # the disk is full...: an earlier checkpoint stays whole
+            kept = (f"the last checkpoint is kept in {ckpt} for --resume" if ckpt.exists()
+                    else "no checkpoint was written")
+            raise OSError(f"{exc}; {kept}") from None
 
     try:
         stop = stop_flag(args)
         while epoch < args.epochs and model.n_steps_ < total:
-            for _ in steps(epoch, batch):
+            # the checkpoint of a failure is taken at the position of the failing batch
+            at_failure = lambda: checkpoint(epoch, batch)  # noqa: B023, E731
+            for _ in _guarded(steps(epoch, batch), at_failure, ckpt):
                 batch += 1
                 if bar is not None:
                     bar.update(1)
@@ -250,6 +338,23 @@ def _loop(model, steps, per_epoch, args, ckpt, data, epoch, batch, total):
     finally:
         if bar is not None:
             bar.close()
+
+
+def _guarded(steps, checkpoint, ckpt):
+    """The training steps; a step that fails on bad rows or diverges leaves the model as
+    it was before it: that state is checkpointed for --resume, and the error says so."""
+    from sparsecode.sae import TrainingDivergedError
+
+    try:
+        yield from steps
+    except TrainingDivergedError as exc:
+        checkpoint()
+        raise ValueError(f"{exc}; the model before that step is saved in {ckpt}: continue "
+                         "with --resume and a smaller --lr") from None
+    except (ValueError, TypeError) as exc:
+        checkpoint()
+        raise ValueError(f"{exc}; training up to that batch is saved in {ckpt} for "
+                         "--resume") from None
 
 
 def _metric_line(h, total):

@@ -4,7 +4,7 @@ a resumable writer), codes, and models with their training state; export to SAEL
 Every file is written at ``PATH.partial`` and renamed into place when complete.
 """
 
-from sparsecode.io._h5 import FileFormatError
+from sparsecode.io._h5 import FileFormatError, partial_path
 from sparsecode.io.activations import (
     ActivationReader,
     ActivationWriter,
@@ -12,6 +12,7 @@ from sparsecode.io.activations import (
     write_activations,
 )
 from sparsecode.io.codes import CodesWriter, codes_settings, read_codes
+from sparsecode.io.guard import OutputLock, check_not_inputs, dataset_digest
 from sparsecode.io.info import file_info
 from sparsecode.io.model import load_model, model_position, save_model
 from sparsecode.io.saelens import export_saelens
@@ -21,12 +22,16 @@ __all__ = [
     "ActivationWriter",
     "CodesWriter",
     "FileFormatError",
+    "OutputLock",
+    "check_not_inputs",
     "codes_settings",
+    "dataset_digest",
     "export_saelens",
     "file_info",
     "load_model",
     "model_position",
     "open_activations",
+    "partial_path",
     "read_codes",
     "save_model",
     "write_activations",

@@ -170,5 +170,21 @@ def fsync_path(path):
         os.close(fd)
 
 
+def write_errno(exc):
+    """int or None: the ``errno`` of a failed HDF5 write (h5py puts it in the text)."""
+    import re
+
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    m = re.search(r"errno = (\d+)", str(exc))
+    return int(m.group(1)) if m else None
+
+
+def write_error(exc):
+    """str: a failed write's reason in a few words (``No space left on device``...)."""
+    code = write_errno(exc)
+    return os.strerror(code) if code else _first_line(str(exc))
+
+
 def _first_line(text):
     return text.strip().splitlines()[0] if text.strip() else text

@@ -44,13 +44,16 @@ class CodesWriter(AppendableFile):
         Replace an existing file at ``path`` (and a partial one) instead of refusing.
     commit_seconds : float
         Commit at most this often while appending.
+    sources : dict, optional
+        JSON-serialisable note of where the codes come from (input paths...), stored in
+        ``attrs["sources"]`` and not compared on resume.
     """
 
     kind = "codes"
     names = ("indices", "values")
 
     def __init__(self, path, n_atoms, k, *, dtype="float32", settings=None, resume=False,
-                 overwrite=False, commit_seconds=5.0):
+                 overwrite=False, commit_seconds=5.0, sources=None):
         self.n_atoms = int(n_atoms)
         self.k = int(k)
         if self.n_atoms < 1 or self.k < 1:
@@ -59,6 +62,7 @@ class CodesWriter(AppendableFile):
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64; got {self.dtype}")
         self.settings = dict(settings or {})
+        self.sources = dict(sources or {})
         super().__init__(path, resume=resume, overwrite=overwrite,
                          commit_seconds=commit_seconds)
 
@@ -69,6 +73,7 @@ class CodesWriter(AppendableFile):
                              chunks=(rows, self.k))
         f.attrs["n_atoms"] = self.n_atoms
         write_json_attr(f, "settings", self.settings)
+        write_json_attr(f, "sources", self.sources)
 
     def _check_resume(self, f):
         self._require("n_atoms", self.n_atoms, int(f.attrs["n_atoms"]))

@@ -22,6 +22,7 @@ import json
 import math
 import numbers
 from dataclasses import dataclass
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -33,6 +34,7 @@ from sparsecode.io._h5 import (
     open_file,
     partial_path,
     replace_into_place,
+    write_error,
     write_json_attr,
 )
 
@@ -80,8 +82,6 @@ def save_model(model, path, *, position=None, overwrite=True):
     -------
     pathlib.Path
     """
-    from pathlib import Path
-
     from sparsecode.sae import MPSAE
 
     if not isinstance(model, MPSAE):
@@ -99,6 +99,7 @@ def save_model(model, path, *, position=None, overwrite=True):
     columns = list(model.history_[0]) if model.history_ else []
     table = np.array([[h[c] for c in columns] for h in model.history_], np.float64)
     tmp = partial_path(path)
+    _check_room(path, [model.components_, model.bias_, table, *arrays.values()])
     try:
         with open_file(tmp, "w") as f:
             import sparsecode
@@ -119,10 +120,29 @@ def save_model(model, path, *, position=None, overwrite=True):
             if not isinstance(model.init, str):
                 f.create_dataset("init", data=np.asarray(model.init))
         replace_into_place(tmp, path)
+    except RuntimeError as exc:  # HDF5's failed writes
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"{path}: cannot write the model ({write_error(exc)})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _check_room(path, arrays):
+    """Refuse to start a model file the disk has no room for (an existing file at
+    ``path`` is left as it is)."""
+    import errno
+    import shutil
+
+    need = sum(int(np.asarray(to_host(a)).nbytes) for a in arrays) + (1 << 20)
+    parent = path.parent if path.parent.exists() else Path(".")
+    free = shutil.disk_usage(parent).free
+    if free < need:
+        error = OSError(f"{path}: the disk is full ({free / 2**20:.1f} MiB free; the model "
+                        f"needs about {need / 2**20:.1f} MiB)")
+        error.errno = errno.ENOSPC
+        raise error
 
 
 def load_model(path):
