@@ -37,6 +37,11 @@ PREFETCH_GRAM_BYTES = 16 << 20
 #: as vanished (the residual is orthogonal to every atom), per dtype.
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 
+#: Signals whose squared norm is outside ``[2^-2E, 2^2E]`` are encoded scaled by a power
+#: of two (exact; see ``sparsecode.pursuit``), so their squares neither overflow nor
+#: underflow: ``E`` per dtype.
+SCALE_EXPONENT = {np.dtype(np.float32): 20, np.dtype(np.float64): 200}
+
 #: Relative tolerance for checking that a user-supplied Gram matrix matches ``D``
 #: (its diagonal must equal the squared atom norms).
 GRAM_CHECK_RTOL = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-8}

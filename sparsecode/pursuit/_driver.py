@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparsecode import _config
-from sparsecode._backend import array_module, is_cupy
+from sparsecode._backend import array_module, is_cupy, row_norms2
 from sparsecode._blas import one_blas_thread
 from sparsecode._problem import Problem, compact_nonzero, finish_codes, warn_dependent
 from sparsecode._rules import DEPENDENT
@@ -84,6 +84,7 @@ def solve(X, D, pursuit, *, k, tol, gram, backend, rule, positive=False, acgp=Fa
     X, prob = prepare(X, D, k=k, tol=tol, gram=gram, backend=backend, rule=rule,
                       positive=positive, acgp=acgp, max_steps=pursuit.max_steps,
                       k_may_exceed_atoms=pursuit.k_may_exceed_atoms)
+    X, shift = scaled_rows(X, prob.dtype)
     if prob.on_gpu:
         import sparsecode.gpu
 
@@ -91,9 +92,62 @@ def solve(X, D, pursuit, *, k, tol, gram, backend, rule, positive=False, acgp=Fa
         codes = getattr(sparsecode.gpu, pursuit.gpu)(X, prob)
     else:
         codes = run(X, prob, pursuit)
+    if shift is not None:
+        codes = unscaled_codes(codes, shift)
     if prob.positive:
         codes = compact_nonzero(codes)
     return deliver(codes, prob)
+
+
+def scaled_rows(X, dtype):
+    """``X`` with every row whose squared norm lies outside ``[2^-2E, 2^2E]`` (``E`` from
+    ``_config.SCALE_EXPONENT``; rows of squares that overflow or underflow included)
+    multiplied by the power of two that brings its largest magnitude into ``[1/2, 1)``.
+
+    A power of two changes no rounding, so such a row is encoded exactly as its scaled
+    copy and the codes scale back exactly (:func:`unscaled_codes`); rows in range are not
+    touched (nor copied, when none is out of it).
+
+    Returns
+    -------
+    X : array of shape (n_samples, n_features)
+    shift : int32 array of shape (n_samples,), or None
+        The power of two each row was multiplied by (None: no row was).
+    """
+    xp = array_module(X)
+    bound = 2.0 ** (2 * _config.SCALE_EXPONENT[np.dtype(dtype)])
+    norms2 = row_norms2(X)
+    out = ~((norms2 >= 1.0 / bound) & (norms2 <= bound))  # NaN-free: X is finite
+    if not bool(out.any()):
+        return X, None
+    rows = xp.flatnonzero(out)
+    amax = xp.max(xp.abs(X[rows]), axis=1).astype(np.float64)
+    rows = rows[amax > 0]  # zero rows stay zero
+    if rows.size == 0:
+        return X, None
+    _, e = xp.frexp(amax[amax > 0])
+    shift = xp.zeros(X.shape[0], dtype=np.int32)
+    shift[rows] = -e
+    X = X.copy()
+    X[rows] = xp.ldexp(X[rows], shift[rows][:, None]).astype(dtype)
+    return X, shift
+
+
+def unscaled_codes(codes, shift):
+    """The codes of rows scaled by :func:`scaled_rows` brought back to their scale;
+    raises when a coefficient is then beyond the dtype's range."""
+    xp = array_module(codes.values)
+    with np.errstate(over="ignore", under="ignore"):  # told below, in one error
+        values = xp.ldexp(codes.values, -shift[:, None]).astype(codes.values.dtype)
+    bad = ~xp.isfinite(values)
+    if bool(bad.any()):
+        n_bad = int(bad.any(axis=1).sum())
+        big = float(np.finfo(values.dtype).max)
+        raise ValueError(
+            f"the coefficients of {n_bad} signal(s) exceed the range of {values.dtype} "
+            f"(largest {big:.3g}): encode them in float64, or scale them down"
+        )
+    return SparseCodes(codes.indices, values, codes.n_atoms)
 
 
 @dataclass
