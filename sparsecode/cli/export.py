@@ -20,11 +20,13 @@ def run(args):
     from pathlib import Path
 
     from sparsecode.cli._common import say
-    from sparsecode.io import export_saelens, load_model
+    from sparsecode.io import check_not_inputs, export_saelens, load_model
     from sparsecode.io.saelens import CFG_FILENAME, WEIGHTS_FILENAME
 
-    model = load_model(args.model)
     out = Path(args.saelens)
+    check_not_inputs({"the export's config": out / CFG_FILENAME,
+                      "the export's weights": out / WEIGHTS_FILENAME}, {"model": args.model})
+    model = load_model(args.model)
     if not args.overwrite and any((out / name).exists() for name in (CFG_FILENAME,
                                                                       WEIGHTS_FILENAME)):
         raise FileExistsError(f"{out} already holds an export; pass --overwrite to replace it")

@@ -1,5 +1,8 @@
 """Signals as dask arrays: HDF5 datasets read by the workers, arrays as they are."""
 
+import contextlib
+import warnings
+
 import numpy as np
 
 from sparsecode._validation import check_count
@@ -7,6 +10,15 @@ from sparsecode.distributed._cluster import require_dask
 
 #: Default rows per block: about this many bytes of signals (in the output dtype).
 BLOCK_BYTES = 32 * 2**20
+
+
+@contextlib.contextmanager
+def _quiet():
+    """No warning about slow tall-chunk reads from a reader that only reads given row
+    ranges (its buffer is unused)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".* is chunked ", category=UserWarning)
+        yield
 
 
 def read_rows(path, dataset, ranges, dtype="float32"):
@@ -27,7 +39,8 @@ def read_rows(path, dataset, ranges, dtype="float32"):
     """
     from sparsecode.io import ActivationReader
 
-    with ActivationReader(path, dataset, shuffle=False, dtype=dtype, buffer_bytes=1) as r:
+    with _quiet(), ActivationReader(path, dataset, shuffle=False, dtype=dtype,
+                                    buffer_bytes=1) as r:
         out = np.empty((sum(b - a for a, b in ranges), r.n_features), r.dtype)
         row = 0
         for a, b in ranges:
@@ -40,7 +53,8 @@ def describe_hdf5(path, dataset, dtype="float32"):
     """``(n_rows, n_features, block_rows)`` of an activation dataset (opened here)."""
     from sparsecode.io import ActivationReader
 
-    with ActivationReader(path, dataset, shuffle=False, dtype=dtype, buffer_bytes=1) as r:
+    with _quiet(), ActivationReader(path, dataset, shuffle=False, dtype=dtype,
+                                    buffer_bytes=1) as r:
         return r.n_rows, r.n_features, r.block_rows
 
 

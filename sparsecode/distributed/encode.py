@@ -222,8 +222,17 @@ def parts_dir(out):
     return Path(str(out) + ".parts")
 
 
-def _encode_to_file(X, encoder, out, *, client, overwrite, resume, measure_every, progress,
-                    settings, stop):
+def _encode_to_file(X, encoder, out, **kwargs):
+    """Hold ``out``'s lock for the whole job: another live job or writer on that path
+    is refused before it touches the parts or the file."""
+    from sparsecode.io import OutputLock
+
+    with OutputLock(out):
+        return _encode_parts(X, encoder, out, **kwargs)
+
+
+def _encode_parts(X, encoder, out, *, client, overwrite, resume, measure_every, progress,
+                  settings, stop):
     import dask
     from distributed import as_completed, default_client
 
