@@ -7,7 +7,8 @@ warm-up; the Gram matrix given, as in a training loop or a chunked encode):
 
     P1   d=64,  256 atoms, 20000 signals, k=8:   omp, mp, and omp on 64 signals (per-call
          overhead)
-    P2   d=384, 4096 atoms, 8192 signals, k=32:  omp, mp
+    P2   d=384, 4096 atoms, 8192 signals, k=32:  omp, mp; and both on the no-Gram path
+         (gram=False) on 512 of the signals
     SAE  one MPSAE.partial_fit step (MP encoder, Adam, dead-atom bookkeeping) on batches of
          4096 signals of d=384, 4096 atoms, k=32
 
@@ -56,6 +57,12 @@ for name, (d, K, n, k) in {"P1": (64, 256, 20000, 8), "P2": (384, 4096, 8192, 32
     out[f"{name} mp"] = med(lambda: sparsecode.mp(X, D, k=k, gram=G))
     if name == "P1":
         out["P1 omp 64 signals"] = med(lambda: sparsecode.omp(X[:64], D, k=k, gram=G), 51)
+    else:
+        # the no-Gram path: one correlation product per step
+        out["P2 mp no-Gram 512 signals"] = med(lambda: sparsecode.mp(X[:512], D, k=k,
+                                                                     gram=False))
+        out["P2 omp no-Gram 512 signals"] = med(lambda: sparsecode.omp(X[:512], D, k=k,
+                                                                       gram=False))
 X, _, _ = make_sparse_signals(3 * 4096, 384, 4096, 32, noise=0.01, random_state=0)
 X = X.astype(np.float32)
 m = MPSAE(4096, 32, batch_size=4096, progress=False, random_state=0)
