@@ -331,3 +331,115 @@ def test_initialising_from_signals_that_all_equal_their_mean_warns_and_trains(rn
         same_fit = MPSAE(8, 2, batch_size=100, progress=False, random_state=0).fit(same)
     # nothing to learn, nothing to resample from: the run ends without an error
     assert same_fit.n_steps_ == 4 and same_fit.history_[-1]["fvu"] == 0.0
+
+
+# ---------------------------------------------------------------- divergence
+
+
+def _training_state(m):
+    """Everything a step may change, copied: atoms, pre-bias, optimizer and update state,
+    counters and history."""
+    arrays, scalars = m.engine_.state_dict()
+    scalars = {k: v for k, v in scalars.items() if k != "seconds"}
+    return (m.components_.copy(), m.bias_.copy(), {k: v.copy() for k, v in arrays.items()},
+            scalars, [dict(h) for h in m.history_])
+
+
+def _assert_same_state(a, b):
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a[2].keys() == b[2].keys()
+    for k in a[2]:
+        np.testing.assert_array_equal(a[2][k], b[2][k], err_msg=k)
+    assert a[3] == b[3] and a[4] == b[4]
+
+
+def _diverging(rng, **kw):
+    """A model after three sane steps (non-trivial moments, counters and history)."""
+    X = rng.standard_normal((64, 8)).astype(np.float32)
+    m = MPSAE(12, 3, lr=1e-2, batch_size=16, warmup_steps=0, log_every=1, progress=False,
+              random_state=0, **kw)
+    for s in range(0, 48, 16):
+        m.partial_fit(X[s:s + 16])
+    return m, X
+
+
+def test_a_huge_learning_rate_raises_and_keeps_the_initial_state(rng):
+    X = rng.standard_normal((64, 8)).astype(np.float32)
+    m = MPSAE(12, 3, lr=1e30, batch_size=16, progress=False, random_state=0)
+    with pytest.raises(sparsecode.sae.TrainingDivergedError) as info:
+        m.fit(X)  # the warmup's first rate, 1e28, already moves the atoms out of range
+    assert isinstance(info.value, FloatingPointError) and info.value.step == 1
+    assert m.n_steps_ == 0 and m.n_samples_seen_ == 0 and m.history_ == []
+    assert m.engine_.optimizer.t == 0 and not m.engine_.optimizer.m[0].any()
+    # the initial atoms (unit-norm signals) and pre-bias (a mean of signals), untouched
+    assert np.all(np.isfinite(m.components_)) and np.all(np.isfinite(m.bias_))
+    np.testing.assert_allclose(np.linalg.norm(m.components_, axis=1), 1, rtol=1e-5)
+    assert np.all(np.abs(m.bias_) <= np.abs(X).max(axis=0))
+
+
+@pytest.mark.parametrize("unit_atoms", [False, True])
+def test_a_divergence_mid_run_keeps_the_state_before_the_step(unit_atoms, rng):
+    m, X = _diverging(rng, unit_atoms=unit_atoms)
+    before = _training_state(m)
+    m.set_params(lr=1e30)
+    with pytest.raises(sparsecode.TrainingDivergedError) as info:
+        m.partial_fit(X[48:])
+    assert info.value.step == 4
+    assert np.all(np.isfinite(m.components_)) and np.all(np.isfinite(m.bias_))
+    _assert_same_state(before, _training_state(m))  # atoms, moments, counters, history
+
+
+def test_the_divergence_message_names_the_step_and_the_learning_rate(rng):
+    import pickle
+
+    X = rng.standard_normal((64, 8)).astype(np.float32)
+    m = MPSAE(12, 3, lr=1e30, batch_size=16, progress=False, random_state=0)
+    with pytest.raises(sparsecode.TrainingDivergedError,
+                       match=r"at step 1: the updated atoms .*keeps its state from before "
+                             r"that step.* lr=1e\+30 \(1e\+28 at this step of the "
+                             r"schedule\): try lr=1e\+29 or smaller") as info:
+        m.fit(X)
+    assert info.value.lr == 1e30
+    again = pickle.loads(pickle.dumps(info.value))
+    assert str(again) == str(info.value) and (again.step, again.lr) == (1, 1e30)
+    # the classic updates have no learning rate: the advice is the data's scale
+    big = (rng.standard_normal((40, 6)) * 1e160).astype(np.float64)
+    with pytest.raises(sparsecode.TrainingDivergedError,
+                       match="update='online' has no learning rate; check the data's scale"):
+        MPSAE(8, 2, update="online", dtype="float64", batch_size=20, progress=False,
+              random_state=0).fit(big)
+
+
+@pytest.mark.parametrize("update,solver", [("adam", "mp"), ("adam", "topk"), ("adam", "omp")])
+def test_float32_data_too_large_to_square_ends_as_divergence(update, solver, rng):
+    X = rng.standard_normal((64, 8)).astype(np.float32) * np.float32(1e30)  # finite
+    m = MPSAE(12, 3, update=update, solver=solver, batch_size=16, progress=False,
+              random_state=0)
+    with pytest.raises(sparsecode.TrainingDivergedError,
+                       match=r"at step 1: .*products of such numbers overflow float32.*"
+                             "rescale them"):
+        m.fit(X)
+    assert m.n_steps_ == 0 and np.all(np.isfinite(m.components_))
+    # the classic updates normalise their atoms and keep their sums in float64: they train
+    mod = MPSAE(12, 3, update="mod", solver="omp", batch_size=16, progress=False,
+                random_state=0).fit(X)
+    assert mod.n_steps_ == 4 and np.all(np.isfinite(mod.components_))
+
+
+def test_training_continues_after_a_divergence_with_a_smaller_learning_rate(rng, tmp_path):
+    from sparsecode.io import load_model, save_model
+
+    X = rng.standard_normal((64, 8)).astype(np.float32)
+    m = MPSAE(12, 3, lr=1e30, batch_size=16, log_every=1, progress=False, random_state=0)
+    with pytest.raises(sparsecode.TrainingDivergedError):
+        m.fit(X)
+    save_model(m, tmp_path / "m.h5")  # the state before the failed step
+    np.testing.assert_array_equal(load_model(tmp_path / "m.h5").components_, m.components_)
+    m.set_params(lr=1e-2)
+    for s in range(0, 64, 16):
+        m.partial_fit(X[s:s + 16])
+    assert m.n_steps_ == 4 and m.engine_.config.lr == 1e-2
+    assert [h["step"] for h in m.history_] == [1, 2, 3, 4]
+    assert np.all(np.isfinite([h["loss"] for h in m.history_]))
+    assert np.all(np.isfinite(m.components_))

@@ -3,9 +3,10 @@ training engine and the :class:`MPSAE` estimator."""
 
 from sparsecode.sae._step import StepPart, merge
 from sparsecode.sae.config import TrainConfig
+from sparsecode.sae.divergence import TrainingDivergedError
 from sparsecode.sae.engine import Engine
 from sparsecode.sae.estimator import MPSAE, NotFittedError
 from sparsecode.sae.mpsae import SAEGrad, mpsae_grad
 
-__all__ = ["MPSAE", "Engine", "NotFittedError", "SAEGrad", "StepPart", "TrainConfig", "merge",
-           "mpsae_grad"]
+__all__ = ["MPSAE", "Engine", "NotFittedError", "SAEGrad", "StepPart", "TrainConfig",
+           "TrainingDivergedError", "merge", "mpsae_grad"]

@@ -11,6 +11,9 @@ data-parallel trainer (:mod:`sparsecode.distributed`) and the model files
   :meth:`Engine.resample` then replaces the atoms :meth:`Engine.apply` found dead, from
   the few signals it asks for; :meth:`Engine.step` is the three in one process;
 - :meth:`Engine.state_dict` / :meth:`Engine.load_state_dict` save and restore a run.
+
+A step that produces NaN or inf raises :class:`~sparsecode.sae.TrainingDivergedError`
+and leaves the engine as it was before the step (see :meth:`Engine.apply`).
 """
 
 import time
@@ -22,8 +25,9 @@ import numpy as np
 from sparsecode._backend import array_module, is_cupy, on_device_of, row_norms2, to_host
 from sparsecode._rules import RULES
 from sparsecode._validation import check_array
-from sparsecode.sae import optim
+from sparsecode.sae import divergence, optim
 from sparsecode.sae._step import StepPart
+from sparsecode.sae.divergence import NonFinite, TrainingDivergedError, all_finite
 from sparsecode.sae.encoders import Encoder
 from sparsecode.sae.mpsae import batch_grad
 from sparsecode.sae.updates import make_update
@@ -218,7 +222,14 @@ class Engine:
         )
 
     def step(self, X):
-        """One whole training step on the batch ``X`` (in the model's dtype and device)."""
+        """One whole training step on the batch ``X`` (in the model's dtype and device).
+
+        Raises
+        ------
+        TrainingDivergedError
+            When the step produces NaN or inf; the engine keeps its state from before the
+            step (see :meth:`apply`).
+        """
         Xc = X - self.bias
         request = self.apply(self.shard_step(Xc))
         if request is not None:
@@ -233,20 +244,31 @@ class Engine:
         -------
         StepPart
             The parts of a batch's shards merge into the part of the whole batch.
+
+        Raises
+        ------
+        TrainingDivergedError
+            When ``Xc`` or the codes hold NaN or inf (nothing of the engine changes here).
         """
         c = self.config
         D = self.components
+        norms2 = row_norms2(Xc)  # float64; NaN or inf when Xc overflowed the dtype
+        if not all_finite(norms2):
+            raise self._diverged(
+                "the signals minus the pre-bias, or their squared norms, are NaN or inf", norms2)
         if c.gradient_encoder:
             g = batch_grad(Xc, D, None, k=c.k, tol=c.tol or 0.0, rule=RULES[c.selection],
                            topk=c.solver == "topk")
             codes, resid2, extra = g.codes, g.residual_norms2, {"grads": [g.grad_D, g.grad_b]}
         else:
             codes = self.encoder(Xc, D, k=c.k, tol=c.tol, solver=c.solver)
+            if not all_finite(codes.values):  # before what would refuse them
+                raise self._diverged("the codes are NaN or inf", norms2)
             R = Xc - codes.decode(D)
             resid2 = row_norms2(R)
             extra = self.update.shard(Xc, codes, R)
         return StepPart(n=Xc.shape[0], codes=codes, residual_norms2=resid2,
-                        norms2=row_norms2(Xc), x_sum=Xc.sum(axis=0, dtype=np.float64),
+                        norms2=norms2, x_sum=Xc.sum(axis=0, dtype=np.float64),
                         **extra)
 
     def apply(self, part):
@@ -260,9 +282,40 @@ class Engine:
             with ``resample_dead``) and which signals of the batch to replace them with:
             pass those signals (minus the pre-bias of before this step) to
             :meth:`resample`.
+
+        Raises
+        ------
+        TrainingDivergedError
+            When the batch's codes or loss, or the new atoms, pre-bias or optimiser
+            moments (online statistics with ``update="online"``), hold NaN or inf, or
+            Adam's new atoms or pre-bias reach ``sqrt(finfo(dtype).max / n_features)`` (see
+            :mod:`sparsecode.sae.divergence`).  The engine is then exactly as before the
+            step: atoms, pre-bias, optimiser state, counters, dead-atom tracking and
+            history.
+
+        Notes
+        -----
+        Nothing needs restoring after a divergence, because nothing changes before the
+        checks pass, and no snapshot of the state is kept.  The update computes the new
+        atoms, pre-bias and Adam moments into new arrays (the temporaries an in-place
+        step allocates anyway; the classic updates' results; for ``"online"`` a copy of
+        the running statistics, small next to their update), checks them with a few
+        reductions (O(n_atoms n_features)), then commits them: atoms and pre-bias copied
+        in place, moments swapped in.  The signal norms, codes and loss are checked in
+        O(n) and O(n k).  An Adam step thus pays one copy and three reductions over the
+        atoms: about a third of the optimiser's own update, which is itself small next to
+        the pursuit's O(n n_atoms n_features).
         """
         lr = self.learning_rate()
-        self.update.apply(self, part, lr)
+        try:
+            if not all_finite(part.codes.values):
+                raise NonFinite("the codes are NaN or inf")
+            if not all_finite(part.residual_norms2):
+                raise NonFinite("the loss (the residuals) is NaN or inf")
+            commit = self.update.propose(self, part, lr)
+        except NonFinite as bad:
+            raise self._diverged(bad.what, part.norms2, lr) from None
+        commit()
         self.encoder.atoms_changed()
         self.n_steps += 1
         self.n_samples_seen += part.n
@@ -272,6 +325,18 @@ class Engine:
         ):
             self._log(part, lr)
         return request
+
+    def _diverged(self, what, norms2, lr=None):
+        """The :class:`TrainingDivergedError` of this step (``what``: what went wrong, a
+        clause; ``norms2``: the squared norms of the batch's signals minus the pre-bias)."""
+        c = self.config
+        training = self.optimizer is not None  # not a worker's engine for shard steps
+        step = self.n_steps + 1 if training else None
+        lr_now = self.learning_rate() if lr is None else lr
+        max_norm2 = float(array_module(norms2).max(norms2)) if norms2.size else 0.0
+        msg = divergence.message(what, step=step, n_steps=self.n_steps, update=c.update,
+                                 lr=c.lr, lr_now=lr_now, dtype=c.dtype, max_norm2=max_norm2)
+        return TrainingDivergedError(msg, step, what, c.lr if c.update == "adam" else None)
 
     def _count_use(self, part):
         from sparsecode.dictionary import coherent_atoms

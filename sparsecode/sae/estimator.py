@@ -1,5 +1,7 @@
 """``MPSAE``: a sparse autoencoder whose encoder is a pursuit on its own (tied) atoms."""
 
+from dataclasses import replace
+
 import numpy as np
 
 from sparsecode._backend import is_cupy, on_device_of, to_host
@@ -234,6 +236,12 @@ class MPSAE(ParamsMixin):
         Returns
         -------
         self
+
+        Raises
+        ------
+        TrainingDivergedError
+            When a step produces NaN or inf; the model keeps its state from before that
+            step (see :meth:`partial_fit` to continue with a smaller ``lr``).
         """
         cfg = self._start_fresh()
         rng = np.random.default_rng(self.random_state)
@@ -261,6 +269,9 @@ class MPSAE(ParamsMixin):
     def partial_fit(self, X, y=None):
         """One training step on the batch ``X`` (initialising the model on the first call).
 
+        The parameters are fixed when the model starts, except ``lr``: a new value given
+        with ``set_params`` applies from the next call (say, after a divergence).
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -269,11 +280,21 @@ class MPSAE(ParamsMixin):
         Returns
         -------
         self
+
+        Raises
+        ------
+        TrainingDivergedError
+            When the step produces NaN or inf.  The model keeps its state from before the
+            step (atoms, pre-bias, optimizer state, counters, history): it can be saved,
+            or trained on after ``set_params(lr=...)`` with a smaller learning rate.
         """
         if "_engine" not in self.__dict__:
             self.start(X)
         engine = self._engine
         engine.callback = self.callback
+        if self.lr != engine.config.lr:
+            lr = TrainConfig.from_params({**engine.config.__dict__, "lr": self.lr}).lr
+            engine.config = replace(engine.config, lr=lr)
         X = self._check_X(X, "X", reset=False, dtype=engine.config.dtype)
         with one_blas_thread():
             engine.step(on_device_of(X, engine.components))

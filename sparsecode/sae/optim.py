@@ -69,11 +69,16 @@ def clip_grad_norm(grads, max_norm):
     Returns
     -------
     float
-        The joint norm before clipping.
+        The joint norm before clipping (summed in float64 when the squares overflow the
+        gradients' dtype).
     """
     from sparsecode._backend import array_module
 
-    norm = math.sqrt(sum(float(array_module(g).vdot(g, g)) for g in grads))
+    sq = sum(float(array_module(g).vdot(g, g)) for g in grads)
+    if not math.isfinite(sq):  # the squares overflowed the grads' dtype, or are non-finite
+        sq = sum(float(array_module(g).vdot(g64, g64))
+                 for g in grads for g64 in [g.astype(np.float64)])
+    norm = math.sqrt(sq)
     if max_norm and max_norm > 0 and norm > max_norm:
         scale = max_norm / (norm + 1e-12)
         for g in grads:
@@ -119,21 +124,55 @@ class Adam:
         return np
 
     def step(self, params, grads, lr):
-        """Update ``params`` in place from ``grads`` with learning rate ``lr``."""
-        self.t += 1
+        """Update ``params`` in place from ``grads`` with learning rate ``lr``
+        (:meth:`propose` then :meth:`commit`)."""
+        self.commit(params, self.propose(params, grads, lr))
+
+    def propose(self, params, grads, lr):
+        """The step from ``grads`` with learning rate ``lr``, computed into new arrays;
+        nothing changes until :meth:`commit` (so a step can be checked, and dropped).
+
+        The temporaries an in-place step would allocate become the new moments; the
+        parameters cost one more array each, and :meth:`commit` one copy.
+
+        Returns
+        -------
+        list of tuple
+            ``(new_param, new_m, new_v)`` per parameter.
+        """
+        t = self.t + 1
         b1, b2 = self.betas
-        c1 = 1 - b1**self.t
-        c2 = 1 - b2**self.t
+        c1 = 1 - b1**t
+        c2 = 1 - b2**t
+        xp = self.xp
+        out = []
         for p, g, m, v in zip(params, grads, self.m, self.v, strict=True):
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * (g * g)
-            if self.weight_decay:
-                p *= 1 - lr * self.weight_decay
-            denom = self.xp.sqrt(v / c2)
+            m_new = m * b1
+            m_new += (1 - b1) * g
+            v_new = g * g
+            v_new *= 1 - b2
+            v_new += b2 * v
+            denom = v_new / c2
+            xp.sqrt(denom, out=denom)
             denom += self.eps
-            p -= (lr / c1) * m / denom
+            delta = (lr / c1) * m_new
+            delta /= denom
+            if self.weight_decay:
+                p_new = p * (1 - lr * self.weight_decay)
+                p_new -= delta
+            else:
+                p_new = xp.subtract(p, delta, out=delta)
+            out.append((p_new, m_new, v_new))
+        return out
+
+    def commit(self, params, new):
+        """Take the step :meth:`propose` returned: ``params`` are written in place, the
+        moments replaced."""
+        for i, (p, (p_new, m_new, v_new)) in enumerate(zip(params, new, strict=True)):
+            p[...] = p_new
+            self.m[i] = m_new
+            self.v[i] = v_new
+        self.t += 1
 
     def reset_rows(self, index, rows):
         """Zero the moments of ``rows`` (a NumPy boolean mask or indices) of parameter

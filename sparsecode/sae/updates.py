@@ -3,12 +3,18 @@
 Each strategy has two halves, matching the two halves of a training step (see
 :mod:`sparsecode.sae._step`): :meth:`~Update.shard` computes, on one shard of the batch,
 what the update needs from the signals (gradients, code statistics, or the signals
-themselves), and :meth:`~Update.apply` moves the atoms from the merged part of the batch.
+themselves), and :meth:`~Update.propose` computes the atoms' move from the merged part of
+the batch, into new arrays, checked finite: the engine commits it only then (see
+:mod:`sparsecode.sae.divergence`).
 """
+
+import copy
+import math
 
 import numpy as np
 
 from sparsecode.sae import optim
+from sparsecode.sae.divergence import NonFinite, all_finite, require_finite, within
 
 #: Dead atoms are replaced every ``dead_window`` samples; near-duplicates every this many
 #: windows with ``update="adam"`` (every window with the classic updates, whose windows
@@ -44,8 +50,22 @@ class Update:
         """
         raise NotImplementedError
 
-    def apply(self, engine, part, lr):
-        """Move ``engine.components`` (and pre-bias) from the batch's merged ``part``."""
+    def propose(self, engine, part, lr):
+        """The move of ``engine.components`` (and pre-bias) from the batch's merged
+        ``part``, computed without changing any state.
+
+        Returns
+        -------
+        commit : callable
+            Takes the move: writes the new atoms (and pre-bias, optimiser or online
+            state).
+
+        Raises
+        ------
+        NonFinite
+            When the new atoms, pre-bias or state (or what they are computed from) hold
+            NaN or inf; nothing has changed.
+        """
         raise NotImplementedError
 
     def forget_atoms(self, mask):
@@ -59,10 +79,20 @@ class Update:
         """Inverse of :meth:`state_dict`."""
 
     @staticmethod
-    def _set_atoms(D, new):
+    def _atoms(engine, new):
+        """Check the classic update's new atoms ``new`` (any norm); return the commit that
+        writes them, normalised, into ``engine.components``."""
         from sparsecode.dictionary import normalize_atoms
 
-        D[...] = normalize_atoms(np.asarray(new, dtype=D.dtype))
+        D = engine.components
+        new = np.asarray(new, dtype=D.dtype)
+        require_finite("the new atoms are NaN or inf", new)
+        new = normalize_atoms(new)
+
+        def commit():
+            D[...] = new
+
+        return commit
 
 
 class Adam(Update):
@@ -82,7 +112,7 @@ class Adam(Update):
         gb = (R.sum(axis=0, dtype=np.float64) * scale).astype(R.dtype)
         return {"grads": [gD.astype(R.dtype, copy=False), gb]}
 
-    def apply(self, engine, part, lr):
+    def propose(self, engine, part, lr):
         cfg = self.config
         D, b = engine.components, engine.bias
         gD, gb = part.grads
@@ -92,10 +122,21 @@ class Adam(Update):
             # coordinate by its own history, would let it inflate the tangent steps
             gD = gD - (gD * D).sum(axis=1, keepdims=True) * D
         grads = [gD, gb] if cfg.pre_bias else [gD]
-        optim.clip_grad_norm(grads, cfg.clip_grad)
-        engine.optimizer.step([D, b] if cfg.pre_bias else [D], grads, lr)
+        params = [D, b] if cfg.pre_bias else [D]
+        # an overflow here leaves NaN or inf in the result, which is checked and reported
+        with np.errstate(over="ignore", invalid="ignore"):
+            optim.clip_grad_norm(grads, cfg.clip_grad)
+            new = engine.optimizer.propose(params, grads, lr)
+        # the atoms and pre-bias must keep finite squared norms (entries below
+        # sqrt(largest value / n_features)), or the next step's products overflow; a
+        # finite second moment (>= 0: its max is finite, or NaN) means finite squared
+        # gradients, hence a finite first moment.  Three reductions, no temporaries.
+        limit = math.sqrt(np.finfo(D.dtype).max / D.shape[1])
+        if not all(within(p, limit) and bool(v.max() < math.inf) for p, _, v in new):
+            raise NonFinite(_adam_diagnosis(grads, new, limit))
         if cfg.unit_atoms:
-            _normalise_rows(D)
+            _normalise_rows(new[0][0])
+        return lambda: engine.optimizer.commit(params, new)
 
 
 class MOD(Update):
@@ -107,11 +148,11 @@ class MOD(Update):
         A, B = code_stats(Xc, codes)
         return {"A": A, "B": B}
 
-    def apply(self, engine, part, lr):
+    def propose(self, engine, part, lr):
         from sparsecode.dictionary import mod_from_stats
 
-        D = engine.components
-        self._set_atoms(D, mod_from_stats(part.A, part.B, D=D))
+        require_finite("the code statistics are NaN or inf", part.A, part.B)
+        return self._atoms(engine, mod_from_stats(part.A, part.B, D=engine.components))
 
 
 class KSVD(Update):
@@ -120,12 +161,11 @@ class KSVD(Update):
     def shard(self, Xc, codes, R):
         return {"signals": Xc}
 
-    def apply(self, engine, part, lr):
+    def propose(self, engine, part, lr):
         from sparsecode.dictionary import ksvd_update
 
-        D = engine.components
-        new, _ = ksvd_update(part.signals, part.codes, D, exact=True)
-        self._set_atoms(D, new)
+        new, _ = ksvd_update(part.signals, part.codes, engine.components, exact=True)
+        return self._atoms(engine, new)
 
 
 class Online(MOD):
@@ -147,12 +187,22 @@ class Online(MOD):
             self._stats = OnlineStats(self.config.n_atoms, self.n_features)
         return self._stats
 
-    def apply(self, engine, part, lr):
+    def propose(self, engine, part, lr):
         from sparsecode.dictionary import online_update
 
-        self.stats.add(part.A, part.B, part.n, forget=engine.forget)
+        # the statistics move on a copy (O(n_atoms (n_atoms + n_features)), small next to
+        # the update's O(n_atoms^2 n_features)), kept only if the new atoms are finite
+        stats = copy.deepcopy(self.stats).add(part.A, part.B, part.n, forget=engine.forget)
+        require_finite("the online statistics are NaN or inf", stats.A, stats.B)
         D = engine.components
-        self._set_atoms(D, online_update(D, self.stats.A, self.stats.B, constraint="sphere"))
+        set_atoms = self._atoms(engine, online_update(D, stats.A, stats.B,
+                                                      constraint="sphere"))
+
+        def commit():
+            self._stats = stats
+            set_atoms()
+
+        return commit
 
     def forget_atoms(self, mask):
         self.stats.forget_atoms(mask)
@@ -168,6 +218,24 @@ class Online(MOD):
         s.B[...] = arrays["online_B"]
         s.n_samples = int(scalars["online_n_samples"])
         s.n_updates = int(scalars["online_n_updates"])
+
+
+def _adam_diagnosis(grads, new, limit):
+    """What went wrong in an Adam step (only called when something did), as a clause."""
+    if not all_finite(*grads):
+        return "the gradients are NaN or inf"
+    names = ("atoms", "pre-bias")[:len(new)]
+    large = [n for n, (p, _, _) in zip(names, new, strict=True) if not within(p, limit)]
+    moments = [n for n, (_, _, v) in zip(names, new, strict=True) if not all_finite(v)]
+    found = []
+    if large:
+        found.append(f"the updated {' and '.join(large)} hold{'' if large[0] == 'atoms' else 's'}"
+                     f" NaN, inf or entries of magnitude {limit:.3g} or more (past which "
+                     f"squared norms overflow {new[0][0].dtype})")
+    if moments:
+        found.append(f"the optimizer's second moments of the {' and '.join(moments)} are "
+                     "NaN or inf")
+    return "; ".join(found)
 
 
 def make_update(config, n_features):
