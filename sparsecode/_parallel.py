@@ -34,17 +34,25 @@ def chunk_bounds(ch, nch, n):
 
 
 def n_group_chunks(n, group):
-    """Chunks of whole row groups for a parallel loop over ``n`` rows (see
-    :func:`group_bounds`)."""
-    return max(1, min(-(-n // group), 8 * numba.get_num_threads()))
+    """Chunks for a parallel loop over ``n`` rows whose correlations are computed by row
+    groups (see :func:`group_bounds`): a few per thread, of whole groups, when there are
+    as many groups as threads; else one per thread, each multiplying the whole groups it
+    overlaps (a few hundred signals: twice the GEMM, but every thread busy)."""
+    threads = numba.get_num_threads()
+    ng = -(-n // group)
+    if ng >= threads:
+        return max(1, min(ng, 8 * threads))
+    return max(1, min(n, threads))
 
 
 @njit(cache=True)
 def group_bounds(ch, nch, n, group):
-    """Rows ``[lo, hi)`` of chunk ``ch`` when the row groups of ``n`` rows (``group``
-    rows each, the last one shorter) are cut into ``nch`` chunks: ``lo`` is a multiple of
-    ``group``."""
+    """Rows ``[lo, hi)`` of chunk ``ch`` of ``nch``: whole row groups of ``n`` rows
+    (``group`` rows each, the last one shorter) when ``nch`` does not exceed their
+    number, else rows cut evenly."""
     ng = (n + group - 1) // group
+    if nch > ng:
+        return chunk_bounds(ch, nch, n)
     glo, ghi = chunk_bounds(ch, nch, ng)
     return min(n, glo * group), min(n, ghi * group)
 
@@ -105,8 +113,10 @@ def group_correlations(R, D, starts, group, cols, C):
         c1 = min(c0 + cols, K)
         s = starts[g]
         e = min(s + group, n)
-        P = np.dot(R[s:e], D[c0:c1].T)
-        C[offsets[g]:offsets[g] + e - s, c0:c1] = P
+        if ncb == 1:
+            np.dot(R[s:e], D.T, C[offsets[g]:offsets[g] + e - s])  # into C: no copy
+        else:
+            C[offsets[g]:offsets[g] + e - s, c0:c1] = np.dot(R[s:e], D[c0:c1].T)
 
 
 @njit(parallel=True, cache=True)

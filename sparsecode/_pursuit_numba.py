@@ -210,13 +210,18 @@ def correlations(X, DT, lo, hi, group):
 
     Called inside the parallel loops, so each thread runs its own single-threaded GEMMs
     on its chunk (the caller limits BLAS to one thread) and the chunk's correlations stay
-    in that core's cache for the pursuit that follows.  ``lo`` is a multiple of ``group``
-    and the chunk's GEMMs are its row groups (see :mod:`sparsecode._parallel`).
+    in that core's cache for the pursuit that follows.  The GEMMs are the row groups the
+    chunk overlaps, whole (see :mod:`sparsecode._parallel`): none is cut when ``lo`` and
+    ``hi`` are group bounds, as they are unless there are fewer groups than threads.
     """
-    C = np.empty((hi - lo, DT.shape[1]), dtype=X.dtype)
-    for g0 in range(lo, hi, group):
-        g1 = min(g0 + group, hi)
-        C[g0 - lo:g1 - lo] = np.dot(X[g0:g1], DT)
+    n = X.shape[0]
+    glo = lo // group * group
+    ghi = min(n, (hi + group - 1) // group * group)
+    C = np.empty((ghi - glo, DT.shape[1]), dtype=X.dtype)
+    for g0 in range(glo, ghi, group):
+        g1 = min(g0 + group, n)
+        np.dot(X[g0:g1], DT, C[g0 - glo:g1 - glo])  # into C: no copy
+    C = C[lo - glo:hi - glo]
     return C, int_view(C)
 
 

@@ -77,6 +77,25 @@ def test_codes_do_not_depend_on_the_split_or_the_threads(solver, options, gram, 
     assert np.array_equal(one.values, whole.values)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("solver,options", SOLVERS)
+def test_fewer_groups_than_threads_give_the_same_codes(solver, options, dtype):
+    # 13 signals: one group, shared by chunks of rows that each multiply it whole
+    X, D, _ = _data(dtype, n=13)
+    solve = getattr(sparsecode, solver)
+    threads = numba.get_num_threads()
+    out = []
+    for n_threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS), threads}):
+        try:
+            numba.set_num_threads(n_threads)
+            out.append(solve(X, D, gram=True, **options))
+        finally:
+            numba.set_num_threads(threads)
+    for codes in out[1:]:
+        assert np.array_equal(codes.indices, out[0].indices)
+        assert np.array_equal(codes.values, out[0].values)
+
+
 @pytest.mark.parametrize("solver", ["mp", "topk", "omp"])
 @pytest.mark.parametrize("unit", [True, False])
 def test_model_codes_do_not_depend_on_the_split(solver, unit):
