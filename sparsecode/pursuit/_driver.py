@@ -84,22 +84,22 @@ def solve(X, D, pursuit, *, k, tol, gram, backend, rule, positive=False, acgp=Fa
     X, prob = prepare(X, D, k=k, tol=tol, gram=gram, backend=backend, rule=rule,
                       positive=positive, acgp=acgp, max_steps=pursuit.max_steps,
                       k_may_exceed_atoms=pursuit.k_may_exceed_atoms)
-    X, shift = scaled_rows(X, prob.dtype)
     if prob.on_gpu:
         import sparsecode.gpu
 
+        X, shift = scaled_rows(X, prob.dtype)
         # warn_dependent < encode < *_gpu < solve < solver < its caller
         codes = getattr(sparsecode.gpu, pursuit.gpu)(X, prob)
+        if shift is not None:
+            codes = unscaled_codes(codes, shift)
     else:
-        codes = run(X, prob, pursuit)
-    if shift is not None:
-        codes = unscaled_codes(codes, shift)
+        codes = run(X, prob, pursuit)  # scales block by block
     if prob.positive:
         codes = compact_nonzero(codes)
     return deliver(codes, prob)
 
 
-def scaled_rows(X, dtype):
+def scaled_rows(X, dtype, norms2=None):
     """``X`` with every row whose squared norm lies outside ``[2^-2E, 2^2E]`` (``E`` from
     ``_config.SCALE_EXPONENT``; rows of squares that overflow or underflow included)
     multiplied by the power of two that brings its largest magnitude into ``[1/2, 1)``.
@@ -107,6 +107,8 @@ def scaled_rows(X, dtype):
     A power of two changes no rounding, so such a row is encoded exactly as its scaled
     copy and the codes scale back exactly (:func:`unscaled_codes`); rows in range are not
     touched (nor copied, when none is out of it).
+
+    ``norms2`` are the rows' squared norms in float64 when the caller has them.
 
     Returns
     -------
@@ -116,7 +118,8 @@ def scaled_rows(X, dtype):
     """
     xp = array_module(X)
     bound = 2.0 ** (2 * _config.SCALE_EXPONENT[np.dtype(dtype)])
-    norms2 = row_norms2(X)
+    if norms2 is None:
+        norms2 = row_norms2(X)
     out = ~((norms2 >= 1.0 / bound) & (norms2 <= bound))  # NaN-free: X is finite
     if not bool(out.any()):
         return X, None
@@ -312,10 +315,12 @@ def run(X, prob, pursuit):
     # BLAS is held to one thread for the whole call (its idle threads would spin against
     # the kernel's)
     with one_blas_thread():
-        _run_blocks(X, prob, B, I, Z, status, pursuit.gram_block, pursuit.nogram_block)
+        shift = _run_blocks(X, prob, B, I, Z, status, pursuit.gram_block,
+                            pursuit.nogram_block)
     # warn_dependent < run < solve < solver < its caller
     warn_dependent(int(np.count_nonzero(status == DEPENDENT)), n, pursuit.name, stacklevel=5)
-    return finish_codes(I, Z, prob)
+    codes = finish_codes(I, Z, prob)
+    return codes if shift is None else unscaled_codes(codes, shift)
 
 
 def deliver(codes, prob):
@@ -332,13 +337,20 @@ def deliver(codes, prob):
 
 
 def _run_blocks(X, prob, B, I, Z, status, gram_block, nogram_block):
-    """Fill ``I``, ``Z`` and ``status`` block of ``B`` signals by block."""
+    """Fill ``I``, ``Z`` and ``status`` block of ``B`` signals by block; return the power
+    of two each signal was scaled by (:func:`scaled_rows`), or None when none was."""
     n = X.shape[0]
     use_gram = prob.G is not None
+    shift = None
     for b0 in range(0, n, B):
         b1 = min(b0 + B, n)
         Xb = X[b0:b1]
         xnorm2 = np.einsum("ij,ij->i", Xb, Xb, dtype=np.float64)
+        Xb, s = scaled_rows(Xb, prob.dtype, xnorm2)
+        if s is not None:
+            xnorm2 = np.einsum("ij,ij->i", Xb, Xb, dtype=np.float64)
+            shift = np.zeros(n, dtype=np.int32) if shift is None else shift
+            shift[b0:b1] = s
         out = BlockOutput(
             I=I[b0:b1],
             Z=Z[b0:b1],
@@ -351,6 +363,7 @@ def _run_blocks(X, prob, B, I, Z, status, gram_block, nogram_block):
             gram_block(np.ascontiguousarray(Xb), prob.G, prob, out)
         else:
             nogram_block(Xb, prob, out)
+    return shift
 
 
 def nogram_steps(Xb, prob, out, step):
