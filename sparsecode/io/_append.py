@@ -246,7 +246,7 @@ class AppendableFile:
             keys = sorted(set(expected) | set(actual), key=str)
             diff = [k for k in keys if expected.get(k) != actual.get(k)]
             raise FileFormatError(
-                f"{self.partial}: cannot resume, it was written with other "
+                f"{self.partial}: cannot resume, it was written with other {name}: "
                 + "; ".join(f"{k} = {actual.get(k)!r}, not {expected.get(k)!r}" for k in diff)
             )
         if expected != actual:
