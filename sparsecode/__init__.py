@@ -7,12 +7,14 @@ Importing the package is cheap: the Numba kernels load on first use (or all at o
 
 from sparsecode import datasets, dictionary, gpu, metrics
 from sparsecode.codes import SparseCodes
+from sparsecode.dictionary.itda import ITDA
 from sparsecode.pursuit import gp, gram, mp, omp
 from sparsecode.sae import MPSAE, TrainingDivergedError, mpsae_grad
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ITDA",
     "MPSAE",
     "SparseCodes",
     "TrainingDivergedError",

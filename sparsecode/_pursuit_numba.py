@@ -346,3 +346,35 @@ def add_to_support_gram(GII, S, is_gram, I, s, j):
         GII[m, s] = GII[s, m]
     GII[s, s] = gram_entry(S, is_gram, j, j)
     return GII[s, : s + 1]
+
+
+@njit(cache=True, inline="always")
+def take_atom(c, j, rule, thr, Irow, Zrow, s, energy):
+    """MP: add atom ``j`` to the code.  Returns ``(s, energy, cj, go_on)``; ``go_on`` is
+    False when the correlation vanished or the support did not change (positive
+    rule)."""
+    cj = c[j]
+    if vanished(cj, thr, rule):
+        return s, energy, cj, False
+    s, again = add_to_code(Irow, Zrow, s, j, np.float64(cj))
+    energy -= np.float64(cj) * np.float64(cj)
+    return s, energy, cj, not (again and rule == POSITIVE)
+
+
+@njit(cache=True, inline="always")
+def mp_one(c, ci, G, rule, mask, k, xnorm2, tol2, thr, Irow, Zrow):
+    """MP on the Gram path for one signal whose correlations with unit atoms are ``c``
+    (``ci`` their integer view); ``G`` may have more columns than ``c`` (a grown Gram
+    matrix's capacity): only the first ``len(c)`` are read.  Returns the residual energy
+    ``||x||^2 - sum of the squared coefficients taken``."""
+    if k <= 0 or xnorm2 <= tol2:
+        return xnorm2
+    j = select(ci, rule, mask)
+    energy = xnorm2
+    s = 0
+    for t in range(1, k + 1):
+        s, energy, cj, go_on = take_atom(c, j, rule, thr, Irow, Zrow, s, energy)
+        if not go_on or t >= k or energy <= tol2:
+            return energy
+        j = update_select(c, ci, G[j], cj, rule, mask, G[0, :0])
+    return energy

@@ -20,6 +20,7 @@ __all__ = [
     "effective_rank",
     "explained_variance",
     "fvu",
+    "itda_similarity",
     "l0",
     "match_atoms",
     "mutual_coherence",
@@ -399,3 +400,26 @@ def recovery_rate(D_hat, D_true, threshold=0.99, matching="max"):
     for rows in _row_blocks(A.shape[0], B.shape[0]):
         np.maximum(best, np.abs(A[rows] @ B.T).max(axis=0), out=best)
     return float(np.mean(best > threshold))
+
+
+def itda_similarity(a, b):
+    """Similarity of two ITDA dictionaries built on the same stream of tokens: the Jaccard
+    index ``|A & B| / |A | B|`` of the sets of stream positions their atoms came from
+    (Leask et al., 2025), for comparing layers or models fed the same tokens.
+
+    Parameters
+    ----------
+    a, b : ITDA or array-like of int
+        Fitted :class:`~sparsecode.ITDA` models (their ``atom_sources_``), or the source
+        positions themselves.
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    sa, sb = (set(np.asarray(getattr(m, "atom_sources_", m), dtype=np.int64).ravel().tolist())
+              for m in (a, b))
+    union = sa | sb
+    if not union:
+        raise ValueError("itda_similarity needs at least one atom source; both are empty")
+    return len(sa & sb) / len(union)

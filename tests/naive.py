@@ -424,3 +424,37 @@ def bfloat16_round(x):
             high += 1
         flat_out[i] = high
     return out
+
+
+def itda(X, k, threshold, rule="abs", max_atoms=None):
+    """ITDA, one signal after another: encode with :func:`mp` on the atoms so far; add
+    ``x / ||x||`` when ``||x - x_hat||^2 / ||x||^2`` exceeds ``threshold``.  Returns the
+    atoms and the row each came from."""
+    X = np.asarray(X, dtype=np.float64)
+    atoms, sources = [], []
+    for i, x in enumerate(X):
+        if max_atoms is not None and len(atoms) >= max_atoms:
+            break
+        xn2 = x @ x
+        if xn2 == 0:
+            continue
+        err = 1.0
+        if atoms:
+            D = np.array(atoms)
+            idx, val, _ = mp(x, D, k, rule=rule)
+            r = x - val @ D[idx] if len(idx) else x
+            err = (r @ r) / xn2
+        if err > threshold:
+            atoms.append(x / np.sqrt(xn2))
+            sources.append(i)
+    return np.array(atoms).reshape(len(atoms), X.shape[1]), np.array(sources, dtype=np.int64)
+
+
+def itda_error(x, D, k, rule="abs"):
+    """``||x - x_hat||^2 / ||x||^2`` after :func:`mp` on ``D`` (1 for no atom)."""
+    x = np.asarray(x, dtype=np.float64)
+    if len(D) == 0:
+        return 1.0
+    idx, val, _ = mp(x, D, k, rule=rule)
+    r = x - val @ np.asarray(D, dtype=np.float64)[idx] if len(idx) else x
+    return (r @ r) / (x @ x)

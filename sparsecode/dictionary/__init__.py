@@ -13,6 +13,7 @@ Every update lowers (never raises) the objective :func:`objective`
 - :func:`code_stats`: the statistics ``Z^T Z``, ``Z^T X`` of codes (they add over
   blocks); :func:`objective` and :func:`residual_energy`: the error of codes.
 - :func:`init_dictionary`, :func:`normalize_atoms`: initialisation, renormalisation.
+- :class:`ITDA`: a dictionary grown from the signals themselves by matching pursuit.
 - :class:`DeadAtoms`, :func:`coherent_atoms`, :func:`resample_dead`: find atoms unused
   over a window of samples or nearly duplicating another, and replace them by the
   worst-coded signals (K-SVD practice).
@@ -45,12 +46,14 @@ from sparsecode.dictionary.init import (
     normalize_atoms,
     resample_dead,
 )
+from sparsecode.dictionary.itda import ITDA
 from sparsecode.dictionary.ksvd import ksvd_update
 from sparsecode.dictionary.mod import mod_from_stats, mod_update
 from sparsecode.dictionary.online import OnlineStats, online_update
 
 __all__ = [
     "DeadAtoms",
+    "ITDA",
     "OnlineStats",
     "code_stats",
     "coherent_atoms",

@@ -21,37 +21,12 @@ from sparsecode._pursuit_numba import (
     RUNNING,
     add_to_code,
     correlations,
+    mp_one,
     select,
+    take_atom,
     update_select,
     vanished,
 )
-
-
-@njit(cache=True, inline="always")
-def _take(c, j, rule, thr, Irow, Zrow, s, energy):
-    """Add atom ``j`` to the code.  Returns ``(s, energy, cj, go_on)``; ``go_on`` is False
-    when the correlation vanished or the support did not change (positive rule)."""
-    cj = c[j]
-    if vanished(cj, thr, rule):
-        return s, energy, cj, False
-    s, again = add_to_code(Irow, Zrow, s, j, np.float64(cj))
-    energy -= np.float64(cj) * np.float64(cj)
-    return s, energy, cj, not (again and rule == POSITIVE)
-
-
-@njit(cache=True, inline="always")
-def _mp_one(c, ci, G, rule, mask, k, xnorm2, tol2, thr, Irow, Zrow):
-    """MP on one signal whose correlations are ``c``."""
-    if k <= 0 or xnorm2 <= tol2:
-        return
-    j = select(ci, rule, mask)
-    energy = xnorm2
-    s = 0
-    for t in range(1, k + 1):
-        s, energy, cj, go_on = _take(c, j, rule, thr, Irow, Zrow, s, energy)
-        if not go_on or t >= k or energy <= tol2:
-            return
-        j = update_select(c, ci, G[j], cj, rule, mask, G[0, :0])
 
 
 @njit(cache=True, inline="always")
@@ -90,7 +65,7 @@ def _mp_two_lanes(C, Ci, lo, hi, G, rule, mask, k, xnorm2, tol2, thr, I, Z):
             if i < 0:
                 continue
             c = C[i - lo]
-            s, energy, cj, go_on = _take(c, js[u], rule, thr[i], I[i], Z[i], ss[u], en[u])
+            s, energy, cj, go_on = take_atom(c, js[u], rule, thr[i], I[i], Z[i], ss[u], en[u])
             ss[u] = s
             en[u] = energy
             ts[u] += 1
@@ -146,7 +121,7 @@ def mp_gram(nch, group, X, DT, mask, G, rule, k, xnorm2, tol2, thr, I, Z, lanes)
             _mp_two_lanes(C, Ci, lo, hi, G, rule, mask, k, xnorm2, tol2, thr, I, Z)
         else:
             for i in range(lo, hi):
-                _mp_one(C[i - lo], Ci[i - lo], G, rule, mask, k, xnorm2[i], tol2[i], thr[i],
+                mp_one(C[i - lo], Ci[i - lo], G, rule, mask, k, xnorm2[i], tol2[i], thr[i],
                         I[i], Z[i])
 
 
