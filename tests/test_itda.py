@@ -129,3 +129,122 @@ def test_itda_similarity_is_the_jaccard_index_of_sources():
     assert itda_similarity([1, 2, 3], np.array([3, 4])) == pytest.approx(1 / 4)
     with pytest.raises(ValueError, match="empty"):
         itda_similarity([], [])
+
+
+# ----------------------------------------------------------------- files and command
+
+
+def test_saved_and_loaded_it_goes_on_exactly_as_if_never_stopped(tmp_path):
+    from sparsecode.io import load_itda, load_model, save_itda
+
+    X = _data(n=600, d=12, seed=4).astype(np.float32)
+    whole = ITDA(4, 0.15, batch_size=50).fit(X)
+    part = ITDA(4, 0.15, batch_size=50).fit(X[:300])
+    path = save_itda(part, tmp_path / "d.h5")
+    resumed = load_itda(path)
+    assert np.array_equal(resumed.gram_, part.gram_) and resumed.n_rows_seen_ == 300
+    resumed.partial_fit(X[300:])
+    np.testing.assert_array_equal(resumed.atom_sources_, whole.atom_sources_)
+    np.testing.assert_array_equal(resumed.components_, whole.components_)
+    # the file is a model to every command: the MP-SAE of its atoms
+    mpsae = load_model(path)
+    np.testing.assert_array_equal(mpsae.components_, part.components_)
+    assert not np.any(mpsae.bias_)
+    a, b = mpsae.transform(X[:100]), part.transform(X[:100])
+    assert np.mean(a.indices == b.indices) > 0.99
+
+
+@pytest.mark.parametrize("damage", ["nan", "no-config", "not-unit", "sources"])
+def test_a_damaged_itda_file_is_refused(tmp_path, damage):
+    import h5py
+
+    from sparsecode.io import FileFormatError, load_itda, save_itda
+
+    path = save_itda(ITDA(3, 0.2).fit(_data(n=100, d=6)), tmp_path / "d.h5")
+    with h5py.File(path, "r+") as f:
+        if damage == "nan":
+            f["components"][0, 0] = np.nan
+        elif damage == "no-config":
+            del f.attrs["config"]
+        elif damage == "not-unit":
+            f["components"][0] *= 2
+        else:
+            f["sources"][0] = 10**9
+    with pytest.raises(FileFormatError, match="damaged"):
+        load_itda(path)
+
+
+@pytest.fixture()
+def acts(tmp_path):
+    from sparsecode.io import write_activations
+
+    X = _data(n=3000, d=16, seed=6).astype(np.float32)
+    return write_activations(tmp_path / "acts.h5", X, dataset="acts"), X
+
+
+def _itda_cli(acts, out, *extra):
+    from sparsecode.cli import main
+
+    return main(["itda", str(acts), "--dataset", "acts", "--k", "4", "--threshold", "0.15",
+                 "--out", str(out), "--batch-size", "100", "--quiet", *extra])
+
+
+def test_command_builds_what_the_estimator_builds_and_encode_takes_it(acts, tmp_path,
+                                                                      capsys):
+    from sparsecode.cli import main
+    from sparsecode.io import load_itda, read_codes
+
+    path, X = acts
+    out = tmp_path / "d.h5"
+    assert _itda_cli(path, out) == 0
+    ref = ITDA(4, 0.15, batch_size=100).fit(X)
+    got = load_itda(out)
+    np.testing.assert_array_equal(got.atom_sources_, ref.atom_sources_)
+    assert main(["info", str(out)]) == 0
+    assert f"{ref.n_atoms_:,} atoms" in capsys.readouterr().out
+    assert main(["encode", str(out), str(path), "--out", str(tmp_path / "c.h5"),
+                 "--quiet"]) == 0
+    assert read_codes(tmp_path / "c.h5").indices.shape == (len(X), 4)
+    capsys.readouterr()
+    assert _itda_cli(path, out, "--resume") == 0
+    assert "nothing to do" in capsys.readouterr().err
+
+
+def test_command_interrupted_then_resumed_equals_an_uninterrupted_run(acts, tmp_path):
+    from sparsecode.cli import build_parser
+    from sparsecode.cli._common import Interrupted, StopFlag
+    from sparsecode.io import load_itda
+
+    path, X = acts
+    out = tmp_path / "d.h5"
+    args = build_parser().parse_args(["itda", str(path), "--dataset", "acts", "--k", "4",
+                                      "--threshold", "0.15", "--out", str(out),
+                                      "--batch-size", "100", "--quiet"])
+    args.stop = StopFlag()
+    args.stop.set = True  # as if Ctrl-C came during the first batch
+    with pytest.raises(Interrupted):
+        args.func(args)
+    ckpt = tmp_path / "d.h5.ckpt"
+    assert load_itda(ckpt).n_rows_seen_ == 100 and not out.exists()
+    assert _itda_cli(path, out, "--threshold", "0.3", "--resume") == 2  # other settings
+    assert _itda_cli(path, out, "--resume") == 0
+    ref = ITDA(4, 0.15, batch_size=100).fit(X)
+    np.testing.assert_array_equal(load_itda(out).atom_sources_, ref.atom_sources_)
+    np.testing.assert_array_equal(load_itda(out).components_, ref.components_)
+    assert not ckpt.exists()
+
+
+def test_command_bad_input(acts, tmp_path, capsys):
+    from sparsecode.io import write_activations
+
+    path, X = acts
+    assert _itda_cli(path, tmp_path / "a.h5", "--threshold", "1.5") == 2
+    assert "--threshold must be in (0, 1)" in capsys.readouterr().err
+    # a NaN row past the first 16,384-row chunk: met after the first buffer load
+    bad = _data(n=40000, d=8, seed=7).astype(np.float32)
+    bad[35000] = np.nan
+    bpath = write_activations(tmp_path / "bad.h5", bad, dataset="acts")
+    assert _itda_cli(bpath, tmp_path / "b.h5", "--buffer-mb", "0.5") == 2
+    err = capsys.readouterr().err
+    assert "row 35000" in err and "saved in" in err, err
+    assert not (tmp_path / "b.h5").exists() and (tmp_path / "b.h5.ckpt").exists()

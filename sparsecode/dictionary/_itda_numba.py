@@ -39,3 +39,15 @@ def mp_energies(C, Ci, G, rule, mask, k, xnorm2, thr, energy):
             Zrow[:] = 0.0
             energy[i] = mp_one(C[i], Ci[i], G, rule, mask, k, xnorm2[i], 0.0, thr[i], Irow,
                                Zrow)
+
+
+@njit(parallel=True, cache=True)
+def gram_row(D, K, out):
+    """``out[j] = D[j] . D[K]`` for ``j <= K``, accumulated in float64 in a fixed order:
+    the same bits whether an atom is appended or the matrix rebuilt from the atoms."""
+    nf = D.shape[1]
+    for j in prange(K + 1):
+        acc = 0.0
+        for q in range(nf):
+            acc += np.float64(D[j, q]) * np.float64(D[K, q])
+        out[j] = acc

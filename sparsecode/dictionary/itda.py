@@ -218,17 +218,40 @@ class ITDA(ParamsMixin):
             return np.where(xnorm2 > 0, np.maximum(energy, 0.0) / xnorm2, 0.0)
 
     def _add(self, atom, source):
-        """Append a unit atom: its Gram row and column from one product with the atoms."""
+        """Append a unit atom: its Gram row and column from its products with the atoms
+        (``O(n_atoms n_features)``)."""
         K = self.n_atoms_
         if K == self._D.shape[0]:
             self._grow(2 * K)
         self._D[K] = atom
-        g = self._D[:K + 1] @ self._D[K]
-        self._G[K, :K + 1] = g
-        self._G[:K + 1, K] = g
         self._sources[K] = source
+        self._append_gram(K)
         self.n_atoms_ = K + 1
         self._gram_copy = None
+
+    def _append_gram(self, K):
+        from sparsecode.dictionary._itda_numba import gram_row
+
+        g = np.empty(K + 1, dtype=np.float64)
+        gram_row(self._D, K, g)
+        self._G[K, :K + 1] = g
+        self._G[:K + 1, K] = g
+
+    def _restore(self, components, sources, n_rows_seen):
+        """The state of a saved model (see :func:`sparsecode.io.load_itda`): the atoms,
+        their sources and the rows seen; the Gram matrix rebuilt row by row exactly as it
+        grew."""
+        dt = self._check_params()
+        K, nf = components.shape
+        self._start(nf, dt)
+        self._grow(max(64, K))
+        self._D[:K] = components
+        self._sources[:K] = sources
+        for j in range(K):
+            self._append_gram(j)
+        self.n_atoms_ = K
+        self.n_rows_seen_ = int(n_rows_seen)
+        return self
 
     def _grow(self, cap):
         K = self.n_atoms_
@@ -285,6 +308,26 @@ class ITDA(ParamsMixin):
         return sparsecode.mp(X.astype(self._D.dtype, copy=False), self.components_,
                              k=self.k if k is None else k, selection=self.selection,
                              gram=self._gram_copy)
+
+    def to_mpsae(self):
+        """An :class:`~sparsecode.MPSAE` that encodes like this dictionary (its atoms,
+        unit norm, matching pursuit with the same ``k`` and selection, no pre-bias): what
+        the ``encode`` and ``export`` commands and every MPSAE tool take.
+
+        Returns
+        -------
+        MPSAE
+        """
+        from sparsecode.sae import MPSAE
+
+        self._fitted()
+        if self.n_atoms_ == 0:
+            raise ValueError("the dictionary is empty: no row exceeded the threshold")
+        D = self.components_.copy()
+        m = MPSAE(self.n_atoms_, self.k, selection=self.selection, unit_atoms=True,
+                  pre_bias=False, init=D, dtype=D.dtype.name, progress=False,
+                  resample_dead=False)
+        return m.start(D)
 
     def inverse_transform(self, codes):
         """Reconstructions ``codes @ components_``.

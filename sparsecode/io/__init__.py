@@ -1,5 +1,6 @@
 """HDF5 files in and out, streamed in bounded memory: activations (a shuffling reader and
-a resumable writer), codes, and models with their training state; export to SAELens.
+a resumable writer), codes, models with their training state and ITDA dictionaries;
+export to SAELens.
 
 Every file is written at ``PATH.partial`` and renamed into place when complete.
 """
@@ -14,6 +15,7 @@ from sparsecode.io.activations import (
 from sparsecode.io.codes import CodesWriter, codes_settings, read_codes
 from sparsecode.io.guard import OutputLock, check_not_inputs, dataset_digest
 from sparsecode.io.info import file_info
+from sparsecode.io.itda import load_itda, save_itda
 from sparsecode.io.model import load_model, model_position, save_model
 from sparsecode.io.saelens import export_saelens
 
@@ -28,11 +30,13 @@ __all__ = [
     "dataset_digest",
     "export_saelens",
     "file_info",
+    "load_itda",
     "load_model",
     "model_position",
     "open_activations",
     "partial_path",
     "read_codes",
+    "save_itda",
     "save_model",
     "write_activations",
 ]

@@ -40,12 +40,27 @@ def file_info(path):
             say(f"  {done}: {int(f.attrs['committed_rows']):,} rows committed")
         if kind == "model":
             _model(f, say)
+        elif kind == "itda":
+            _itda(f, say)
         elif kind == "codes":
             _codes(f, say)
         say("  datasets:")
         for name, ds in _datasets(f):
             say(f"    {name}: {describe(ds)}")
     return lines
+
+
+def _itda(f, say):
+    from sparsecode.io._h5 import read_json_attr
+
+    try:
+        config = read_json_attr(f, "config") or {}
+    except ValueError:
+        config = {}
+    n = f["components"].shape[0] if "components" in f else 0
+    say(f"  ITDA dictionary: {n:,} atoms from {int(f.attrs.get('n_rows_seen', 0)):,} rows; "
+        f"k {config.get('k')}, threshold {config.get('threshold')}, selection "
+        f"{config.get('selection')}")
 
 
 def _size(f):

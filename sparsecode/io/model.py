@@ -31,6 +31,7 @@ from sparsecode._backend import to_host
 from sparsecode.io._h5 import (
     FileFormatError,
     check_format,
+    file_format,
     open_file,
     partial_path,
     replace_into_place,
@@ -168,7 +169,13 @@ def load_model(path):
     from sparsecode.sae import MPSAE, Engine, TrainConfig
 
     with open_file(path) as f:
-        contents = check_model_file(f, read=True)
+        itda = file_format(f) == "itda"
+        if not itda:
+            contents = check_model_file(f, read=True)
+    if itda:  # an ITDA dictionary encodes as the MP-SAE of its atoms
+        from sparsecode.io.itda import load_itda
+
+        return load_itda(path).to_mpsae()
     model = MPSAE(**contents.params)
     columns = contents.columns
     history = [{c: int(v) if c in _INT_COLUMNS else float(v)
@@ -188,7 +195,8 @@ def model_position(path):
         ``path`` is not a sparsecode model file, or its ``position`` is not a JSON object.
     """
     with open_file(path) as f:
-        check_format(f, "model")
+        if file_format(f) != "itda":
+            check_format(f, "model")
         return _json_attr(f, "position", (dict, type(None)), "a JSON object or null")
 
 
