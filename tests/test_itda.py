@@ -248,3 +248,24 @@ def test_command_bad_input(acts, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "row 35000" in err and "saved in" in err, err
     assert not (tmp_path / "b.h5").exists() and (tmp_path / "b.h5.ckpt").exists()
+
+
+def test_command_stores_per_row_data_of_the_sources(acts, tmp_path, capsys):
+    import h5py
+
+    from sparsecode.io import load_itda
+
+    path, X = acts
+    with h5py.File(path, "r+") as f:
+        f["token_ids"] = np.arange(len(X), dtype=np.int64) * 3 + 1
+        f["short"] = np.arange(10)
+    out = tmp_path / "d.h5"
+    assert _itda_cli(path, out, "--source-info", "token_ids") == 0
+    m = load_itda(out)
+    np.testing.assert_array_equal(m.atom_source_info_["token_ids"], m.atom_sources_ * 3 + 1)
+    # a file without the data asked for, or with too little: refused before any work
+    for name, match in (("doc_offsets", "has no dataset 'doc_offsets'"),
+                        ("short", "a value per row")):
+        assert _itda_cli(path, tmp_path / f"{name}.h5", "--source-info", name) == 2
+        assert match in capsys.readouterr().err
+        assert not (tmp_path / f"{name}.h5.ckpt").exists()

@@ -41,6 +41,10 @@ def add_parser(sub):
                    help="rows encoded together (see the batch semantics in the docs)")
     p.add_argument("--max-rows", type=count(), default=None,
                    help="use only the first this many rows")
+    p.add_argument("--source-info", action="append", default=[], metavar="DATASET",
+                   help="a 1-D dataset of ACTS with one value per row (token ids, document "
+                   "offsets...) whose values at the atoms' source rows are stored with the "
+                   "dictionary (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--buffer-mb", type=positive_number, default=64, help="read buffer (MiB)")
@@ -81,6 +85,9 @@ def run(args):
     check_not_inputs({"--out": out, "its checkpoint": ckpt,
                       "its partial file": partial_path(out)}, {"activation file": args.acts})
     check_writable(out.parent)
+    from sparsecode.io.itda import read_source_info
+
+    read_source_info(args.acts, args.source_info, [], n_rows)  # checked before any work
     data = {"acts_identity": dataset_digest(args.acts, args.dataset),
             "dataset": args.dataset, "rows": n_rows}
     model = ITDA(args.k, args.threshold, max_atoms=args.max_atoms, selection=args.selection,
@@ -107,7 +114,9 @@ def run(args):
             _build(model, reader, args, ckpt, data, n_rows)
         from sparsecode.io import save_itda
 
-        save_itda(model, out, position={**data, "finished": True})
+        save_itda(model, out, position={**data, "finished": True},
+                  source_info=read_source_info(args.acts, args.source_info,
+                                               model.atom_sources_, n_rows))
         ckpt.unlink(missing_ok=True)
     say(None, f"wrote {out}: {model.n_atoms_:,} atoms from {model.n_rows_seen_:,} rows")
     return 0

@@ -4,6 +4,8 @@ Layout (``attrs["sparsecode_format"] = "itda"``)::
 
     /components   (n_atoms, n_features)  unit atoms
     /sources      (n_atoms,) int64       the row of the training stream each came from
+    /source_info/NAME  (n_atoms,)        optional: per-row data of the activation file
+                                         (token ids, document offsets...) at the sources
     attrs: config (JSON of the estimator's parameters), n_rows_seen, position (JSON, where
            in the data the build stands), format_version
 
@@ -32,7 +34,7 @@ from sparsecode.io._h5 import (
 FORMAT_VERSION = 1
 
 
-def save_itda(model, path, *, position=None, overwrite=True):
+def save_itda(model, path, *, position=None, source_info=None, overwrite=True):
     """Save a fitted :class:`~sparsecode.ITDA` (written at ``PATH.partial``, renamed).
 
     Parameters
@@ -41,6 +43,9 @@ def save_itda(model, path, *, position=None, overwrite=True):
     path : str or os.PathLike
     position : dict, optional
         JSON-serialisable note of where in the data the build stands.
+    source_info : dict of str to array-like of shape (n_atoms,), optional
+        More about each atom's source row (token id, document offset, ...), stored under
+        ``source_info/NAME`` and loaded as ``atom_source_info_``.
     overwrite : bool
 
     Returns
@@ -69,6 +74,12 @@ def save_itda(model, path, *, position=None, overwrite=True):
                 f.attrs[name] = text
             f.create_dataset("components", data=D)
             f.create_dataset("sources", data=src)
+            for name, values in (source_info or {}).items():
+                values = np.asarray(values)
+                if values.shape != src.shape:
+                    raise ValueError(f"source_info[{name!r}] must have shape {src.shape}; "
+                                     f"got {values.shape}")
+                f.create_dataset(f"source_info/{name}", data=values)
         replace_into_place(tmp, path)
     except RuntimeError as exc:  # HDF5's failed writes
         tmp.unlink(missing_ok=True)
@@ -115,6 +126,7 @@ def load_itda(path):
         src = get_dataset(f, "sources")[()]
         n_rows = int(f.attrs.get("n_rows_seen", -1))
         nf = int(f.attrs.get("n_features", -1))
+        info = {name: ds[()] for name, ds in f.get("source_info", {}).items()}
     try:
         model = ITDA(**config)
         dt = model._check_params()
@@ -122,9 +134,13 @@ def load_itda(path):
         raise FileFormatError(f"{path}: config not accepted ({exc}); the file is "
                               "damaged") from None
     problem = _check_arrays(D, src, n_rows, nf, dt)
+    if problem is None and any(v.shape != src.shape for v in info.values()):
+        problem = "source_info arrays must have one entry per atom"
     if problem:
         raise FileFormatError(f"{path}: {problem}; the file is damaged")
-    return model._restore(D, src, n_rows)
+    model = model._restore(D, src, n_rows)
+    model.atom_source_info_ = info
+    return model
 
 
 def _check_arrays(D, src, n_rows, nf, dt):
@@ -151,3 +167,42 @@ def itda_position(path):
         except ValueError:
             raise FileFormatError(f"{path}: 'position' is not JSON; the file is damaged") \
                 from None
+
+
+def read_source_info(acts, names, sources, n_rows):
+    """Per-row data of an activation file at the given source rows.
+
+    Parameters
+    ----------
+    acts : str or os.PathLike
+        The activation file.
+    names : list of str
+        1-D datasets of ``acts`` with a value per row (token ids, document offsets...).
+    sources : array-like of int
+        Rows to read (any order).
+    n_rows : int
+        Rows the datasets must cover.
+
+    Returns
+    -------
+    dict of str to ndarray of shape (len(sources),)
+
+    Raises
+    ------
+    FileFormatError
+        A dataset is missing, not 1-D, or shorter than ``n_rows``.
+    """
+    src = np.asarray(sources, dtype=np.int64)
+    order = np.argsort(src, kind="stable")
+    out = {}
+    with open_file(acts) as f:
+        for name in names:
+            ds = get_dataset(f, name)
+            if ds.ndim != 1 or ds.shape[0] < n_rows:
+                raise FileFormatError(f"{acts}:{name} must be 1-D with a value per row "
+                                      f"({n_rows:,}) to give source info; it has shape "
+                                      f"{ds.shape}")
+            values = ds[src[order]] if src.size else ds[:0]
+            out[name] = np.empty_like(values)
+            out[name][order] = values
+    return out
