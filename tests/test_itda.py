@@ -269,3 +269,19 @@ def test_command_stores_per_row_data_of_the_sources(acts, tmp_path, capsys):
         assert _itda_cli(path, tmp_path / f"{name}.h5", "--source-info", name) == 2
         assert match in capsys.readouterr().err
         assert not (tmp_path / f"{name}.h5.ckpt").exists()
+
+
+def test_an_itda_file_exports_like_a_model(acts, tmp_path):
+    pytest.importorskip("safetensors")
+    import json
+
+    from sparsecode.cli import main
+
+    path, _ = acts
+    out = tmp_path / "d.h5"
+    assert _itda_cli(path, out) == 0
+    assert main(["export", str(out), "--saelens", str(tmp_path / "sae")]) == 0
+    cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
+    from sparsecode.io import load_itda
+
+    assert cfg["d_sae"] == load_itda(out).n_atoms_ and cfg["max_iterations"] == 4
