@@ -51,3 +51,69 @@ def gram_row(D, K, out):
         for q in range(nf):
             acc += np.float64(D[j, q]) * np.float64(D[K, q])
         out[j] = acc
+
+
+@njit(cache=True)
+def add_candidates(X, xnorm2, cand, rows, D, G, src, K, k, rule, mask, rtol, threshold,
+                   max_atoms, c, ci):
+    """The candidate phase of a batch, one candidate after another (serial: each may
+    change the dictionary for the next).
+
+    A candidate is encoded again on the atoms as they are when the batch has already
+    added some (its correlations ``D x`` accumulated in float64), and added as
+    ``x / ||x||`` when its relative error is still over ``threshold``: the atom, its
+    source and its Gram row and column (:func:`gram_row`'s arithmetic).  ``D``, ``G`` and
+    ``src`` have room for every candidate.  Returns the new number of atoms.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, n_features)
+        The batch, in the atoms' dtype.
+    xnorm2 : ndarray of shape (n,), float64
+    cand : ndarray of int64
+        Rows of the batch over the threshold at its start, in order.
+    rows : ndarray of shape (n,), int64
+        Their source indices.
+    D, G, src : ndarrays of capacity rows
+        Atoms, Gram matrix and sources (updated in place).
+    K : int
+        Atoms before the batch.
+    k, rule, mask, rtol, threshold, max_atoms
+        Steps, selection rule, integer-view mask, relative size of a vanished
+        correlation, the threshold, the atom cap (-1: none).
+    c, ci : ndarrays of capacity entries
+        Scratch for the correlations and their integer view.
+    """
+    nf = D.shape[1]
+    added = 0
+    Irow = np.empty(k, dtype=np.int32)
+    Zrow = np.empty(k, dtype=np.float64)
+    for i in cand:
+        if max_atoms >= 0 and K >= max_atoms:
+            break
+        x = X[i]
+        if added:
+            for j in range(K):
+                acc = 0.0
+                for q in range(nf):
+                    acc += np.float64(D[j, q]) * np.float64(x[q])
+                c[j] = acc
+            Irow[:] = -1
+            Zrow[:] = 0.0
+            e = mp_one(c[:K], ci[:K], G, rule, mask, k, xnorm2[i], 0.0,
+                       rtol * np.sqrt(xnorm2[i]), Irow, Zrow)
+            if max(e, 0.0) / xnorm2[i] <= threshold:
+                continue
+        inv = 1.0 / np.sqrt(xnorm2[i])
+        for q in range(nf):
+            D[K, q] = x[q] * inv
+        for j in range(K + 1):
+            acc = 0.0
+            for q in range(nf):
+                acc += np.float64(D[j, q]) * np.float64(D[K, q])
+            G[K, j] = acc
+            G[j, K] = acc
+        src[K] = rows[i]
+        K += 1
+        added += 1
+    return K

@@ -171,17 +171,27 @@ class ITDA(ParamsMixin):
         if rows is None:
             rows = self.n_rows_seen_ + np.arange(len(Xb), dtype=np.int64)
         xnorm2 = np.einsum("ij,ij->i", Xb, Xb, dtype=np.float64)
-        err = self.relative_errors(Xb, xnorm2)
-        added = 0
-        for i in np.flatnonzero(err > self.threshold):
-            if self.max_atoms is not None and self.n_atoms_ >= self.max_atoms:
-                break
-            if added and self.relative_errors(Xb[i:i + 1], xnorm2[i:i + 1])[0] <= \
-                    self.threshold:
-                continue
-            self._add(Xb[i] / np.sqrt(xnorm2[i]), int(rows[i]))
-            added += 1
+        cand = np.flatnonzero(self.relative_errors(Xb, xnorm2) > self.threshold)
+        if cand.size and (self.max_atoms is None or self.n_atoms_ < self.max_atoms):
+            self._add_candidates(Xb, xnorm2, cand, np.asarray(rows, dtype=np.int64))
         self.n_rows_seen_ += len(Xb)
+
+    def _add_candidates(self, Xb, xnorm2, cand, rows):
+        from sparsecode.dictionary._itda_numba import add_candidates
+
+        K = self.n_atoms_
+        if K + cand.size > self._D.shape[0]:
+            self._grow(max(2 * self._D.shape[0], K + cand.size))
+        dt = self._D.dtype
+        it = np.dtype(np.int32 if dt == np.float32 else np.int64)
+        c = np.empty(self._D.shape[0], dtype=dt)
+        self.n_atoms_ = add_candidates(
+            Xb, xnorm2, cand, rows, self._D, self._G, self._sources, K, int(self.k),
+            RULES[self.selection], it.type(np.iinfo(it).max), _config.rtol(dt),
+            float(self.threshold), -1 if self.max_atoms is None else int(self.max_atoms),
+            c, c.view(it))
+        if self.n_atoms_ != K:
+            self._gram_copy = None
 
     def relative_errors(self, X, xnorm2=None):
         """``||x - x_hat||^2 / ||x||^2`` of each row after ``k`` MP steps on the current
@@ -216,18 +226,6 @@ class ITDA(ParamsMixin):
                         _config.rtol(dt) * np.sqrt(xnorm2), energy)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(xnorm2 > 0, np.maximum(energy, 0.0) / xnorm2, 0.0)
-
-    def _add(self, atom, source):
-        """Append a unit atom: its Gram row and column from its products with the atoms
-        (``O(n_atoms n_features)``)."""
-        K = self.n_atoms_
-        if K == self._D.shape[0]:
-            self._grow(2 * K)
-        self._D[K] = atom
-        self._sources[K] = source
-        self._append_gram(K)
-        self.n_atoms_ = K + 1
-        self._gram_copy = None
 
     def _append_gram(self, K):
         from sparsecode.dictionary._itda_numba import gram_row
