@@ -54,13 +54,14 @@ def gram_row(D, K, out):
 
 
 @njit(cache=True)
-def add_candidates(X, xnorm2, cand, rows, D, G, src, K, k, rule, mask, rtol, threshold,
+def add_candidates(X, xnorm2, cand, rows, C0, D, G, src, K, k, rule, mask, rtol, threshold,
                    max_atoms, c, ci):
     """The candidate phase of a batch, one candidate after another (serial: each may
     change the dictionary for the next).
 
     A candidate is encoded again on the atoms as they are when the batch has already
-    added some (its correlations ``D x`` accumulated in float64), and added as
+    added some (its correlations with the batch's first atoms from ``C0``, with the atoms
+    added since accumulated in float64), and added as
     ``x / ||x||`` when its relative error is still over ``threshold``: the atom, its
     source and its Gram row and column (:func:`gram_row`'s arithmetic).  ``D``, ``G`` and
     ``src`` have room for every candidate.  Returns the new number of atoms.
@@ -74,6 +75,8 @@ def add_candidates(X, xnorm2, cand, rows, D, G, src, K, k, rule, mask, rtol, thr
         Rows of the batch over the threshold at its start, in order.
     rows : ndarray of shape (n,), int64
         Their source indices.
+    C0 : ndarray of shape (len(cand), K)
+        The candidates' correlations with the atoms before the batch.
     D, G, src : ndarrays of capacity rows
         Atoms, Gram matrix and sources (updated in place).
     K : int
@@ -85,15 +88,18 @@ def add_candidates(X, xnorm2, cand, rows, D, G, src, K, k, rule, mask, rtol, thr
         Scratch for the correlations and their integer view.
     """
     nf = D.shape[1]
+    K0 = K
     added = 0
     Irow = np.empty(k, dtype=np.int32)
     Zrow = np.empty(k, dtype=np.float64)
-    for i in cand:
+    for a in range(cand.shape[0]):
+        i = cand[a]
         if max_atoms >= 0 and K >= max_atoms:
             break
         x = X[i]
         if added:
-            for j in range(K):
+            c[:K0] = C0[a]
+            for j in range(K0, K):
                 acc = 0.0
                 for q in range(nf):
                     acc += np.float64(D[j, q]) * np.float64(x[q])

@@ -185,8 +185,14 @@ class ITDA(ParamsMixin):
         dt = self._D.dtype
         it = np.dtype(np.int32 if dt == np.float32 else np.int64)
         c = np.empty(self._D.shape[0], dtype=dt)
+        if K:
+            from sparsecode._parallel import correlations_by_group
+
+            C0 = correlations_by_group(np.ascontiguousarray(Xb[cand]), self._D[:K])
+        else:
+            C0 = np.empty((cand.size, 0), dtype=dt)
         self.n_atoms_ = add_candidates(
-            Xb, xnorm2, cand, rows, self._D, self._G, self._sources, K, int(self.k),
+            Xb, xnorm2, cand, rows, C0, self._D, self._G, self._sources, K, int(self.k),
             RULES[self.selection], it.type(np.iinfo(it).max), _config.rtol(dt),
             float(self.threshold), -1 if self.max_atoms is None else int(self.max_atoms),
             c, c.view(it))
