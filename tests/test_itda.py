@@ -81,6 +81,14 @@ def test_stream_equals_one_fit_and_float32_gram():
     assert np.mean(err) < 0.15 and 0 < a.score(X) <= 1
 
 
+def test_fit_takes_nested_lists_and_lists_of_batches():
+    X = _data(n=120, d=6, seed=8)
+    ref = ITDA(3, 0.2, batch_size=40, dtype="float64").fit(X)
+    for data in (X.tolist(), [X[:40], X[40:80], X[80:]]):
+        m = ITDA(3, 0.2, batch_size=40, dtype="float64").fit(data)
+        np.testing.assert_array_equal(m.atom_sources_, ref.atom_sources_)
+
+
 def test_shuffled_fit_records_the_rows_it_took():
     X = _data(n=200, d=8, seed=5)
     m = ITDA(3, 0.2, batch_size=16, random_state=1).fit(X)

@@ -117,6 +117,13 @@ class ITDA(ParamsMixin):
         self.__dict__.pop("_D", None)
         if hasattr(X, "epoch") and callable(X.epoch):
             X = X.epoch(0)
+        if isinstance(X, (list, tuple)):
+            try:  # rows as nested lists (one array), or a list of batches
+                rows = np.asarray(X, dtype=np.float64)
+            except (TypeError, ValueError):
+                rows = None
+            if rows is not None and rows.ndim == 2:
+                X = rows
         if isinstance(X, np.ndarray) or hasattr(X, "__array__") and not hasattr(X, "__next__"):
             X = check_array(X, "X")
             order = (np.arange(len(X)) if self.random_state is None
