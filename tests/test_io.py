@@ -188,7 +188,7 @@ def test_bfloat16_reference_rounds_to_nearest_even():
 @pytest.mark.parametrize("compression", [None, "gzip", "lzf"])
 def test_bfloat16_file_holds_round_to_nearest_even(tmp_path, compression):
     X = _bfloat16_test_values().reshape(-1, 7)
-    from sparsecode.io.activations import float32_to_bfloat16
+    from sparsecode.io._dtypes import float32_to_bfloat16
 
     np.testing.assert_array_equal(float32_to_bfloat16(X), naive.bfloat16_round(X))
     # finite values that would round to infinity are refused by the writer

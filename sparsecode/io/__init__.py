@@ -6,18 +6,14 @@ Every file is written at ``PATH.partial`` and renamed into place when complete.
 """
 
 from sparsecode.io._h5 import FileFormatError, partial_path
-from sparsecode.io.activations import (
-    ActivationReader,
-    ActivationWriter,
-    open_activations,
-    write_activations,
-)
+from sparsecode.io.activations import ActivationReader, open_activations
 from sparsecode.io.codes import CodesWriter, codes_settings, read_codes
 from sparsecode.io.guard import OutputLock, check_not_inputs, dataset_digest
 from sparsecode.io.info import file_info
 from sparsecode.io.itda import load_itda, save_itda
 from sparsecode.io.model import load_model, model_position, save_model
 from sparsecode.io.saelens import export_saelens
+from sparsecode.io.writer import ActivationWriter, write_activations
 
 __all__ = [
     "ActivationReader",
