@@ -145,7 +145,7 @@ def load_itda(path):
 
 def _check_arrays(D, src, n_rows, nf, dt):
     if D.ndim != 2 or D.shape[1] != nf or D.dtype != dt:
-        return f"components must be ({'n_atoms'}, {nf}) {dt.name}; got {D.shape} {D.dtype}"
+        return f"components must be (n_atoms, {nf}) {dt.name}; got {D.shape} {D.dtype}"
     if not np.all(np.isfinite(D)):
         return "components hold NaN or inf"
     if D.shape[0] and np.abs(np.einsum("ij,ij->i", D, D, dtype=np.float64) - 1).max() > 1e-3:
