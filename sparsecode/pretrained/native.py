@@ -1,0 +1,184 @@
+"""The encoders of pretrained SAEs, block by block: one GEMM ``X_in W_enc`` per block of
+rows, then one parallel pass that keeps the active atoms; SAELens' matching pursuit; the
+pursuits of :mod:`sparsecode` on the decoder; least squares on a support.
+
+The pre-activations of a block take at most ``sparsecode._config.BLOCK_BYTES``.
+"""
+
+import numpy as np
+
+from sparsecode import _config
+from sparsecode.codes import SparseCodes
+
+
+def block_rows(n_atoms, itemsize):
+    """Rows per block whose pre-activations fit ``_config.BLOCK_BYTES`` (at least
+    ``_config.MIN_BLOCK_ROWS``)."""
+    return max(int(_config.MIN_BLOCK_ROWS), int(_config.BLOCK_BYTES) // (n_atoms * itemsize))
+
+
+def _stack(parts, n_atoms, dtype):
+    """One SparseCodes of the blocks' codes, padded to the widest."""
+    width = max([p[0].shape[1] for p in parts] + [1])
+    n = sum(p[0].shape[0] for p in parts)
+    I = np.full((n, width), -1, dtype=np.int32)
+    Z = np.zeros((n, width), dtype=dtype)
+    r = 0
+    for idx, val in parts:
+        I[r:r + idx.shape[0], :idx.shape[1]] = idx
+        Z[r:r + idx.shape[0], :idx.shape[1]] = val
+        r += idx.shape[0]
+    return SparseCodes(I, Z, n_atoms)
+
+
+def encode_native(sae, Xin):
+    """The architecture's own encoder.
+
+    Parameters
+    ----------
+    sae : PretrainedSAE
+    Xin : ndarray of shape (n_samples, n_features)
+        Encoder input (:meth:`PretrainedSAE.encoder_input`).
+
+    Returns
+    -------
+    SparseCodes
+        ReLU, JumpReLU, gated: active atoms in atom order; TopK: by decreasing activation
+        (ties: the lower atom first); groupmax: one slot per group; matching pursuit: in
+        order of first selection.  Zero activations are not stored.
+    """
+    from sparsecode.pretrained import _native_numba as K
+
+    if sae.architecture == "matching_pursuit":
+        return saelens_mp(Xin, sae.W_dec, sae.max_iterations, sae.residual_threshold,
+                          sae.stop_on_duplicate_support)
+    m, dt = sae.n_atoms, sae.dtype
+    arch = sae.architecture
+    bias = sae.b_enc
+    scale = np.ones(m, dtype=dt)
+    if arch == "topk" and sae.rescale_acts_by_decoder_norm:
+        scale = np.sqrt(np.einsum("ij,ij->i", sae.W_dec, sae.W_dec,
+                                  dtype=np.float64)).astype(dt)
+    thr = np.full(m, -np.inf, dtype=dt)
+    gate, gate_bias = False, bias
+    if arch == "jumprelu":
+        thr = sae.threshold
+    elif arch == "gated":
+        # one GEMM serves both paths: gate = P + b_gate, magnitude = exp(r_mag) P + b_mag
+        gate, gate_bias = True, sae.b_gate
+        scale = np.exp(sae.r_mag.astype(np.float64)).astype(dt)
+        bias = (sae.b_mag.astype(np.float64) / scale).astype(dt)
+    parts = []
+    B = block_rows(m, dt.itemsize)
+    for lo in range(0, Xin.shape[0], B):
+        P = Xin[lo:lo + B] @ sae.W_enc
+        n = P.shape[0]
+        if arch == "topk":
+            I = np.empty((n, sae.k), dtype=np.int32)
+            Z = np.empty((n, sae.k), dtype=dt)
+            K.topk_rows(P, bias, scale, sae.k, I, Z)
+        elif arch == "groupmax":
+            I = np.empty((n, sae.k), dtype=np.int32)
+            Z = np.empty((n, sae.k), dtype=dt)
+            K.groupmax_rows(P, bias, scale, sae.k, I, Z)
+        else:
+            counts = K.count_active(P, bias, scale, thr, gate, gate_bias)
+            w = int(counts.max()) if n else 0
+            I = np.full((n, w), -1, dtype=np.int32)
+            Z = np.zeros((n, w), dtype=dt)
+            K.fill_active(P, bias, scale, thr, gate, gate_bias, I, Z)
+        parts.append((I, Z))
+    return _stack(parts, m, dt)
+
+
+def saelens_mp(Xin, W, max_iterations, residual_threshold, stop_on_duplicate_support):
+    """SAELens' matching pursuit on the rows of ``W`` as they are (free norms).
+
+    Parameters
+    ----------
+    Xin : ndarray of shape (n_samples, n_features)
+    W : ndarray of shape (n_atoms, n_features)
+    max_iterations : int
+    residual_threshold : float
+        Stop a signal once ``||r|| <`` this after a step (0: never).
+    stop_on_duplicate_support : bool
+        Stop a signal once a step leaves its support unchanged (an atom selected again,
+        its increment kept, or no positive correlation).
+
+    Returns
+    -------
+    SparseCodes
+        Atoms in order of first selection, coefficients summed over re-selections.
+    """
+    from sparsecode.pretrained._native_numba import mp_step
+
+    n, d = Xin.shape
+    dt = W.dtype
+    width = min(max_iterations, W.shape[0])
+    R = np.array(Xin, dtype=dt, order="C")
+    I = np.full((n, width), -1, dtype=np.int32)
+    Z = np.zeros((n, width), dtype=dt)
+    ns = np.zeros(n, dtype=np.int64)
+    done = np.zeros(n, dtype=np.bool_)
+    thr2 = float(residual_threshold) ** 2
+    B = block_rows(W.shape[0], dt.itemsize)
+    for _ in range(max_iterations):
+        rows = np.flatnonzero(~done)
+        if not rows.size:
+            break
+        for lo in range(0, rows.size, B):
+            part = rows[lo:lo + B]
+            C = R[part] @ W.T
+            mp_step(C, part, R, W, stop_on_duplicate_support, thr2, I, Z, ns, done)
+    return SparseCodes(I, Z, W.shape[0])
+
+
+def encode_pursuit(sae, T, solver, k, positive):
+    """``k``-sparse codes of ``T`` (:meth:`PretrainedSAE.decoder_target`) on the rows of
+    ``W_dec`` by ``solver``, in the SAE's units (divided by
+    :meth:`PretrainedSAE.atom_scale`)."""
+    import sparsecode
+
+    D = np.ascontiguousarray(sae.W_dec)
+    if solver == "omp":
+        codes = sparsecode.omp(T, D, k=k, positive=positive)
+    elif solver == "gp":
+        codes = sparsecode.gp(T, D, k=k, positive=positive)
+    else:
+        codes = sparsecode.mp(T, D, k=k, selection="positive" if positive else "abs")
+    return _to_sae_units(sae, codes)
+
+
+def _to_sae_units(sae, codes):
+    scale = sae.atom_scale()
+    if scale is None:
+        return codes
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vals = codes.values / scale[np.maximum(codes.indices, 0)]
+    vals = np.where(codes.indices >= 0, vals, 0).astype(codes.values.dtype)
+    return SparseCodes(codes.indices, vals, codes.n_atoms)
+
+
+def refit_codes(sae, T, codes):
+    """The same supports, coefficients by least squares on each one's atoms.
+
+    Parameters
+    ----------
+    sae : PretrainedSAE
+    T : ndarray of shape (n_samples, n_features)
+        :meth:`PretrainedSAE.decoder_target` of the signals.
+    codes : SparseCodes
+
+    Returns
+    -------
+    SparseCodes
+        Each row's coefficients minimise ``||t - c W_dec[support]||`` (an atom linearly
+        dependent on the ones before it in the row keeps 0), in the SAE's units.
+    """
+    from sparsecode.pretrained._native_numba import refit_rows
+
+    Z = np.zeros(codes.values.shape, dtype=np.float64)
+    refit_rows(np.ascontiguousarray(T), np.ascontiguousarray(sae.W_dec),
+               np.ascontiguousarray(codes.indices), Z, _config.rtol(sae.dtype))
+    return _to_sae_units(sae, SparseCodes(codes.indices, Z.astype(sae.dtype),
+                                          codes.n_atoms))
