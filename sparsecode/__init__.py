@@ -5,9 +5,10 @@ Importing the package is cheap: the Numba kernels load on first use (or all at o
 :func:`warmup`).
 """
 
-from sparsecode import datasets, dictionary, gpu, metrics
+from sparsecode import datasets, dictionary, gpu, metrics, pretrained
 from sparsecode.codes import SparseCodes
 from sparsecode.dictionary.itda import ITDA
+from sparsecode.pretrained import PretrainedSAE
 from sparsecode.pursuit import gp, gram, mp, omp
 from sparsecode.sae import MPSAE, TrainingDivergedError, mpsae_grad
 
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ITDA",
     "MPSAE",
+    "PretrainedSAE",
     "SparseCodes",
     "TrainingDivergedError",
     "datasets",
@@ -27,6 +29,7 @@ __all__ = [
     "mp",
     "mpsae_grad",
     "omp",
+    "pretrained",
     "warmup",
     "__version__",
 ]

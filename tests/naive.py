@@ -458,3 +458,71 @@ def itda_error(x, D, k, rule="abs"):
     idx, val, _ = mp(x, D, k, rule=rule)
     r = x - val @ np.asarray(D, dtype=np.float64)[idx] if len(idx) else x
     return (r @ r) / (x @ x)
+
+
+# ---- the encoders of pretrained SAEs ----
+
+
+def sae_normalize(x, mode, scale=None):
+    """One signal normalised as SAELens documents it; returns ``(x_n, undo)`` where
+    ``undo(y)`` maps a reconstruction back."""
+    x = np.asarray(x, dtype=np.float64)
+    if mode == "none":
+        return x, lambda y: y
+    if mode == "scale":
+        return x * scale, lambda y: y / scale
+    if mode == "constant_norm_rescale":
+        c = np.sqrt(x.size) / np.sqrt(sum(v * v for v in x))
+        return x * c, lambda y: y / c
+    mu = sum(x) / x.size
+    std = np.sqrt(sum((v - mu) ** 2 for v in x) / (x.size - 1))
+    return (x - mu) / (std + 1e-5), lambda y: y * std + mu
+
+
+def sae_encode(x_in, W_enc, b_enc, arch, *, k=None, threshold=None, b_gate=None,
+               r_mag=None, b_mag=None, scale=None):
+    """Dense activations of one encoder input ``x_in`` (already normalised and centred),
+    atom by atom: ReLU, TopK (the ``k`` largest ``pre * scale``, ties to the lower atom,
+    positive ones kept), JumpReLU, gated, groupmax (``k`` equal groups)."""
+    x = np.asarray(x_in, dtype=np.float64)
+    W = np.asarray(W_enc, dtype=np.float64)
+    m = W.shape[1]
+    proj = np.array([sum(x[f] * W[f, j] for f in range(x.size)) for j in range(m)])
+    pre = proj + np.asarray(b_enc, dtype=np.float64)
+    acts = np.zeros(m)
+    if arch == "relu":
+        for j in range(m):
+            acts[j] = pre[j] if pre[j] > 0 else 0.0
+    elif arch == "jumprelu":
+        for j in range(m):
+            acts[j] = pre[j] if pre[j] > 0 and pre[j] > threshold[j] else 0.0
+    elif arch == "topk":
+        s = pre * (np.ones(m) if scale is None else np.asarray(scale, dtype=np.float64))
+        order = sorted(range(m), key=lambda j: (-s[j], j))[:k]
+        for j in order:
+            acts[j] = s[j] if s[j] > 0 else 0.0
+    elif arch == "groupmax":
+        size = m // k
+        for g in range(k):
+            best, arg = -np.inf, -1
+            for j in range(g * size, (g + 1) * size):
+                v = max(pre[j], 0.0)
+                if v > best:
+                    best, arg = v, j
+            acts[arg] = best
+    elif arch == "gated":
+        for j in range(m):
+            gate = proj[j] + b_gate[j]
+            mag = np.exp(r_mag[j]) * proj[j] + b_mag[j]
+            acts[j] = max(mag, 0.0) if gate > 0 else 0.0
+    else:
+        raise ValueError(arch)
+    return acts
+
+
+def least_squares_on_support(t, W_dec, support):
+    """Coefficients of ``t`` on the atoms ``W_dec[support]`` by least squares."""
+    A = np.asarray(W_dec, dtype=np.float64)[list(support)].T
+    if not len(support):
+        return np.zeros(0)
+    return np.linalg.lstsq(A, np.asarray(t, dtype=np.float64), rcond=None)[0]

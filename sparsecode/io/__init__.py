@@ -1,6 +1,6 @@
 """HDF5 files in and out, streamed in bounded memory: activations (a shuffling reader and
 a resumable writer), codes, models with their training state and ITDA dictionaries;
-export to SAELens.
+export to SAELens; pretrained SAEs of other libraries read without PyTorch.
 
 Every file is written at ``PATH.partial`` and renamed into place when complete.
 """
@@ -12,6 +12,7 @@ from sparsecode.io.guard import OutputLock, check_not_inputs, dataset_digest
 from sparsecode.io.info import file_info
 from sparsecode.io.itda import load_itda, save_itda
 from sparsecode.io.model import load_model, model_position, save_model
+from sparsecode.io.pretrained import is_sae, load_sae
 from sparsecode.io.saelens import export_saelens
 from sparsecode.io.writer import ActivationWriter, write_activations
 
@@ -26,8 +27,10 @@ __all__ = [
     "dataset_digest",
     "export_saelens",
     "file_info",
+    "is_sae",
     "load_itda",
     "load_model",
+    "load_sae",
     "model_position",
     "open_activations",
     "partial_path",
