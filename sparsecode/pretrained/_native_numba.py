@@ -129,10 +129,12 @@ def topk_rows(P, bias, scale, k, I, Z):
 @njit(parallel=True, cache=True)
 def groupmax_rows(P, bias, scale, groups, I, Z):
     """Of each of ``groups`` consecutive, equal groups of atoms, the atom of largest score
-    (the first on ties), when positive; slot ``g`` of ``I``/``Z`` is group ``g``'s."""
+    (the first on ties), when positive; in group order, ``I``/``Z`` filled with -1 / 0
+    past them."""
     n, m = P.shape
     size = m // groups
     for i in prange(n):
+        c = 0
         for g in range(groups):
             best = -np.inf
             arg = -1
@@ -142,11 +144,12 @@ def groupmax_rows(P, bias, scale, groups, I, Z):
                     best = s
                     arg = j
             if best > 0:
-                I[i, g] = arg
-                Z[i, g] = best
-            else:
-                I[i, g] = -1
-                Z[i, g] = 0
+                I[i, c] = arg
+                Z[i, c] = best
+                c += 1
+        for a in range(c, groups):
+            I[i, a] = -1
+            Z[i, a] = 0
 
 
 @njit(parallel=True, cache=True)

@@ -1,0 +1,269 @@
+"""PretrainedSAE: each native encoder against its loop reference, the normalisations and
+decoders against SAELens' formulas, pursuits and least-squares refits on the decoder."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sparsecode
+from sparsecode import PretrainedSAE
+from sparsecode.metrics import fvu
+from tests import naive
+from tests.sae_files import random_weights
+
+D_IN, M = 12, 48
+ARCH_PARAMS = {
+    "relu": (), "topk": ("k",), "jumprelu": ("threshold",), "groupmax": ("k",),
+    "gated": ("b_gate", "r_mag", "b_mag"),
+}
+
+
+def make_sae(arch, w, *, k=5, **kw):
+    params = {"W_enc": w["W_enc"], "b_enc": w["b_enc"]}
+    if arch == "topk":
+        params["k"] = k
+    elif arch == "groupmax":
+        params["k"] = 6
+    elif arch == "jumprelu":
+        params["threshold"] = w["threshold"]
+    elif arch == "gated":
+        params.update(b_gate=w["b_gate"], r_mag=w["r_mag"], b_mag=w["b_mag"])
+    return PretrainedSAE(w["W_dec"], w["b_dec"], architecture=arch, **params, **kw)
+
+
+def signals(n=40, d=D_IN, seed=3, dtype=np.float64):
+    return np.random.default_rng(seed).standard_normal((n, d)).astype(dtype)
+
+
+def reference_acts(sae, X):
+    """Dense activations by the loop reference, from the model's own parameters."""
+    kw = {"k": sae.k, "threshold": sae.threshold, "b_gate": sae.b_gate, "r_mag": sae.r_mag,
+          "b_mag": sae.b_mag}
+    if sae.rescale_acts_by_decoder_norm:
+        kw["scale"] = np.linalg.norm(sae.W_dec.astype(np.float64), axis=1)
+    rows = []
+    for x in X:
+        xn, _ = naive.sae_normalize(x, sae.normalize, sae.norm_scale)
+        x_in = xn - sae.b_dec if sae.apply_b_dec_to_input else xn
+        rows.append(naive.sae_encode(x_in, sae.W_enc, sae.b_enc, sae.architecture, **kw))
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("arch", list(ARCH_PARAMS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_native_encoder_matches_loop_reference(arch, dtype):
+    w = random_weights(D_IN, M, seed=1, dtype=dtype)
+    sae = make_sae(arch, w)
+    X = signals(dtype=dtype)
+    codes = sae.encode(X)
+    ref = reference_acts(sae, X)
+    tol = 1e-10 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(codes.toarray(), ref, atol=tol)
+    assert codes.l0.tolist() == (ref != 0).sum(axis=1).tolist()
+    # stored in the documented order: atom order, or by decreasing value for TopK
+    for i in range(len(codes)):
+        idx = codes.indices[i, :codes.l0[i]]
+        if arch == "topk":
+            assert np.all(np.diff(codes.values[i, :codes.l0[i]]) <= 0)
+        else:
+            assert np.all(np.diff(idx) > 0)
+
+
+def test_topk_ties_keep_the_lower_atoms():
+    # every score equal: the k lowest atoms, in order
+    d, m, k = 4, 10, 3
+    W_enc = np.zeros((d, m))
+    sae = PretrainedSAE(np.eye(m, d), architecture="topk", W_enc=W_enc, b_enc=np.ones(m), k=k)
+    codes = sae.encode(np.ones((2, d)))
+    assert codes.indices.tolist() == [[0, 1, 2], [0, 1, 2]]
+
+
+def test_topk_rescaled_by_decoder_norm():
+    w = random_weights(D_IN, M, seed=2, dtype=np.float64, unit=False)
+    sae = make_sae("topk", w, rescale_acts_by_decoder_norm=True)
+    X = signals()
+    ref = reference_acts(sae, X)
+    np.testing.assert_allclose(sae.encode(X).toarray(), ref, atol=1e-10)
+    # SAELens decodes acts / ||W_dec[j]||
+    norms = np.linalg.norm(w["W_dec"], axis=1)
+    expected = (ref / norms) @ w["W_dec"] + w["b_dec"]
+    np.testing.assert_allclose(sae.reconstruct(X), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("normalize", ["none", "scale", "constant_norm_rescale",
+                                       "layer_norm"])
+@pytest.mark.parametrize("apply_b_dec", [True, False])
+def test_normalisation_and_decoder_match_saelens_formulas(normalize, apply_b_dec):
+    w = random_weights(D_IN, M, seed=4, dtype=np.float64)
+    kw = {"norm_scale": 0.37} if normalize == "scale" else {}
+    sae = make_sae("jumprelu", w, normalize=normalize, apply_b_dec_to_input=apply_b_dec, **kw)
+    X = 5.0 + 3.0 * signals(seed=5)
+    ref = reference_acts(sae, X)
+    np.testing.assert_allclose(sae.encode(X).toarray(), ref, atol=1e-9)
+    expected = []
+    for x, a in zip(X, ref, strict=True):
+        _, undo = naive.sae_normalize(x, normalize, kw.get("norm_scale"))
+        expected.append(undo(a @ w["W_dec"] + w["b_dec"]))
+    np.testing.assert_allclose(sae.reconstruct(X), np.array(expected), atol=1e-9)
+
+
+def test_skip_connection_is_added_to_the_reconstruction():
+    w = random_weights(D_IN, M, seed=6, dtype=np.float64)
+    W_skip = 0.1 * np.random.default_rng(0).standard_normal((D_IN, D_IN))
+    sae = make_sae("topk", w, W_skip=W_skip)
+    X = signals(seed=7)
+    acts = reference_acts(sae, X)
+    np.testing.assert_allclose(sae.reconstruct(X),
+                               acts @ w["W_dec"] + w["b_dec"] + X @ W_skip.T, atol=1e-10)
+    with pytest.raises(ValueError, match="skip connection"):
+        sae.decode(sae.encode(X))
+
+
+@pytest.mark.parametrize("stop_dup", [True, False])
+@pytest.mark.parametrize("thr", [0.0, 0.5])
+def test_matching_pursuit_matches_saelens_reference(stop_dup, thr):
+    w = random_weights(D_IN, M, seed=8, dtype=np.float64, unit=False)
+    W = 0.7 * w["W_dec"]
+    sae = PretrainedSAE(W, w["b_dec"], architecture="matching_pursuit", max_iterations=6,
+                        residual_threshold=thr, stop_on_duplicate_support=stop_dup)
+    X = signals(seed=9)
+    ref, margins = naive.saelens_mp_encode(X, W, w["b_dec"], 6, thr, stop_dup,
+                                           return_margins=True)
+    got = sae.encode(X).toarray()
+    safe = margins > 1e-7
+    assert safe.sum() >= len(X) // 2
+    np.testing.assert_allclose(got[safe], ref[safe], atol=1e-9)
+
+
+@pytest.mark.parametrize("arch", list(ARCH_PARAMS))
+def test_refit_never_reconstructs_worse_and_is_least_squares(arch):
+    w = random_weights(D_IN, M, seed=10, dtype=np.float64)
+    sae = make_sae(arch, w)
+    X = signals(seed=11)
+    native = sae.encode(X)
+    refit = sae.encode(X, refit=True)
+    assert np.array_equal(native.indices, refit.indices)
+    T = sae.decoder_target(X)
+    err_native = ((T - native.decode(sae.W_dec)) ** 2).sum(axis=1)
+    err_refit = ((T - refit.decode(sae.W_dec)) ** 2).sum(axis=1)
+    assert np.all(err_refit <= err_native * (1 + 1e-9) + 1e-12)
+    for i in range(len(X)):
+        s = native.indices[i, :native.l0[i]]
+        ref = naive.least_squares_on_support(T[i], w["W_dec"], s)
+        if len(s) < D_IN:  # an overdetermined system: the minimiser is unique
+            np.testing.assert_allclose(refit.values[i, :len(s)], ref, atol=1e-8)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**16), k=st.integers(2, 5))
+def test_omp_at_native_l0_beats_the_native_encoder_on_planted_signals(seed, k):
+    """Signals made of k decoder atoms with positive weights: OMP on the decoder at the
+    native encoder's L0 reconstructs them better on average."""
+    rng = np.random.default_rng(seed)
+    d, m = 32, 96
+    w = random_weights(d, m, seed=seed, dtype=np.float64)
+    sae = PretrainedSAE(w["W_dec"], np.zeros(d), architecture="topk", W_enc=w["W_dec"].T,
+                        k=k)
+    X = np.zeros((60, d))
+    for i in range(len(X)):
+        atoms = rng.choice(m, k, replace=False)
+        X[i] = rng.uniform(0.5, 2.0, k) @ w["W_dec"][atoms]
+    native = sae.encode(X)
+    omp = sae.encode(X, solver="omp", k=int(np.ceil(native.l0.mean())))
+    err = {name: ((X - sae.decode(c)) ** 2).sum(axis=1) / (X**2).sum(axis=1)
+           for name, c in (("native", native), ("omp", omp))}
+    assert err["omp"].mean() < err["native"].mean()
+
+
+@pytest.mark.parametrize("solver", ["omp", "gp", "mp"])
+@pytest.mark.parametrize("normalize", ["none", "layer_norm"])
+def test_pursuits_encode_the_decoder_target(solver, normalize):
+    w = random_weights(D_IN, M, seed=12, dtype=np.float64)
+    sae = make_sae("jumprelu", w, normalize=normalize, apply_b_dec_to_input=False)
+    X = signals(seed=13)
+    codes = sae.encode(X, solver=solver, k=4)
+    T = sae.decoder_target(X)
+    fn = {"omp": sparsecode.omp, "gp": sparsecode.gp}.get(solver)
+    direct = (fn(T, w["W_dec"], k=4, positive=True) if fn else
+              sparsecode.mp(T, w["W_dec"], k=4, selection="positive"))
+    np.testing.assert_array_equal(codes.indices, direct.indices)
+    np.testing.assert_allclose(codes.values, direct.values, atol=1e-12)
+    # and the decoder reconstructs from them in the user's units
+    for x, c, xh in zip(X, direct.toarray(), sae.reconstruct(X, solver=solver, k=4),
+                        strict=True):
+        _, undo = naive.sae_normalize(x, normalize)
+        np.testing.assert_allclose(xh, undo(c @ w["W_dec"] + w["b_dec"]), atol=1e-9)
+
+
+def test_pursuit_codes_in_saelens_units_with_rescaled_topk():
+    w = random_weights(D_IN, M, seed=14, dtype=np.float64, unit=False)
+    sae = make_sae("topk", w, rescale_acts_by_decoder_norm=True)
+    X = signals(seed=15)
+    codes = sae.encode(X, solver="omp")
+    direct = sparsecode.omp(sae.decoder_target(X), w["W_dec"], k=sae.k, positive=True)
+    np.testing.assert_allclose(sae.decode(codes), direct.decode(w["W_dec"]) + w["b_dec"],
+                               atol=1e-10)
+
+
+def test_score_is_the_fvu_of_the_reconstruction():
+    w = random_weights(D_IN, M, seed=16)
+    sae = make_sae("topk", w)
+    X = signals(seed=17, dtype=np.float32)
+    assert sae.score(X) == pytest.approx(fvu(X, sae.reconstruct(X)))
+    assert sae.score(X, solver="omp", k=8) < sae.score(X)
+
+
+def test_blocks_give_the_same_codes(monkeypatch):
+    from sparsecode import _config
+
+    w = random_weights(D_IN, M, seed=18)
+    X = signals(n=100, seed=19, dtype=np.float32)
+    for arch in ARCH_PARAMS:
+        sae = make_sae(arch, w)
+        whole = sae.encode(X)
+        with monkeypatch.context() as mp_:
+            mp_.setattr(_config, "BLOCK_BYTES", 16 * M * 4)
+            mp_.setattr(_config, "MIN_BLOCK_ROWS", 16)
+            parts = sae.encode(X)
+        np.testing.assert_array_equal(whole.toarray(), parts.toarray())
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"architecture": "softmax"}, "architecture"),
+    ({"W_enc": np.zeros((3, 3))}, "W_enc has shape"),
+    ({"W_enc": None}, "needs W_enc"),
+    ({"architecture": "groupmax", "k": 5}, "dividing"),
+    ({"architecture": "topk", "k": None}, "needs k"),
+    ({"architecture": "jumprelu", "threshold": None}, "needs threshold"),
+    ({"b_dec": np.zeros(3)}, "b_dec has shape"),
+    ({"b_enc": np.full(M, np.nan)}, "NaN"),
+    ({"normalize": "scale"}, "norm_scale"),
+    ({"architecture": "gated"}, "b_gate is required"),
+    ({"architecture": "matching_pursuit"}, "no W_enc"),
+])
+def test_bad_parameters_are_refused(bad, match):
+    w = random_weights(D_IN, M, seed=20)
+    kw = {"W_dec": w["W_dec"], "b_dec": w["b_dec"], "W_enc": w["W_enc"],
+          "architecture": "topk", "k": 4}
+    kw.update(bad)
+    with pytest.raises(ValueError, match=match):
+        PretrainedSAE(**kw)
+
+
+def test_bad_signals_and_options_are_refused():
+    w = random_weights(D_IN, M, seed=21)
+    sae = make_sae("relu", w)
+    with pytest.raises(ValueError, match="features per row"):
+        sae.encode(np.zeros((3, D_IN + 1)))
+    with pytest.raises(ValueError, match="NaN"):
+        sae.encode(np.full((3, D_IN), np.nan))
+    with pytest.raises(ValueError, match="k is needed"):
+        sae.encode(signals(), solver="omp")
+    with pytest.raises(ValueError, match="k applies to the pursuits"):
+        sae.encode(signals(), k=3)
+    with pytest.raises(ValueError, match="solver"):
+        sae.encode(signals(), solver="lasso", k=3)
+    ln = make_sae("relu", w, normalize="layer_norm")
+    with pytest.raises(ValueError, match="normalises each row"):
+        ln.decode(ln.encode(signals()))
