@@ -280,7 +280,7 @@ class _Unpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
                 and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)
                 and _count(pid[4])):
-            raise _Refused(f"unexpected persistent id {pid!r}")
+            raise _Refused(f"unexpected persistent id {pid!r:.200}")
         return _Storage(pid[2], pid[1].dtype, pid[4])
 
 
@@ -345,6 +345,8 @@ def read_torch_archive(path):
             return _Unpickler(io.BytesIO(data), archive).load()
         except FileFormatError:
             raise
+        except _Refused as exc:
+            archive.fail(f"{archive.prefix}data.pkl: {exc}")
         except Exception as exc:  # any failure of a malformed pickle is a bad file
             archive.fail(f"{archive.prefix}data.pkl is not a pickle of tensors this reader "
                          f"loads ({_line(exc)})")
