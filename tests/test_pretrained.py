@@ -267,3 +267,28 @@ def test_bad_signals_and_options_are_refused():
     ln = make_sae("relu", w, normalize="layer_norm")
     with pytest.raises(ValueError, match="normalises each row"):
         ln.decode(ln.encode(signals()))
+
+
+def test_compare_encoders_table():
+    from sparsecode.pretrained import compare_encoders
+
+    w = random_weights(D_IN, M, seed=22)
+    sae = make_sae("jumprelu", w)
+    X = signals(n=60, seed=23, dtype=np.float32)
+    rows = compare_encoders(sae, X, solvers=("omp", "mp"))
+    assert [r["encoder"] for r in rows] == ["native", "native+refit", "omp", "mp"]
+    native = sae.encode(X)
+    k = max(1, int(np.rint(native.l0.mean())))
+    assert rows[0]["fvu"] == pytest.approx(sae.score(X))
+    assert rows[0]["l0"] == pytest.approx(native.l0.mean())
+    assert rows[1]["fvu"] == pytest.approx(sae.score(X, refit=True))
+    assert rows[1]["fvu"] <= rows[0]["fvu"]
+    assert rows[2]["k"] == k and rows[2]["fvu"] == pytest.approx(
+        sae.score(X, solver="omp", k=k))
+    from sparsecode.metrics import dead_fraction
+
+    assert rows[0]["dead_fraction"] == dead_fraction(native, M)
+    text = str(rows)
+    assert text.splitlines()[0].split() == ["encoder", "k", "l0", "fvu", "dead_fraction",
+                                            "seconds"]
+    assert len(text.splitlines()) == 6

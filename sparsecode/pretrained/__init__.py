@@ -3,6 +3,7 @@ dictionary_learning), held as NumPy arrays: their own encoders reproduced, the p
 of :mod:`sparsecode` on their decoders, and a comparison of the two.  Read them with
 :func:`sparsecode.io.load_sae`."""
 
+from sparsecode.pretrained.compare import EncoderComparison, compare_encoders
 from sparsecode.pretrained.model import ARCHITECTURES, PretrainedSAE
 
-__all__ = ["ARCHITECTURES", "PretrainedSAE"]
+__all__ = ["ARCHITECTURES", "EncoderComparison", "PretrainedSAE", "compare_encoders"]
