@@ -69,9 +69,12 @@ def encode_native(sae, Xin):
         scale = np.exp(sae.r_mag.astype(np.float64)).astype(dt)
         bias = (sae.b_mag.astype(np.float64) / scale).astype(dt)
     parts = []
-    B = block_rows(m, dt.itemsize)
+    B = min(block_rows(m, dt.itemsize), max(Xin.shape[0], 1))
+    buf = np.empty((B, m), dtype=dt)  # one buffer for every block's scores
+    W_enc = sae.W_enc
     for lo in range(0, Xin.shape[0], B):
-        P = Xin[lo:lo + B] @ sae.W_enc
+        Xb = Xin[lo:lo + B]
+        P = np.matmul(Xb, W_enc, out=buf[:Xb.shape[0]])
         n = P.shape[0]
         if arch == "topk":
             I = np.empty((n, sae.k), dtype=np.int32)
