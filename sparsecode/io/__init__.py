@@ -14,6 +14,7 @@ from sparsecode.io.itda import load_itda, save_itda
 from sparsecode.io.model import load_model, model_position, save_model
 from sparsecode.io.pretrained import is_sae, load_sae
 from sparsecode.io.saelens import export_saelens
+from sparsecode.io.sparsify import export_sparsify
 from sparsecode.io.writer import ActivationWriter, write_activations
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "codes_settings",
     "dataset_digest",
     "export_saelens",
+    "export_sparsify",
     "file_info",
     "is_sae",
     "load_itda",
