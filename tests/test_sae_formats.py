@@ -342,3 +342,19 @@ def _truncate(file):
     size = os.path.getsize(file)
     with open(file, "r+b") as f:
         f.truncate(size - 17)
+
+
+def test_parallel_bfloat16_widening_is_exact(monkeypatch):
+    from sparsecode.io import _dtypes
+    from tests.naive import bfloat16_round
+
+    x = np.random.default_rng(3).standard_normal((37, 29)).astype(np.float32)
+    x[0, :4] = [np.inf, -np.inf, 0.0, -0.0]
+    u = bfloat16_round(x)
+    want = (u.astype(np.uint32) << 16).view(np.float32)
+    monkeypatch.setattr(_dtypes, "PARALLEL_WIDEN", 1)
+    got = _dtypes.bfloat16_to_float32(u)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    out = np.empty_like(got)
+    assert _dtypes.bfloat16_to_float32(u, out) is out
+    np.testing.assert_array_equal(out.view(np.uint32), want.view(np.uint32))

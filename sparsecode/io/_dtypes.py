@@ -5,6 +5,10 @@ import numpy as np
 
 from sparsecode.io._h5 import FileFormatError
 
+#: Arrays of at least this many values are widened by a parallel kernel (one pass, every
+#: thread) rather than by two NumPy passes.
+PARALLEL_WIDEN = 1 << 20
+
 #: dtypes an activation dataset may have (bfloat16: uint16 + ``attrs["dtype"]``).
 SOURCE_DTYPES = ("float16", "float32", "float64", "bfloat16")
 
@@ -53,6 +57,11 @@ def bfloat16_to_float32(u16, out=None):
     """
     if out is None:
         out = np.empty(u16.shape, np.float32)
+    if u16.size >= PARALLEL_WIDEN and u16.flags.c_contiguous and out.flags.c_contiguous:
+        from sparsecode.io._dtypes_numba import widen_bfloat16
+
+        widen_bfloat16(u16.reshape(-1), out.reshape(-1).view(np.uint32))
+        return out
     bits = out.view(np.uint32)
     bits[...] = u16
     bits <<= 16
