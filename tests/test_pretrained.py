@@ -292,3 +292,20 @@ def test_compare_encoders_table():
     assert text.splitlines()[0].split() == ["encoder", "k", "l0", "fvu", "dead_fraction",
                                             "seconds"]
     assert len(text.splitlines()) == 6
+
+
+def test_the_decoder_gram_is_built_once_per_model(monkeypatch):
+    w = random_weights(D_IN, M, seed=24)
+    sae = make_sae("topk", w)
+    fresh = make_sae("topk", w)
+    calls = []
+    real = sparsecode.gram
+    monkeypatch.setattr(sparsecode, "gram", lambda D: calls.append(1) or real(D))
+    batches = [signals(n=30, seed=s, dtype=np.float32) for s in range(4)]
+    got = [sae.encode(X, solver="omp") for X in batches]
+    assert len(calls) == 1
+    for X, codes in zip(batches, got, strict=True):
+        direct = sparsecode.omp(fresh.decoder_target(X), w["W_dec"], k=fresh.k,
+                                positive=True, gram=True)
+        np.testing.assert_array_equal(codes.indices, direct.indices)
+        np.testing.assert_allclose(codes.values, direct.values, rtol=1e-6, atol=1e-7)

@@ -159,6 +159,10 @@ class PretrainedSAE:
             raise ValueError(f"residual_threshold must be >= 0; got {residual_threshold!r}")
         self.stop_on_duplicate_support = bool(stop_on_duplicate_support)
         self.info = dict(info or {})
+        # the decoder in memory and its Gram matrix: built by the first pursuit that
+        # needs them and kept for the model's life (sparsecode.pretrained.native)
+        self._atoms = None
+        self._gram = None
 
     # ---- shapes -------------------------------------------------------------------------
 

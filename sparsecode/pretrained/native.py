@@ -142,14 +142,41 @@ def encode_pursuit(sae, T, solver, k, positive):
     :meth:`PretrainedSAE.atom_scale`)."""
     import sparsecode
 
-    D = np.ascontiguousarray(sae.W_dec)
+    D = decoder_atoms(sae)
+    G = pursuit_gram(sae, T.shape[0], k)
     if solver == "omp":
-        codes = sparsecode.omp(T, D, k=k, positive=positive)
+        codes = sparsecode.omp(T, D, k=k, positive=positive, gram=G)
     elif solver == "gp":
-        codes = sparsecode.gp(T, D, k=k, positive=positive)
+        codes = sparsecode.gp(T, D, k=k, positive=positive, gram=G)
     else:
-        codes = sparsecode.mp(T, D, k=k, selection="positive" if positive else "abs")
+        codes = sparsecode.mp(T, D, k=k, selection="positive" if positive else "abs",
+                              gram=G)
     return _to_sae_units(sae, codes)
+
+
+def decoder_atoms(sae):
+    """``W_dec`` as a C-contiguous array in memory, made once per model."""
+    D = getattr(sae, "_atoms", None)
+    if D is None:
+        D = sae._atoms = np.ascontiguousarray(sae.W_dec)
+    return D
+
+
+def pursuit_gram(sae, n_signals, k):
+    """The Gram matrix of the decoder's rows, built once per model and kept, when it
+    fits ``_config.GRAM_BUDGET_BYTES`` and ``n_signals * k >= n_atoms`` (the pursuits'
+    own rule for building it); else False (correlations recomputed per step).  A stream
+    of batches (the ``encode`` command) builds it on its first batch only."""
+    G = getattr(sae, "_gram", None)
+    if G is not None:
+        return G
+    m = sae.n_atoms
+    if m * m * sae.dtype.itemsize > _config.GRAM_BUDGET_BYTES or n_signals * k < m:
+        return False
+    import sparsecode
+
+    G = sae._gram = sparsecode.gram(decoder_atoms(sae))
+    return G
 
 
 def _to_sae_units(sae, codes):
@@ -181,7 +208,7 @@ def refit_codes(sae, T, codes):
     from sparsecode.pretrained._native_numba import refit_rows
 
     Z = np.zeros(codes.values.shape, dtype=np.float64)
-    refit_rows(np.ascontiguousarray(T), np.ascontiguousarray(sae.W_dec),
+    refit_rows(np.ascontiguousarray(T), decoder_atoms(sae),
                np.ascontiguousarray(codes.indices), Z, _config.rtol(sae.dtype))
     return _to_sae_units(sae, SparseCodes(codes.indices, Z.astype(sae.dtype),
                                           codes.n_atoms))
