@@ -18,6 +18,17 @@ def _score(P, i, j, bias, scale):
     return (P[i, j] + bias[j]) * scale[j]
 
 
+#: Atoms per span of :func:`fill_active`'s first, vectorised test.
+SPAN = 64
+
+
+@njit(cache=True, inline="always")
+def _active(P, i, j, bias, scale, thr, gate, gate_bias):
+    # bitwise, not short-circuit: a loop of these has no branch and vectorises
+    s = _score(P, i, j, bias, scale)
+    return (s > 0) & (s > thr[j]) & ((not gate) | (P[i, j] + gate_bias[j] > 0))
+
+
 @njit(parallel=True, cache=True)
 def count_active(P, bias, scale, thr, gate, gate_bias):
     """Number of active atoms per row of a ReLU, JumpReLU or gated encoder.
@@ -43,9 +54,7 @@ def count_active(P, bias, scale, thr, gate, gate_bias):
     for i in prange(n):
         c = 0
         for j in range(m):
-            s = _score(P, i, j, bias, scale)
-            if s > 0 and s > thr[j] and (not gate or P[i, j] + gate_bias[j] > 0):
-                c += 1
+            c += _active(P, i, j, bias, scale, thr, gate, gate_bias)
         out[i] = c
     return out
 
@@ -53,16 +62,25 @@ def count_active(P, bias, scale, thr, gate, gate_bias):
 @njit(parallel=True, cache=True)
 def fill_active(P, bias, scale, thr, gate, gate_bias, I, Z):
     """Write the active atoms of each row (in atom order) and their scores into ``I`` and
-    ``Z`` (rows of width at least :func:`count_active`'s count; the rest untouched)."""
+    ``Z`` (rows of width at least :func:`count_active`'s count; the rest untouched).
+
+    Spans of ``SPAN`` atoms are first counted (a branch-free loop the compiler
+    vectorises) and only spans holding an active atom are walked."""
     n, m = P.shape
     for i in prange(n):
         c = 0
-        for j in range(m):
-            s = _score(P, i, j, bias, scale)
-            if s > 0 and s > thr[j] and (not gate or P[i, j] + gate_bias[j] > 0):
-                I[i, c] = j
-                Z[i, c] = s
-                c += 1
+        for j0 in range(0, m, SPAN):
+            j1 = min(j0 + SPAN, m)
+            hits = 0
+            for j in range(j0, j1):
+                hits += _active(P, i, j, bias, scale, thr, gate, gate_bias)
+            if hits == 0:
+                continue
+            for j in range(j0, j1):
+                if _active(P, i, j, bias, scale, thr, gate, gate_bias):
+                    I[i, c] = j
+                    Z[i, c] = _score(P, i, j, bias, scale)
+                    c += 1
 
 
 @njit(cache=True, inline="always")
