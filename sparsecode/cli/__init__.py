@@ -1,8 +1,8 @@
-"""The ``sparsecode`` command: demo, train, itda, encode, export, info."""
+"""The ``sparsecode`` command: demo, train, itda, encode, evaluate, export, info."""
 
 import sys
 
-from sparsecode.cli import demo, encode, export, info, itda, train
+from sparsecode.cli import demo, encode, evaluate, export, info, itda, train
 from sparsecode.cli._common import HelpFormatter, Interrupted, OneLineParser, StopFlag
 
 #: Exit codes: bad input, interrupted (as a shell reports SIGINT).
@@ -16,7 +16,7 @@ def build_parser():
         description="Fast sparse coding and MP-SAE training on NumPy arrays and HDF5 files.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (demo, train, itda, encode, export, info):
+    for module in (demo, train, itda, encode, evaluate, export, info):
         module.add_parser(sub).formatter_class = HelpFormatter
     return parser
 

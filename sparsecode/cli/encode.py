@@ -1,10 +1,11 @@
-"""``sparsecode encode``: codes of every row of an activation file, written as they are
-computed; Ctrl-C and ``--resume``."""
+"""``sparsecode encode``: codes of every row of an activation file by a sparsecode model or
+a pretrained SAE, written as they are computed; Ctrl-C and ``--resume``."""
 
 from pathlib import Path
 
 import numpy as np
 
+from sparsecode.cli import _sae
 from sparsecode.cli._common import (
     Interrupted,
     add_scheduler_option,
@@ -28,12 +29,16 @@ def add_parser(sub):
         "encode", help="encode an HDF5 activation file with a trained model",
         description="Encode every row of a 2-D activation dataset with a model's atoms, in "
         "file order, streaming. The codes (indices, values) go to OUT.partial as they are "
-        "computed and OUT when done; --resume continues an interrupted run.",
+        "computed and OUT when done; --resume continues an interrupted run. MODEL may be a "
+        "pretrained SAE (SAELens, sparsify, Gemma Scope, Llama Scope or dictionary_learning "
+        "folder): its own encoder, or with --solver a pursuit on its decoder.",
     )
-    p.add_argument("model", help="model file written by `sparsecode train` (.h5)")
+    p.add_argument("model", help="model file written by `sparsecode train` (.h5), or a "
+                   "pretrained SAE's folder (or one of its files)")
     p.add_argument("acts", help="activation file (.h5)")
     p.add_argument("--dataset", default=None,
-                   help="dataset in ACTS (default: the one the model was trained on)")
+                   help="dataset in ACTS (default: the one the model was trained on; "
+                   "required with a pretrained SAE)")
     p.add_argument("--out", required=True, help="codes file to write (.h5)")
     p.add_argument("--resume", action="store_true", help="continue OUT.partial")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
@@ -42,7 +47,13 @@ def add_parser(sub):
     p.add_argument("--tol", type=float, default=None,
                    help="also stop a signal once ||r||^2 <= tol ||x - b||^2")
     p.add_argument("--solver", choices=["mp", "topk", "omp", "gp"], default=None,
-                   help="default: the model's")
+                   help="default: the model's (a pretrained SAE: its own encoder; omp, gp or "
+                   "mp run on its decoder)")
+    _sae.add_positive_option(p)
+    p.add_argument("--refit", action="store_true", help="pretrained SAEs: coefficients by "
+                   "least squares on each row's atoms")
+    _sae.add_max_active_option(p)
+    _sae.add_hookpoint_option(p)
     p.add_argument("--batch-size", type=count(), default=8192,
                    help="rows per batch (on a cluster: rows per task), rounded up to a "
                    "multiple of 256")
@@ -62,6 +73,7 @@ def run(args):
         ActivationReader,
         CodesWriter,
         check_not_inputs,
+        is_sae,
         load_model,
         model_position,
         partial_path,
@@ -71,6 +83,10 @@ def run(args):
     out = Path(args.out)
     check_not_inputs({"--out": out, "its partial file": partial_path(out)},
                      {"model": args.model, "activation file": args.acts})
+    if is_sae(args.model):
+        return _run_sae(args, out)
+    _sae.refuse(args, ("hookpoint", "positive", "refit", "max_active"),
+                f"pretrained SAEs; {args.model} is a sparsecode model file")
     model = load_model(args.model)
     dataset = args.dataset
     if dataset is None:
@@ -107,29 +123,102 @@ def run(args):
                              commit_seconds=args.commit_every,
                              sources={"model": str(Path(args.model).resolve()),
                                       "acts": str(Path(args.acts).resolve())})
-        try:
-            stats = _encode_all(model, reader, writer, args, solver, k)
-        except (ValueError, TypeError) as exc:
-            # bad input (a NaN row, ...): the rows before it are kept for --resume, or no
-            # file of this run is left when there are none
-            if writer.resumed or writer.n_rows:
-                writer.close()
-                raise type(exc)(f"{exc}; the {writer.n_rows:,} rows encoded before it are "
-                                f"kept in {writer.partial} for --resume") from None
-            writer.discard()
-            raise
-        except BaseException:
+
+        def measure(Xb, codes):
+            from sparsecode.dictionary import residual_energy
+
+            C = Xb - model.bias_
+            return (residual_energy(C, codes, model.components_),
+                    float(np.einsum("ij,ij->", C, C, dtype=np.float64)))
+
+        return _write_codes(reader, writer, args, measure, "||x - b||^2",
+                            lambda Xb: model.transform(Xb, k=k, tol=args.tol, solver=solver))
+
+
+def _write_codes(reader, writer, args, measure, denominator, encode):
+    """Encode every row of ``reader`` into ``writer`` (see :func:`_encode_all`), keep or
+    discard its partial file on an error, finish it and say how it went."""
+    try:
+        stats = _encode_all(reader, writer, args, encode, measure)
+    except (ValueError, TypeError) as exc:
+        # bad input (a NaN row, ...): the rows before it are kept for --resume, or no
+        # file of this run is left when there are none
+        if writer.resumed or writer.n_rows:
             writer.close()
-            raise
+            raise type(exc)(f"{exc}; the {writer.n_rows:,} rows encoded before it are "
+                            f"kept in {writer.partial} for --resume") from None
+        writer.discard()
+        raise
+    except BaseException:
+        writer.close()
+        raise
+    reader.close()
     path = writer.finish()
     n, l0, err, tot, sampled, secs = stats
     if n:
         rel = err / tot if tot > 0 else 0.0
         say(None, f"encoded {n:,} rows at {n / max(secs, 1e-9):,.0f} rows/s: mean l0 "
-                  f"{l0 / n:.2f}; relative error ||x - x_hat||^2 / ||x - b||^2 {rel:.4f} "
+                  f"{l0 / n:.2f}; relative error ||x - x_hat||^2 / {denominator} {rel:.4f} "
                   f"(on {sampled:,} rows: every {STATS_EVERY}th batch)")
     say(None, f"wrote {path}")
     return 0
+
+
+def _run_sae(args, out):
+    """``encode`` with a pretrained SAE: its own encoder, or a pursuit on its decoder."""
+    from sparsecode._parallel import aligned_rows
+    from sparsecode.io import ActivationReader, CodesWriter, dataset_digest, load_sae
+
+    _sae.refuse(args, ("tol", "scheduler"), "sparsecode models (.h5), not pretrained SAEs")
+    sae = load_sae(args.model, hookpoint=args.hookpoint)
+    if args.dataset is None:
+        raise ValueError("--dataset is needed: a pretrained SAE does not record the dataset "
+                         "it was trained on")
+    k, positive = _sae.pursuit_options(sae, args)
+    variable = k is None and sae.architecture in _sae.VARIABLE_WIDTH
+    if args.max_active is not None and not variable:
+        raise ValueError("--max-active applies to the own encoder (no --solver) of ReLU, "
+                         f"JumpReLU and gated SAEs; this one is {sae.architecture}")
+    width = _sae.codes_width(sae, k, args.max_active)
+    where = f"{args.acts}:{args.dataset}"
+    reader = ActivationReader(args.acts, args.dataset,
+                              batch_size=aligned_rows(args.batch_size), shuffle=False,
+                              buffer_bytes=int(args.buffer_mb * 2**20), copy=False,
+                              dtype=sae.dtype)
+    with reader:
+        if reader.n_features != sae.n_features_in_:
+            raise ValueError(f"{where} has {reader.n_features} features per row; the SAE "
+                             f"{args.model} takes {sae.n_features_in_}")
+        # "k" is the file's width, as codes_settings reports it
+        settings = {"dataset": args.dataset, "solver": args.solver or "native", "k": width,
+                    "max_active": width if variable else None, "positive": positive,
+                    "refit": bool(args.refit), "batch_size": args.batch_size,
+                    **_sae.identity(sae), "acts_identity": dataset_digest(args.acts,
+                                                                          args.dataset)}
+        if args.resume and _finished(out, settings):
+            say(None, f"{out} is already complete with these settings and inputs; nothing "
+                      "to do")
+            return 0
+        if args.resume:
+            _sae.check_partial(out, settings)
+        writer = CodesWriter(out, sae.n_atoms, width, dtype=sae.dtype, settings=settings,
+                             resume=args.resume, overwrite=args.overwrite,
+                             commit_seconds=args.commit_every,
+                             sources={"model": str(Path(args.model).resolve()),
+                                      "acts": str(Path(args.acts).resolve())})
+
+        def encode(Xb):
+            codes = sae.encode(Xb, solver=args.solver, k=k, positive=bool(positive),
+                               refit=args.refit)
+            _sae.check_width(codes, width, writer.n_rows, where)
+            return codes
+
+        def measure(Xb, codes):
+            R = Xb.astype(np.float64) - sae.decode(codes, Xb)
+            C = Xb - Xb.mean(axis=0, dtype=np.float64)
+            return (float(np.einsum("ij,ij->", R, R)), float(np.einsum("ij,ij->", C, C)))
+
+        return _write_codes(reader, writer, args, measure, "||x - mean||^2", encode)
 
 
 def input_identity(model, acts, dataset):
@@ -201,10 +290,11 @@ def _encode_on_cluster(model, args, dataset, solver, k, settings):
     return 0
 
 
-def _encode_all(model, reader, writer, args, solver, k):
+def _encode_all(reader, writer, args, encode, measure):
+    """Append ``encode(batch)`` of every batch of ``reader`` after the rows ``writer``
+    holds; ``measure(batch, codes)`` (squared error, its denominator) on every
+    :data:`STATS_EVERY`-th batch."""
     import time
-
-    from sparsecode.dictionary import residual_energy
 
     done = writer.n_rows
     if done:
@@ -224,12 +314,12 @@ def _encode_all(model, reader, writer, args, solver, k):
                 Xb, skip = Xb[skip:], 0
             if not len(Xb):
                 continue  # every row of this batch was committed before the interruption
-            codes = model.transform(Xb, k=k, tol=args.tol, solver=solver)
+            codes = encode(Xb)
             writer.append(codes)
             if batch % STATS_EVERY == 0:
-                C = Xb - model.bias_
-                err += residual_energy(C, codes, model.components_)
-                tot += float(np.einsum("ij,ij->", C, C, dtype=np.float64))
+                e, t = measure(Xb, codes)
+                err += e
+                tot += t
                 sampled += len(Xb)
             batch += 1
             n += len(Xb)

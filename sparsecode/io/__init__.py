@@ -13,6 +13,7 @@ from sparsecode.io.info import file_info
 from sparsecode.io.itda import load_itda, save_itda
 from sparsecode.io.model import load_model, model_position, save_model
 from sparsecode.io.pretrained import is_sae, load_sae
+from sparsecode.io.sae_info import sae_info
 from sparsecode.io.saelens import export_saelens
 from sparsecode.io.sparsify import export_sparsify
 from sparsecode.io.writer import ActivationWriter, write_activations
@@ -37,6 +38,7 @@ __all__ = [
     "open_activations",
     "partial_path",
     "read_codes",
+    "sae_info",
     "save_itda",
     "save_model",
     "write_activations",
