@@ -52,8 +52,11 @@ def check_target(target, names, overwrite, foreign=None):
         ``(file, what)``: a file of another format's export that reads the same
         ``cfg.json``; the two cannot share a folder, whatever ``overwrite``.
     """
-    if target.exists() and not target.is_dir():
-        raise NotADirectoryError(f"{target}: exists and is not a directory")
+    for path in (target, *target.parents):  # the nearest existing one must be a folder
+        if path.exists():
+            if not path.is_dir():
+                raise NotADirectoryError(f"{path}: exists and is not a directory")
+            break
     if not target.is_dir():
         return
     if foreign is not None:
