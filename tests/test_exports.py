@@ -139,7 +139,7 @@ def test_topk_mpsae_to_sparsify(tmp_path, dtype):
     f = _kind(dtype)
     assert tensors == {"W_dec": (f, (M, D)), "b_dec": (f, (D,)),
                        "encoder.bias": (f, (M,)), "encoder.weight": (f, (M, D))}
-    assert metadata == {"format": "pt"}  # as sparsify's save_model writes it
+    assert metadata == {}  # as sparsify's save_model (safetensors.torch) writes it
     assert _cfg(out) == {"activation": "topk", "expansion_factor": M // D,
                          "normalize_decoder": False, "num_latents": M, "k": K,
                          "multi_topk": False, "skip_connection": False,

@@ -83,8 +83,8 @@ def export_sparsify(model, directory, *, hookpoint=None, overwrite=False):
     of shape (n_atoms, n_features) (``W_enc`` transposed, as ``torch.nn.Linear`` stores
     it), ``encoder.bias`` (n_atoms,), ``W_dec`` (n_atoms, n_features), ``b_dec``
     (n_features,) and, for a model with a skip connection, ``W_skip``
-    (n_features, n_features); its metadata is ``{"format": "pt"}``, as sparsify's
-    ``save_model`` writes.  ``cfg.json`` holds sparsify's ``SparseCoderConfig``:
+    (n_features, n_features), and no metadata, as sparsify's ``save_model`` writes it.
+    ``cfg.json`` holds sparsify's ``SparseCoderConfig``:
     ``activation``, ``expansion_factor`` (``n_atoms // n_features``, at least 1),
     ``normalize_decoder``, ``num_latents`` (``n_atoms``, which sparsify uses over the
     expansion factor), ``k`` (for groupmax: the number of groups), ``multi_topk``
@@ -123,7 +123,7 @@ def export_sparsify(model, directory, *, hookpoint=None, overwrite=False):
         target = target / _check_hookpoint(hookpoint)
     check_target(target, (CFG_FILENAME, WEIGHTS_FILENAME), overwrite,
                  foreign=("sae_weights.safetensors", "a SAELens export"))
-    write_export(target, WEIGHTS_FILENAME, tensors, cfg, metadata={"format": "pt"})
+    write_export(target, WEIGHTS_FILENAME, tensors, cfg)
     return target
 
 
