@@ -120,12 +120,7 @@ def _workflow(args):
        "--epochs", 5, "--batch-size", 500, "--lr", 0.01, "--holdout", 0.1, "--overwrite",
        "--log-every", 150, "--quiet")
     sh("encode", model, acts, "--out", codes, "--overwrite", "--quiet")
-    try:
-        import safetensors  # noqa: F401
-    except ImportError:
-        print("(export skipped: pip install 'sparsecode[export]' for SAELens export)\n")
-    else:
-        sh("export", model, "--saelens", export, "--overwrite")
+    sh("export", model, "--saelens", export, "--overwrite")
     sh("info", model)
     sae = load_model(model)
     err = tot = 0.0
