@@ -125,7 +125,7 @@ def check_width(codes, width, first_row, where):
 
     used = (np.asarray(codes.indices) >= 0).sum(axis=1)
     if used.size and int(used.max()) > width:
-        r = int(np.argmax(used))
+        r = int(np.flatnonzero(used > width)[0])  # the first such row
         raise ValueError(f"row {first_row + r} of {where} activates {int(used[r])} atoms, "
                          f"more than --max-active {width}: encode again with a larger "
                          f"--max-active (at most the SAE's {codes.n_atoms})")
