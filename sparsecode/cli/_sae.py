@@ -158,3 +158,19 @@ def check_partial(out, settings):
     raise ValueError(f"{partial}: cannot resume, it was written with other "
                      f"{'; '.join(show(k) for k in changed)}; pass --overwrite to start "
                      "again")
+
+
+def batch_error(sae, X, codes):
+    """``(sum ||x - x_hat||^2, sum ||x - mean||^2)`` over the rows of a batch, in float64
+    and in blocks of rows."""
+    import numpy as np
+
+    from sparsecode.pretrained import RunningVariance
+
+    X_hat = sae.decode(codes, X)
+    err = 0.0
+    step = max(1, (1 << 20) // max(X.shape[1], 1))
+    for lo in range(0, X.shape[0], step):
+        R = X[lo:lo + step].astype(np.float64) - X_hat[lo:lo + step]
+        err += float(np.einsum("ij,ij->", R, R))
+    return err, RunningVariance().update(X).m2

@@ -213,12 +213,8 @@ def _run_sae(args, out):
             _sae.check_width(codes, width, writer.n_rows, where)
             return codes
 
-        def measure(Xb, codes):
-            R = Xb.astype(np.float64) - sae.decode(codes, Xb)
-            C = Xb - Xb.mean(axis=0, dtype=np.float64)
-            return (float(np.einsum("ij,ij->", R, R)), float(np.einsum("ij,ij->", C, C)))
-
-        return _write_codes(reader, writer, args, measure, "||x - mean||^2", encode)
+        return _write_codes(reader, writer, args, lambda Xb, codes: _sae.batch_error(
+            sae, Xb, codes), "||x - mean||^2", encode)
 
 
 def input_identity(model, acts, dataset):
