@@ -122,7 +122,12 @@ def test_skip_connection_is_added_to_the_reconstruction():
 
 @pytest.mark.parametrize("stop_dup", [True, False])
 @pytest.mark.parametrize("thr", [0.0, 0.5])
-def test_matching_pursuit_matches_saelens_reference(stop_dup, thr):
+@pytest.mark.parametrize("gram", [True, False])
+def test_matching_pursuit_matches_saelens_reference(stop_dup, thr, gram, monkeypatch):
+    from sparsecode import _config
+
+    if not gram:  # the correlations recomputed from the residual at every step
+        monkeypatch.setattr(_config, "GRAM_BUDGET_BYTES", 0)
     w = random_weights(D_IN, M, seed=8, dtype=np.float64, unit=False)
     W = 0.7 * w["W_dec"]
     sae = PretrainedSAE(W, w["b_dec"], architecture="matching_pursuit", max_iterations=6,

@@ -276,3 +276,64 @@ def refit_rows(X, W, I, Z, rtol):
             Z[i, t] = 0
         for u in range(s):
             Z[i, pos[u]] = z[u]
+
+
+@njit(parallel=True, cache=True)
+def mp_gram_rows(C, G, max_iterations, dup_stop, thr2, xnorm2, I, Z):
+    """SAELens' matching pursuit for every row on the Gram path: the correlations ``C``
+    (``x_in W^T``, overwritten) are updated by ``c -= v G[j]`` instead of recomputed, and
+    the residual energy by ``e -= 2 v c_j - v^2 G[j, j]``; the same selections, steps and
+    stops as :func:`mp_step`, up to rounding.
+
+    Parameters
+    ----------
+    C : ndarray of shape (n, n_atoms)
+    G : ndarray of shape (n_atoms, n_atoms)
+        ``W W^T``.
+    max_iterations : int
+    dup_stop : bool
+    thr2 : float
+        Stop once ``||r||^2 < thr2`` (0: never).
+    xnorm2 : ndarray of shape (n,), float64
+        ``||x_in||^2``.
+    I, Z : ndarray of shape (n, width)
+        Output: support in order of first selection (-1 past it), summed coefficients.
+    """
+    n, m = C.shape
+    for i in prange(n):
+        ns = 0
+        e = xnorm2[i]
+        for _ in range(max_iterations):
+            j = 0
+            best = 0.0
+            for t in range(m):
+                v = C[i, t]
+                if v > best:
+                    best = v
+                    j = t
+            v = best
+            grew = False
+            if v > 0:
+                slot = -1
+                for q in range(ns):
+                    if I[i, q] == j:
+                        slot = q
+                        break
+                if slot < 0:
+                    if ns < I.shape[1]:
+                        I[i, ns] = j
+                        Z[i, ns] = v
+                        ns += 1
+                    grew = True
+                else:
+                    Z[i, slot] += v
+                e -= 2.0 * v * C[i, j] - v * v * G[j, j]
+                for t in range(m):
+                    C[i, t] -= v * G[j, t]
+            if dup_stop and not grew:
+                break
+            if thr2 > 0 and e < thr2:
+                break
+        for q in range(ns, I.shape[1]):
+            I[i, q] = -1
+            Z[i, q] = 0

@@ -50,6 +50,10 @@ def encode_native(sae, Xin):
     from sparsecode.pretrained import _native_numba as K
 
     if sae.architecture == "matching_pursuit":
+        G = pursuit_gram(sae, Xin.shape[0], sae.max_iterations)
+        if G is not False:
+            return saelens_mp_gram(Xin, decoder_atoms(sae), G, sae.max_iterations,
+                                   sae.residual_threshold, sae.stop_on_duplicate_support)
         return saelens_mp(Xin, sae.W_dec, sae.max_iterations, sae.residual_threshold,
                           sae.stop_on_duplicate_support)
     m, dt = sae.n_atoms, sae.dtype
@@ -134,6 +138,30 @@ def saelens_mp(Xin, W, max_iterations, residual_threshold, stop_on_duplicate_sup
             C = R[part] @ W.T
             mp_step(C, part, R, W, stop_on_duplicate_support, thr2, I, Z, ns, done)
     return SparseCodes(I, Z, W.shape[0])
+
+
+def saelens_mp_gram(Xin, W, G, max_iterations, residual_threshold,
+                    stop_on_duplicate_support):
+    """:func:`saelens_mp` on the Gram path: one GEMM ``X_in W^T`` per block of rows, then
+    every step updates the correlations from the Gram matrix ``G = W W^T``."""
+    from sparsecode.pretrained._native_numba import mp_gram_rows
+
+    n = Xin.shape[0]
+    dt = W.dtype
+    m = W.shape[0]
+    width = min(max_iterations, m)
+    I = np.empty((n, width), dtype=np.int32)
+    Z = np.empty((n, width), dtype=dt)
+    B = min(block_rows(m, dt.itemsize), max(n, 1))
+    buf = np.empty((B, m), dtype=dt)
+    thr2 = float(residual_threshold) ** 2
+    for lo in range(0, n, B):
+        Xb = Xin[lo:lo + B]
+        C = np.matmul(Xb, W.T, out=buf[:Xb.shape[0]])
+        xnorm2 = np.einsum("ij,ij->i", Xb, Xb, dtype=np.float64)
+        mp_gram_rows(C, G, max_iterations, stop_on_duplicate_support, thr2, xnorm2,
+                     I[lo:lo + B], Z[lo:lo + B])
+    return SparseCodes(I, Z, m)
 
 
 def encode_pursuit(sae, T, solver, k, positive):
