@@ -33,3 +33,20 @@ def assert_codes_equal_reference(codes, ref_idx, ref_val, D, dtype):
         )
         assert np.all(codes.indices[i, l0:] == -1)
         assert np.all(codes.values[i, l0:] == 0)
+
+
+def one_line_error(capsys, *fragments):
+    """The command's stderr: one line ``sparsecode: error: ...`` holding ``fragments``."""
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sparsecode: error:"), err
+    assert len(err.splitlines()) == 1, err
+    for frag in fragments:
+        assert frag in err, err
+    return err
+
+
+def file_digest(path):
+    """SHA-256 of a file's bytes."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

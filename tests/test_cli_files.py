@@ -4,7 +4,6 @@ The interruption tests run the real command in subprocesses and kill it (SIGKILL
 SIGINT as Ctrl-C) at random moments, then resume it.
 """
 
-import hashlib
 import json
 import os
 import random
@@ -25,6 +24,8 @@ from sparsecode.io import (
     read_codes,
     write_activations,
 )
+from tests.helpers import file_digest as _digest
+from tests.helpers import one_line_error as _one_line_error
 
 N, D, ATOMS, K = 3000, 16, 48, 4
 
@@ -42,17 +43,8 @@ def files(tmp_path_factory):
     return {"work": work, "X": X, "acts": acts, "model": model}
 
 
-def _digest(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _one_line_error(capsys, *fragments):
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("sparsecode: error:"), err
-    assert len(err.splitlines()) == 1, err
-    for frag in fragments:
-        assert frag in err, err
-    return err
 
 
 # ----------------------------------------------------------------------------- workflow

@@ -1,7 +1,6 @@
 """Pretrained SAEs on the command line (info, encode, evaluate) and the streaming
 evaluation behind ``evaluate``, checked against the library's own answers."""
 
-import hashlib
 import json
 
 import numpy as np
@@ -14,6 +13,8 @@ from sparsecode.cli._common import Interrupted, StopFlag
 from sparsecode.io import load_model, load_sae, read_codes, save_model, write_activations
 from sparsecode.metrics import dead_fraction, fvu, l0
 from sparsecode.pretrained import RunningVariance, evaluate
+from tests.helpers import file_digest as _digest
+from tests.helpers import one_line_error as _one_line_error
 from tests.sae_files import (
     random_weights,
     write_dictionary_learning,
@@ -52,17 +53,8 @@ def files(tmp_path_factory):
     return {"work": work, "X": X, "acts": acts, "w": w, "saes": saes}
 
 
-def _digest(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _one_line_error(capsys, *fragments):
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("sparsecode: error:"), err
-    assert len(err.splitlines()) == 1, err
-    for frag in fragments:
-        assert frag in err, err
-    return err
 
 
 def _encode(files, model, out, *extra):

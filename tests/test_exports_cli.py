@@ -3,16 +3,9 @@ back by load_sae; warnings and refusals as one-line messages."""
 
 from sparsecode.cli import main
 from sparsecode.io import export_sparsify, load_sae, save_model
+from tests.helpers import one_line_error as _one_line_error
 from tests.sae_files import random_weights, write_sparsify
 from tests.test_exports import _X, D, _mpsae, _pretrained, _same_codes
-
-
-def _one_line_error(capsys, *fragments):
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("sparsecode: error:"), err
-    assert len(err.splitlines()) == 1, err
-    for frag in fragments:
-        assert frag in err, err
 
 
 def test_cli_exports_a_model_file_to_both_formats(tmp_path, capsys):

@@ -15,6 +15,16 @@ VARIABLE_WIDTH = ("relu", "jumprelu", "gated")
 SAE_SOLVERS = ("omp", "gp", "mp")
 
 
+def add_model_arguments(p):
+    """MODEL, ACTS and --dataset, as encode and evaluate take them."""
+    p.add_argument("model", help="model file written by `sparsecode train` (.h5), or a "
+                   "pretrained SAE's folder (or one of its files)")
+    p.add_argument("acts", help="activation file (.h5)")
+    p.add_argument("--dataset", default=None,
+                   help="dataset in ACTS (default: the one the model was trained on; "
+                   "required with a pretrained SAE)")
+
+
 def add_hookpoint_option(p):
     p.add_argument("--hookpoint", default=None,
                    help="pretrained SAEs: the SAE in this sub-folder of MODEL (a folder of "

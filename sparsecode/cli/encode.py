@@ -33,12 +33,7 @@ def add_parser(sub):
         "pretrained SAE (SAELens, sparsify, Gemma Scope, Llama Scope or dictionary_learning "
         "folder): its own encoder, or with --solver a pursuit on its decoder.",
     )
-    p.add_argument("model", help="model file written by `sparsecode train` (.h5), or a "
-                   "pretrained SAE's folder (or one of its files)")
-    p.add_argument("acts", help="activation file (.h5)")
-    p.add_argument("--dataset", default=None,
-                   help="dataset in ACTS (default: the one the model was trained on; "
-                   "required with a pretrained SAE)")
+    _sae.add_model_arguments(p)
     p.add_argument("--out", required=True, help="codes file to write (.h5)")
     p.add_argument("--resume", action="store_true", help="continue OUT.partial")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")

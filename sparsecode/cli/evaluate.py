@@ -23,12 +23,7 @@ def add_parser(sub):
         "used, and the speed. MODEL is a model file written by `sparsecode train` or a "
         "pretrained SAE. Ctrl-C prints the figures of the rows read so far.",
     )
-    p.add_argument("model", help="model file written by `sparsecode train` (.h5), or a "
-                   "pretrained SAE's folder (or one of its files)")
-    p.add_argument("acts", help="activation file (.h5)")
-    p.add_argument("--dataset", default=None,
-                   help="dataset in ACTS (default: the one the model was trained on; "
-                   "required with a pretrained SAE)")
+    _sae.add_model_arguments(p)
     p.add_argument("--solver", choices=["mp", "topk", "omp", "gp"], default=None,
                    help="default: the model's (a pretrained SAE: its own encoder; omp, gp or "
                    "mp run on its decoder)")
