@@ -91,7 +91,7 @@ def _demo_toy(args):
 
 
 def _workflow(args):
-    """Write a synthetic activation file, then run train, encode, export and info on it
+    """Write a synthetic activation file, then run train, encode, export, evaluate and info on it
     as a user would from the shell."""
     from sparsecode.cli import build_parser
     from sparsecode.datasets import make_sparse_signals
@@ -121,6 +121,8 @@ def _workflow(args):
        "--log-every", 150, "--quiet")
     sh("encode", model, acts, "--out", codes, "--overwrite", "--quiet")
     sh("export", model, "--saelens", export, "--overwrite")
+    # the export read back as a pretrained SAE: its own encoder (SAELens' matching pursuit)
+    sh("evaluate", export, acts, "--dataset", "activations", "--quiet")
     sh("info", model)
     sae = load_model(model)
     err = tot = 0.0
@@ -146,11 +148,11 @@ def run(args):
 def add_parser(sub):
     demo = sub.add_parser(
         "demo",
-        help="every solver on synthetic signals; train/encode/export on a synthetic file; "
+        help="every solver on synthetic signals; train/encode/export/evaluate on a synthetic file; "
         "an MP-SAE on the toy",
         description="Encode synthetic k-sparse signals from a planted dictionary with every "
         "solver (support recovery, error, throughput); write them to an HDF5 activation "
-        "file and run train, encode, export and info on it; then train an MP-SAE and a "
+        "file and run train, encode, export, evaluate and info on it; then train an MP-SAE and a "
         "TopK SAE on the hierarchical toy of the MP-SAE paper and print the recovery of "
         "each feature.",
     )
