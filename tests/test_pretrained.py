@@ -221,19 +221,42 @@ def test_score_is_the_fvu_of_the_reconstruction():
     assert sae.score(X, solver="omp", k=8) < sae.score(X)
 
 
-def test_blocks_give_the_same_codes(monkeypatch):
+def _all_encoders(w):
+    saes = {arch: make_sae(arch, w) for arch in ARCH_PARAMS}
+    for gram in (True, False):
+        saes[f"mp-gram={gram}"] = PretrainedSAE(
+            w["W_dec"], w["b_dec"], architecture="matching_pursuit", max_iterations=5,
+            residual_threshold=0.1)
+        saes[f"mp-gram={gram}"]._gram = None if gram else False  # the path, fixed
+    return saes
+
+
+def _codes_equal(a, b):
+    w = max(a.k_max, b.k_max)
+    A, B = np.full((len(a), w), -1), np.full((len(b), w), -1)
+    A[:, :a.k_max], B[:, :b.k_max] = a.indices, b.indices
+    np.testing.assert_array_equal(A, B)
+    np.testing.assert_array_equal(a.toarray(), b.toarray())
+
+
+@pytest.mark.blas_sensitive
+def test_codes_do_not_depend_on_the_split(monkeypatch):
+    """Signals split into calls at multiples of the row group, or into blocks, are
+    encoded to the same bits as in one call (every score product by fixed row groups)."""
     from sparsecode import _config
 
     w = random_weights(D_IN, M, seed=18)
-    X = signals(n=100, seed=19, dtype=np.float32)
-    for arch in ARCH_PARAMS:
-        sae = make_sae(arch, w)
+    X = signals(n=600, seed=19, dtype=np.float32)
+    for sae in _all_encoders(w).values():
         whole = sae.encode(X)
-        with monkeypatch.context() as mp_:
-            mp_.setattr(_config, "BLOCK_BYTES", 16 * M * 4)
-            mp_.setattr(_config, "MIN_BLOCK_ROWS", 16)
-            parts = sae.encode(X)
-        np.testing.assert_array_equal(whole.toarray(), parts.toarray())
+        for lo, hi in ((0, 256), (256, 512), (512, 600)):
+            _codes_equal(sae.encode(X[lo:hi]), whole[lo:hi])
+        with monkeypatch.context() as patch:
+            patch.setattr(_config, "BLOCK_BYTES", 256 * M * 4)  # blocks of one group
+            _codes_equal(sae.encode(X), whole)
+        for solver in ("omp", "mp"):
+            full = sae.encode(X, solver=solver, k=4)
+            _codes_equal(sae.encode(X[256:512], solver=solver, k=4), full[256:512])
 
 
 @pytest.mark.parametrize("bad, match", [

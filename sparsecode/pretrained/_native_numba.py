@@ -171,14 +171,14 @@ def groupmax_rows(P, bias, scale, groups, I, Z):
 
 
 @njit(parallel=True, cache=True)
-def mp_step(C, rows, R, W, dup_stop, thr2, I, Z, ns, done):
+def mp_step(C, crow, rows, R, W, dup_stop, thr2, I, Z, ns, done):
     """One step of SAELens' matching pursuit for the still-running ``rows``.
 
     Parameters
     ----------
-    C : ndarray of shape (len(rows), n_atoms)
-        Correlations ``R[rows] W^T``.
-    rows : ndarray of int64
+    C : ndarray of shape (n_c, n_atoms)
+        Correlations of residuals with the rows of ``W``: row ``crow[a]`` is ``R[rows[a]]``'s.
+    crow, rows : ndarray of int64
     R : ndarray of shape (n, n_features)
         Residuals (updated).
     W : ndarray of shape (n_atoms, n_features)
@@ -194,11 +194,12 @@ def mp_step(C, rows, R, W, dup_stop, thr2, I, Z, ns, done):
     """
     for a in prange(rows.shape[0]):
         i = rows[a]
+        ci = crow[a]
         # the first largest of relu(c): atom 0 with a zero step when none is positive
         j = 0
         best = 0.0
         for t in range(C.shape[1]):
-            v = max(C[a, t], 0.0)
+            v = max(C[ci, t], 0.0)
             if v > best:
                 best = v
                 j = t

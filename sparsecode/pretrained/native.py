@@ -1,20 +1,29 @@
-"""The encoders of pretrained SAEs, block by block: one GEMM ``X_in W_enc`` per block of
-rows, then one parallel pass that keeps the active atoms; SAELens' matching pursuit; the
-pursuits of :mod:`sparsecode` on the decoder; least squares on a support.
+"""The encoders of pretrained SAEs, block by block: the scores ``X_in W_enc`` of a block
+of rows, then one parallel pass that keeps the active atoms; SAELens' matching pursuit;
+the pursuits of :mod:`sparsecode` on the decoder; least squares on a support.
 
-The pre-activations of a block take at most ``sparsecode._config.BLOCK_BYTES``.
+The scores of a block take at most ``sparsecode._config.BLOCK_BYTES``.  They are
+computed by fixed row groups (:func:`sparsecode._parallel.correlations_by_group`), as
+the pursuits' correlations are: a row's codes are the same bits whatever the BLAS, the
+thread count or how the rows are split into calls at multiples of
+``_config.ROW_GROUP`` (the ``encode`` command's batches).
 """
 
 import numpy as np
 
 from sparsecode import _config
+from sparsecode._parallel import correlations_by_group
 from sparsecode.codes import SparseCodes
 
 
 def block_rows(n_atoms, itemsize):
-    """Rows per block whose pre-activations fit ``_config.BLOCK_BYTES`` (at least
-    ``_config.MIN_BLOCK_ROWS``)."""
-    return max(int(_config.MIN_BLOCK_ROWS), int(_config.BLOCK_BYTES) // (n_atoms * itemsize))
+    """Rows per block whose scores fit ``_config.BLOCK_BYTES`` (at least
+    ``_config.MIN_BLOCK_ROWS``), rounded down to whole row groups: blocks start at group
+    bounds, so every row's scores are the same bits however the rows are split."""
+    from sparsecode._parallel import block_rows as whole_groups
+
+    rows = max(int(_config.MIN_BLOCK_ROWS), int(_config.BLOCK_BYTES) // (n_atoms * itemsize))
+    return whole_groups(rows)
 
 
 def _stack(parts, n_atoms, dtype):
@@ -73,12 +82,10 @@ def encode_native(sae, Xin):
         scale = np.exp(sae.r_mag.astype(np.float64)).astype(dt)
         bias = (sae.b_mag.astype(np.float64) / scale).astype(dt)
     parts = []
-    B = min(block_rows(m, dt.itemsize), max(Xin.shape[0], 1))
-    buf = np.empty((B, m), dtype=dt)  # one buffer for every block's scores
-    W_enc = sae.W_enc
+    E = encoder_rows(sae)
+    B = block_rows(m, dt.itemsize)
     for lo in range(0, Xin.shape[0], B):
-        Xb = Xin[lo:lo + B]
-        P = np.matmul(Xb, W_enc, out=buf[:Xb.shape[0]])
+        P = correlations_by_group(Xin[lo:lo + B], E)
         n = P.shape[0]
         if arch == "topk":
             I = np.empty((n, sae.k), dtype=np.int32)
@@ -122,21 +129,36 @@ def saelens_mp(Xin, W, max_iterations, residual_threshold, stop_on_duplicate_sup
     n, d = Xin.shape
     dt = W.dtype
     width = min(max_iterations, W.shape[0])
+    W = np.ascontiguousarray(W)
     R = np.array(Xin, dtype=dt, order="C")
     I = np.full((n, width), -1, dtype=np.int32)
     Z = np.zeros((n, width), dtype=dt)
     ns = np.zeros(n, dtype=np.int64)
     done = np.zeros(n, dtype=np.bool_)
     thr2 = float(residual_threshold) ** 2
-    B = block_rows(W.shape[0], dt.itemsize)
+    from sparsecode._blas import one_blas_thread
+    from sparsecode._parallel import group_correlations, row_group
+
+    group = row_group()
+    B = block_rows(W.shape[0], dt.itemsize) // group  # groups per block
     for _ in range(max_iterations):
-        rows = np.flatnonzero(~done)
-        if not rows.size:
+        running = np.flatnonzero(~done)
+        if not running.size:
             break
-        for lo in range(0, rows.size, B):
-            part = rows[lo:lo + B]
-            C = R[part] @ W.T
-            mp_step(C, part, R, W, stop_on_duplicate_support, thr2, I, Z, ns, done)
+        # the correlations of every row group holding a running row, group by group
+        starts = np.unique(running // group) * group
+        for g0 in range(0, starts.size, B):
+            st = starts[g0:g0 + B]
+            rows = running[(running >= st[0]) & (running < st[-1] + group)]
+            C = np.empty((int(np.minimum(st + group, n).sum() - st.sum()), W.shape[0]),
+                         dtype=dt)
+            with one_blas_thread():
+                group_correlations(R, W, st.astype(np.int64), group,
+                                   int(_config.GEMM_COLS), C)
+            # each running row's place among the groups' rows
+            offsets = np.concatenate(([0], np.cumsum(np.minimum(st + group, n) - st)))
+            crow = offsets[np.searchsorted(st, rows, side="right") - 1] + rows % group
+            mp_step(C, crow, rows, R, W, stop_on_duplicate_support, thr2, I, Z, ns, done)
     return SparseCodes(I, Z, W.shape[0])
 
 
@@ -152,12 +174,11 @@ def saelens_mp_gram(Xin, W, G, max_iterations, residual_threshold,
     width = min(max_iterations, m)
     I = np.empty((n, width), dtype=np.int32)
     Z = np.empty((n, width), dtype=dt)
-    B = min(block_rows(m, dt.itemsize), max(n, 1))
-    buf = np.empty((B, m), dtype=dt)
+    B = block_rows(m, dt.itemsize)
     thr2 = float(residual_threshold) ** 2
     for lo in range(0, n, B):
         Xb = Xin[lo:lo + B]
-        C = np.matmul(Xb, W.T, out=buf[:Xb.shape[0]])
+        C = correlations_by_group(Xb, W)
         xnorm2 = np.einsum("ij,ij->i", Xb, Xb, dtype=np.float64)
         mp_gram_rows(C, G, max_iterations, stop_on_duplicate_support, thr2, xnorm2,
                      I[lo:lo + B], Z[lo:lo + B])
@@ -190,16 +211,31 @@ def decoder_atoms(sae):
     return D
 
 
+def encoder_rows(sae):
+    """``W_enc^T`` (n_atoms, n_features) C-contiguous, the operand of the grouped score
+    products: a view for encoders stored as ``nn.Linear`` weights, else copied once per
+    model."""
+    E = getattr(sae, "_enc_rows", None)
+    if E is None:
+        E = sae._enc_rows = np.ascontiguousarray(sae.W_enc.T)
+    return E
+
+
 def pursuit_gram(sae, n_signals, k):
-    """The Gram matrix of the decoder's rows, built once per model and kept, when it
-    fits ``_config.GRAM_BUDGET_BYTES`` and ``n_signals * k >= n_atoms`` (the pursuits'
-    own rule for building it); else False (correlations recomputed per step).  A stream
-    of batches (the ``encode`` command) builds it on its first batch only."""
+    """The Gram matrix of the decoder's rows, or False (correlations recomputed from the
+    residual at every step).
+
+    Decided once per model, by its first call: the Gram when it fits
+    ``_config.GRAM_BUDGET_BYTES`` and ``n_signals * k >= n_atoms`` (the pursuits' own
+    rule), built then and kept.  Every later call takes the same path, so a stream of
+    batches (the ``encode`` command) pays for the Gram once and its codes do not depend
+    on the size of a batch."""
     G = getattr(sae, "_gram", None)
     if G is not None:
         return G
     m = sae.n_atoms
     if m * m * sae.dtype.itemsize > _config.GRAM_BUDGET_BYTES or n_signals * k < m:
+        sae._gram = False
         return False
     import sparsecode
 
