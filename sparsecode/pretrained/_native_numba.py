@@ -304,33 +304,43 @@ def mp_gram_rows(C, G, max_iterations, dup_stop, thr2, xnorm2, I, Z):
     for i in prange(n):
         ns = 0
         e = xnorm2[i]
-        for _ in range(max_iterations):
-            j = 0
-            best = 0.0
-            for t in range(m):
+        # the first largest of relu(c); each update pass finds the next one (in C's
+        # dtype throughout: no conversion in the loops)
+        zero = C[i, 0] - C[i, 0]
+        j = 0
+        v = zero
+        for t in range(m):
+            if C[i, t] > v:
                 v = C[i, t]
-                if v > best:
-                    best = v
-                    j = t
-            v = best
+                j = t
+        for _ in range(max_iterations):
+            if not v > 0:
+                break  # no positive correlation: every later step adds nothing
             grew = False
-            if v > 0:
-                slot = -1
-                for q in range(ns):
-                    if I[i, q] == j:
-                        slot = q
-                        break
-                if slot < 0:
-                    if ns < I.shape[1]:
-                        I[i, ns] = j
-                        Z[i, ns] = v
-                        ns += 1
-                    grew = True
-                else:
-                    Z[i, slot] += v
-                e -= 2.0 * v * C[i, j] - v * v * G[j, j]
-                for t in range(m):
-                    C[i, t] -= v * G[j, t]
+            slot = -1
+            for q in range(ns):
+                if I[i, q] == j:
+                    slot = q
+                    break
+            if slot < 0:
+                if ns < I.shape[1]:
+                    I[i, ns] = j
+                    Z[i, ns] = v
+                    ns += 1
+                grew = True
+            else:
+                Z[i, slot] += v
+            e -= 2.0 * float(v) * float(v) - float(v) * float(v) * float(G[j, j])
+            jj = j
+            step = v
+            j = 0
+            v = zero
+            for t in range(m):
+                c = C[i, t] - step * G[jj, t]
+                C[i, t] = c
+                if c > v:
+                    v = c
+                    j = t
             if dup_stop and not grew:
                 break
             if thr2 > 0 and e < thr2:
