@@ -280,7 +280,6 @@ def test_a_row_wider_than_max_active_is_a_one_line_error(gated_rows, tmp_path, c
 
 
 @pytest.mark.parametrize("extra, fragment", [
-    ([], "--dataset is needed"),
     (["--dataset", "acts", "--tol", "0.1"], "--tol applies to sparsecode models"),
     (["--dataset", "acts", "--solver", "topk"], "--solver topk applies to sparsecode"),
     (["--dataset", "acts", "--k", "3"], "--k applies to the pursuits"),
@@ -296,6 +295,32 @@ def test_bad_sae_options_one_line_exit_2_no_output(files, tmp_path, capsys, extr
                  str(out), "--quiet", *extra]) == 2
     _one_line_error(capsys, fragment)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_sole_dataset_of_a_file_is_taken_when_none_is_named(files, tmp_path, capsys):
+    sae = files["saes"]["topk"]
+    named, unnamed = tmp_path / "named.h5", tmp_path / "unnamed.h5"
+    assert _encode(files, sae, named) == 0
+    assert main(["encode", str(sae), str(files["acts"]), "--out", str(unnamed),
+                 "--quiet"]) == 0
+    a, b = read_codes(named), read_codes(unnamed)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.values, b.values)
+    assert main(["evaluate", str(sae), str(files["acts"]), "--quiet", "--json"]) == 0
+    capsys.readouterr()
+    # two 2-D datasets: which one is ambiguous
+    two = tmp_path / "two.h5"
+    import h5py
+
+    with h5py.File(two, "w") as f:
+        f["layer1"] = files["X"]
+        f["layer2"] = files["X"]
+        f["token_ids"] = np.arange(len(files["X"]))
+    for argv in (["encode", str(sae), str(two), "--out", str(tmp_path / "c.h5")],
+                 ["evaluate", str(sae), str(two)]):
+        assert main(argv + ["--quiet"]) == 2
+        _one_line_error(capsys, "--dataset is needed", "layer1, layer2")
+    assert not (tmp_path / "c.h5").exists()
 
 
 # -------------------------------------------------------------------------------- evaluate
@@ -336,8 +361,6 @@ def test_evaluate_max_rows_and_text_output(files, capsys):
     text = capsys.readouterr().out
     assert f"rows                {N:,} of {N:,}" in text
     assert f"FVU                 {sae.score(files['X']):.6f}"[:-1] in text
-    assert main(["evaluate", str(files["saes"]["topk"]), str(files["acts"]), "--quiet"]) == 2
-    _one_line_error(capsys, "--dataset is needed")
 
 
 @pytest.fixture(scope="module")

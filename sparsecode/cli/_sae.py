@@ -21,8 +21,8 @@ def add_model_arguments(p):
                    "pretrained SAE's folder (or one of its files)")
     p.add_argument("acts", help="activation file (.h5)")
     p.add_argument("--dataset", default=None,
-                   help="dataset in ACTS (default: the one the model was trained on; "
-                   "required with a pretrained SAE)")
+                   help="dataset in ACTS (default: the one the model was trained on, "
+                   "else the file's only 2-D dataset)")
 
 
 def add_hookpoint_option(p):
@@ -184,3 +184,26 @@ def batch_error(sae, X, codes):
         R = X[lo:lo + step].astype(np.float64) - X_hat[lo:lo + step]
         err += float(np.einsum("ij,ij->", R, R))
     return err, RunningVariance().update(X).m2
+
+
+def sole_dataset(acts, why):
+    """The one 2-D dataset of activation file ``acts``, for a run that names none;
+    ``--dataset is needed`` (with ``why`` and the candidates) when there are several or
+    none."""
+    import h5py
+
+    found = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.ndim == 2 and (
+                obj.dtype.kind == "f" or obj.attrs.get("dtype") in ("bfloat16", b"bfloat16")):
+            found.append(name)
+
+    with h5py.File(acts, "r") as f:
+        f.visititems(visit)
+    if len(found) == 1:
+        return found[0]
+    listed = f": it holds {', '.join(found[:8])}{', ...' if len(found) > 8 else ''}" if (
+        found) else ": it holds no 2-D float dataset"
+    raise ValueError(f"--dataset is needed: {why}, and {acts} does not hold exactly one "
+                     f"2-D activation dataset{listed}")

@@ -167,8 +167,8 @@ def _run_sae(args, out):
     _sae.refuse(args, ("tol", "scheduler"), "sparsecode models (.h5), not pretrained SAEs")
     sae = load_sae(args.model, hookpoint=args.hookpoint)
     if args.dataset is None:
-        raise ValueError("--dataset is needed: a pretrained SAE does not record the dataset "
-                         "it was trained on")
+        args.dataset = _sae.sole_dataset(
+            args.acts, "a pretrained SAE does not record the dataset it was trained on")
     k, positive = _sae.pursuit_options(sae, args)
     variable = k is None and sae.architecture in _sae.VARIABLE_WIDTH
     if args.max_active is not None and not variable:

@@ -55,8 +55,8 @@ def run(args):
     if dataset is None and not pretrained:
         dataset = (model_position(args.model) or {}).get("dataset")
     if dataset is None:
-        raise ValueError("--dataset is needed: the model does not record the dataset it "
-                         "was trained on")
+        dataset = _sae.sole_dataset(args.acts, "the model does not record the dataset it "
+                                    "was trained on")
     if pretrained:
         k, positive = _sae.pursuit_options(model, args)
         dtype = model.dtype
