@@ -87,7 +87,7 @@ def run(args):
     if dataset is None:
         dataset = (model_position(args.model) or {}).get("dataset")
         if dataset is None:
-            raise ValueError("--dataset is needed: the model does not record its dataset")
+            dataset = _sae.sole_dataset(args.acts, "the model does not record its dataset")
     from sparsecode._parallel import aligned_rows
 
     # batches of whole row groups, as the blocks of --scheduler: the same codes either way
