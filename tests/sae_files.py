@@ -170,8 +170,8 @@ def write_dictionary_learning(folder, w, dict_class="AutoEncoder", *, k=None,
                      "gate_bias": w["b_gate"], "mag_bias": w["b_mag"], **linear}
         else:
             raise ValueError(dict_class)
-    write_torch_archive(folder / "ae.pt", state, bfloat16=bfloat16,
-                        parameter=True)
+    # as the library saves it: torch.save(ae.state_dict()), plain tensors
+    write_torch_archive(folder / "ae.pt", state, bfloat16=bfloat16)
     trainer = {"dict_class": dict_class, "activation_dim": int(d), "dict_size": int(m),
                "lm_name": "EleutherAI/pythia-70m-deduped", "layer": 3,
                "submodule_name": "resid_post_layer_3"}

@@ -216,6 +216,19 @@ def test_dictionary_learning(tmp_path, w, X, cls, arch, kw):
     assert sae.info["hookpoint"] == "resid_post_layer_3"
 
 
+def test_dictionary_learning_autoencoder_decoder_normalised_as_from_pretrained(tmp_path, X):
+    """AutoEncoder.from_pretrained normalises the decoder (its default): unit decoder rows,
+    encoder columns and bias scaled by the norms; the reconstruction is unchanged."""
+    w = F.random_weights(D_IN, M, seed=5, unit=False)
+    norms = np.linalg.norm(w["W_dec"].astype(np.float64), axis=1)
+    sae = load_sae(F.write_dictionary_learning(tmp_path / "dl", w, "AutoEncoder"))
+    np.testing.assert_allclose(np.linalg.norm(sae.W_dec, axis=1), 1.0, rtol=1e-6)
+    raw = expected_sae(w, "relu")
+    np.testing.assert_allclose(sae.encode(X).toarray(), raw.encode(X).toarray() * norms,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(sae.reconstruct(X), raw.reconstruct(X), rtol=1e-5, atol=1e-5)
+
+
 def test_dictionary_learning_batch_topk_uses_its_threshold(tmp_path, w, X):
     path = F.write_dictionary_learning(tmp_path / "b", w, "BatchTopKSAE", k=4, threshold=0.4)
     sae = load_sae(path)

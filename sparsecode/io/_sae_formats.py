@@ -312,6 +312,7 @@ def read_dictionary_learning(path, dtype):
             kw["b_enc"] = w.get("encoder.bias", (m,))
     if cls == "AutoEncoder":
         kw.update(architecture="relu", b_dec=w.get("bias", (d,)))
+        _unit_decoder(kw)
     elif cls == "AutoEncoderNew":
         kw.update(architecture="relu", b_dec=w.get("decoder.bias", (d,)),
                   apply_b_dec_to_input=False)
@@ -357,3 +358,16 @@ def _guess_class(w):
     if w.has("bias"):
         return "AutoEncoder"
     return None
+
+
+def _unit_decoder(kw):
+    """dictionary_learning's ``AutoEncoder.from_pretrained`` (``normalize_decoder=True``,
+    its default): decoder rows scaled to unit norm, encoder columns and bias by the same
+    norms, so the reconstruction is unchanged and activations are in units of unit atoms."""
+    W_dec = kw["W_dec"]
+    norms = np.sqrt(np.einsum("ij,ij->i", W_dec, W_dec, dtype=np.float64))
+    if np.allclose(norms, 1.0) or not np.all(norms > 0):
+        return
+    kw["W_dec"] = (W_dec / norms[:, None]).astype(W_dec.dtype)
+    kw["W_enc"] = (kw["W_enc"] * norms[None, :]).astype(W_dec.dtype)
+    kw["b_enc"] = (kw["b_enc"] * norms).astype(W_dec.dtype)
