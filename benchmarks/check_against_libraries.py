@@ -285,9 +285,9 @@ def dictionary_learning_cases(tmp, X):
             " free-norm decoder" if note == DL_NOTE_NORM else "")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sae = check_loaded(name, folder,
-                               lambda X, f=folder, c=cls: dictionary_learning_run(f, c, X),
-                               X, note=note)
+            check_loaded(name, folder,
+                         lambda X, f=folder, c=cls: dictionary_learning_run(f, c, X),
+                         X, note=note)
 
 
 def export_cases(tmp, X, X_train):
