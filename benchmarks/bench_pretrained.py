@@ -7,6 +7,7 @@ times each, takes medians of:
 
 - reading the files' bytes (``open().read()``, page cache warm after the first pass) and
   ``load_sae`` (header, memory map, bfloat16 widened to float32, finiteness checked);
+  with ``--cold`` (root) both again from disk, the page cache dropped before each run;
 - the GEMM ``X_in @ W_enc`` on ``--signals`` rows, and ``encode`` by the native TopK
   (``--k``) and JumpReLU (thresholds set so about ``--k`` atoms pass) encoders, which
   each perform that GEMM block by block plus one parallel pass over the scores.
@@ -68,6 +69,29 @@ def write_sae(folder, d, m, rng):
     return sum(p.stat().st_size for p in folder.iterdir())
 
 
+def drop_caches():
+    """Empty the page cache (needs root); False where it cannot."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def timed_cold(fn, folder, repeats):
+    """Median time of ``fn(folder)`` with the page cache dropped before each run (the
+    drop itself untimed)."""
+    times = []
+    for _ in range(repeats):
+        drop_caches()
+        t0 = time.perf_counter()
+        fn(folder)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def read_bytes(folder):
     n = 0
     for p in sorted(folder.iterdir()):
@@ -82,15 +106,23 @@ def bench_load(args, rng, rows):
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         folder = Path(tmp)
         size = write_sae(folder, args.features, args.atoms, rng)
-        read_bytes(folder)  # warm the page cache for both, and load the kernels once
-        load_sae(folder)
+        read_bytes(folder)  # warm the page cache for both, and load the kernels
+        for _ in range(2):  # the first loads of a process also grow its heap
+            load_sae(folder)
         t_read, _ = timed(lambda: read_bytes(folder), args.repeats)
         t_load, sae = timed(lambda: load_sae(folder), args.repeats)
         rows.append({"case": "load", "bytes": size, "read_s": t_read, "load_s": t_load,
                      "ratio": t_load / t_read})
         print(f"load {size / 1e6:.0f} MB bfloat16 SAELens SAE ({args.atoms} x "
-              f"{args.features}): read bytes {t_read:.3f} s, load_sae {t_load:.3f} s, "
-              f"ratio {t_load / t_read:.2f}")
+              f"{args.features}), page cache warm: read bytes {t_read:.3f} s, load_sae "
+              f"{t_load:.3f} s, ratio {t_load / t_read:.2f}")
+        if args.cold and drop_caches():
+            t_read = timed_cold(read_bytes, folder, args.repeats)
+            t_load = timed_cold(load_sae, folder, args.repeats)
+            rows.append({"case": "load_cold", "bytes": size, "read_s": t_read,
+                         "load_s": t_load, "ratio": t_load / t_read})
+            print(f"  from disk (page cache dropped before each): read bytes {t_read:.3f} s, "
+                  f"load_sae {t_load:.3f} s, ratio {t_load / t_read:.2f}")
         return sae
 
 
@@ -167,6 +199,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tmp", default=None, help="folder for the temporary SAE")
+    ap.add_argument("--cold", action="store_true",
+                    help="also time both from disk, the page cache dropped before each "
+                    "(needs root)")
     ap.add_argument("--real", default=None, help="HDF5 activations for the comparison")
     ap.add_argument("--real-dataset", default="acts")
     ap.add_argument("--real-rows", type=int, default=100_000)
