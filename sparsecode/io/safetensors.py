@@ -15,6 +15,7 @@ with two or more metadata entries may differ from its output in that order only.
 
 import json
 import math
+import mmap
 import os
 
 import numpy as np
@@ -176,6 +177,18 @@ def _selected(path, tensors, names):
     return names
 
 
+def _will_need(mapped):
+    """Ask the OS to read a mapped tensor ahead, in the background: a tensor about to be
+    widened or checked is read whole, and one sequential read-ahead is much faster from
+    disk than page faults one by one."""
+    mm = getattr(mapped, "_mmap", None)
+    if mm is not None and hasattr(mmap, "MADV_WILLNEED"):
+        try:
+            mm.madvise(mmap.MADV_WILLNEED)
+        except (OSError, ValueError):
+            pass  # only advice
+
+
 def read_tensors(path, names=None, *, dtype=None):
     """Read tensors from a safetensors file, memory-mapped where possible.
 
@@ -217,6 +230,7 @@ def read_tensors(path, names=None, *, dtype=None):
             arr.flags.writeable = False
         else:
             mapped = np.memmap(path, native, mode="r", offset=start + begin, shape=shape)
+            _will_need(mapped)
             arr = mapped.reshape(shape).view(np.ndarray)  # memmap makes shape () (1,)
         if kind == "BF16":
             arr = bfloat16_to_float32(arr)
