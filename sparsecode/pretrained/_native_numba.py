@@ -11,6 +11,7 @@ import numpy as np
 from numba import njit, prange
 
 from sparsecode._linalg_numba import back_solve, chol_append, forward_append
+from sparsecode._pursuit_numba import POSITIVE, select, update_select
 
 
 @njit(cache=True, inline="always")
@@ -280,15 +281,19 @@ def refit_rows(X, W, I, Z, rtol):
 
 
 @njit(parallel=True, cache=True)
-def mp_gram_rows(C, G, max_iterations, dup_stop, thr2, xnorm2, I, Z):
+def mp_gram_rows(C, Ci, mask, G, max_iterations, dup_stop, thr2, xnorm2, I, Z):
     """SAELens' matching pursuit for every row on the Gram path: the correlations ``C``
     (``x_in W^T``, overwritten) are updated by ``c -= v G[j]`` instead of recomputed, and
     the residual energy by ``e -= 2 v c_j - v^2 G[j, j]``; the same selections, steps and
-    stops as :func:`mp_step`, up to rounding.
+    stops as :func:`mp_step`, up to rounding.  The selection and update are the shared
+    vectorised ones of the pursuits (``select``, ``update_select``: the first largest
+    positive correlation).
 
     Parameters
     ----------
     C : ndarray of shape (n, n_atoms)
+    Ci : ndarray of shape (n, n_atoms)
+        ``C``'s integer view; ``mask`` the magnitude mask of its integer type.
     G : ndarray of shape (n_atoms, n_atoms)
         ``W W^T``.
     max_iterations : int
@@ -300,20 +305,15 @@ def mp_gram_rows(C, G, max_iterations, dup_stop, thr2, xnorm2, I, Z):
     I, Z : ndarray of shape (n, width)
         Output: support in order of first selection (-1 past it), summed coefficients.
     """
-    n, m = C.shape
+    n = C.shape[0]
     for i in prange(n):
+        c = C[i]
+        ci = Ci[i]
         ns = 0
         e = xnorm2[i]
-        # the first largest of relu(c); each update pass finds the next one (in C's
-        # dtype throughout: no conversion in the loops)
-        zero = C[i, 0] - C[i, 0]
-        j = 0
-        v = zero
-        for t in range(m):
-            if C[i, t] > v:
-                v = C[i, t]
-                j = t
+        j = select(ci, POSITIVE, mask)
         for _ in range(max_iterations):
+            v = c[j]
             if not v > 0:
                 break  # no positive correlation: every later step adds nothing
             grew = False
@@ -331,16 +331,7 @@ def mp_gram_rows(C, G, max_iterations, dup_stop, thr2, xnorm2, I, Z):
             else:
                 Z[i, slot] += v
             e -= 2.0 * float(v) * float(v) - float(v) * float(v) * float(G[j, j])
-            jj = j
-            step = v
-            j = 0
-            v = zero
-            for t in range(m):
-                c = C[i, t] - step * G[jj, t]
-                C[i, t] = c
-                if c > v:
-                    v = c
-                    j = t
+            j = update_select(c, ci, G[j], v, POSITIVE, mask, G[0, :0])
             if dup_stop and not grew:
                 break
             if thr2 > 0 and e < thr2:

@@ -176,12 +176,13 @@ def saelens_mp_gram(Xin, W, G, max_iterations, residual_threshold,
     Z = np.empty((n, width), dtype=dt)
     B = block_rows(m, dt.itemsize)
     thr2 = float(residual_threshold) ** 2
+    it = np.dtype(np.int32 if dt == np.float32 else np.int64)
     for lo in range(0, n, B):
         Xb = Xin[lo:lo + B]
         C = correlations_by_group(Xb, W)
         xnorm2 = np.einsum("ij,ij->i", Xb, Xb, dtype=np.float64)
-        mp_gram_rows(C, G, max_iterations, stop_on_duplicate_support, thr2, xnorm2,
-                     I[lo:lo + B], Z[lo:lo + B])
+        mp_gram_rows(C, C.view(it), it.type(np.iinfo(it).max), G, max_iterations,
+                     stop_on_duplicate_support, thr2, xnorm2, I[lo:lo + B], Z[lo:lo + B])
     return SparseCodes(I, Z, m)
 
 
