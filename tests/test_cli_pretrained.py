@@ -467,3 +467,21 @@ def test_evaluate_takes_arrays_and_any_sae_like_object(files):
     assert r["fvu"] == pytest.approx(sae.score(X), rel=1e-6)
     with pytest.raises(TypeError, match="encode/decode"):
         evaluate(object(), X)
+
+
+def test_encode_refuses_an_out_path_that_is_a_file_of_the_sae(files, tmp_path, capsys):
+    """The SAE is a folder: --out at one of its files (or through a link to one) would
+    replace the weights it is reading."""
+    import shutil
+
+    sae = tmp_path / "sae"
+    shutil.copytree(files["saes"]["topk"], sae)
+    weights = sae / "sae_weights.safetensors"
+    before = _digest(weights)
+    link = tmp_path / "codes.h5"
+    link.symlink_to(weights)
+    for out in (weights, link):
+        assert main(["encode", str(sae), str(files["acts"]), "--dataset", "acts", "--out",
+                     str(out), "--overwrite", "--quiet"]) == 2
+        _one_line_error(capsys, "would destroy the input")
+        assert _digest(weights) == before

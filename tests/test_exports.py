@@ -116,15 +116,22 @@ def test_topk_mpsae_to_saelens(tmp_path, dtype):
     assert (sae.architecture, sae.k, sae.apply_b_dec_to_input,
             sae.rescale_acts_by_decoder_norm, sae.normalize) == ("topk", K, True, False,
                                                                  "none")
+    codes = _same_as_tied_topk(sae, m, dtype)
+    assert (codes.l0 == K).mean() > 0.5
+
+
+def _same_as_tied_topk(sae, m, dtype):
+    """A loaded export of the TopK MPSAE ``m``: its tied weights, and its codes and
+    reconstructions of the test rows; returns the model's codes."""
     np.testing.assert_array_equal(sae.W_dec, m.components_)
     np.testing.assert_array_equal(sae.W_enc, m.components_.T)
     np.testing.assert_array_equal(sae.b_enc, 0)
     np.testing.assert_array_equal(sae.b_dec, m.bias_)
     X = _X(dtype)
     codes = m.transform(X)
-    assert (codes.l0 == K).mean() > 0.5
     _same_codes(sae.encode(X), codes, dtype)
     _same_reconstructions(sae.reconstruct(X), m.inverse_transform(codes), dtype)
+    return codes
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -147,14 +154,7 @@ def test_topk_mpsae_to_sparsify(tmp_path, dtype):
 
     sae = load_sae(out, dtype=dtype)
     assert (sae.architecture, sae.k, sae.apply_b_dec_to_input) == ("topk", K, True)
-    np.testing.assert_array_equal(sae.W_dec, m.components_)
-    np.testing.assert_array_equal(sae.W_enc, m.components_.T)
-    np.testing.assert_array_equal(sae.b_enc, 0)
-    np.testing.assert_array_equal(sae.b_dec, m.bias_)
-    X = _X(dtype)
-    codes = m.transform(X)
-    _same_codes(sae.encode(X), codes, dtype)
-    _same_reconstructions(sae.reconstruct(X), m.inverse_transform(codes), dtype)
+    _same_as_tied_topk(sae, m, dtype)
 
 
 def test_unit_atoms_set_normalize_decoder(tmp_path):

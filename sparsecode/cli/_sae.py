@@ -207,3 +207,14 @@ def sole_dataset(acts, why):
         found) else ": it holds no 2-D float dataset"
     raise ValueError(f"--dataset is needed: {why}, and {acts} does not hold exactly one "
                      f"2-D activation dataset{listed}")
+
+
+def model_files(model_arg, model):
+    """The files a run must not write over: MODEL itself, or every file of the folder a
+    pretrained SAE was read from (``info["path"]``), by the names a message gives them."""
+    from pathlib import Path
+
+    folder = model.info.get("path") if hasattr(model, "info") else None
+    if folder is None:
+        return {"model": model_arg}
+    return {f"model's {p.name}": p for p in Path(folder).rglob("*") if p.is_file()}

@@ -162,10 +162,20 @@ def _write_codes(reader, writer, args, measure, denominator, encode):
 def _run_sae(args, out):
     """``encode`` with a pretrained SAE: its own encoder, or a pursuit on its decoder."""
     from sparsecode._parallel import aligned_rows
-    from sparsecode.io import ActivationReader, CodesWriter, dataset_digest, load_sae
+    from sparsecode.io import (
+        ActivationReader,
+        CodesWriter,
+        check_not_inputs,
+        dataset_digest,
+        load_sae,
+        partial_path,
+    )
 
     _sae.refuse(args, ("tol", "scheduler"), "sparsecode models (.h5), not pretrained SAEs")
     sae = load_sae(args.model, hookpoint=args.hookpoint)
+    # --out inside the SAE's folder must not replace one of its files
+    check_not_inputs({"--out": out, "its partial file": partial_path(out)},
+                     _sae.model_files(args.model, sae))
     if args.dataset is None:
         args.dataset = _sae.sole_dataset(
             args.acts, "a pretrained SAE does not record the dataset it was trained on")

@@ -1,6 +1,8 @@
 """``sparsecode export``: a trained model, or a pretrained SAE, in SAELens' or sparsify's
 format."""
 
+from sparsecode.cli import _sae
+
 
 def add_parser(sub):
     p = sub.add_parser(
@@ -48,16 +50,6 @@ def _read(args):
     return load_model(path)
 
 
-def _input_files(args, model):
-    """What the export must not overwrite: the files MODEL was read from."""
-    from pathlib import Path
-
-    folder = model.info.get("path") if hasattr(model, "info") else None
-    if folder is None:
-        return {"model": args.model}
-    return {f"model's {p.name}": p for p in Path(folder).rglob("*") if p.is_file()}
-
-
 def run(args):
     import warnings
     from pathlib import Path
@@ -82,7 +74,7 @@ def run(args):
         raise ValueError("--saelens and --sparsify name the same folder, and both formats "
                          "read cfg.json there: choose two folders")
     model = _read(args)
-    inputs = _input_files(args, model)
+    inputs = _sae.model_files(args.model, model)
     for _, _, module, folder, _ in targets:
         files = (folder / module.CFG_FILENAME, folder / module.WEIGHTS_FILENAME)
         check_not_inputs({"the export's config": files[0], "the export's weights": files[1]},

@@ -225,7 +225,9 @@ class PretrainedSAE:
         -------
         X_in : ndarray of shape (n_samples, n_features)
         """
-        X = self.check_signals(X)
+        return self._encoder_input(self.check_signals(X))
+
+    def _encoder_input(self, X):
         Xn = _forward_map(self, X, _row_stats(self, X))
         if self.apply_b_dec_to_input:
             Xn = Xn - self.b_dec
@@ -244,7 +246,9 @@ class PretrainedSAE:
         -------
         ndarray of shape (n_samples, n_features)
         """
-        X = self.check_signals(X)
+        return self._decoder_target(self.check_signals(X))
+
+    def _decoder_target(self, X):
         T = X if self.W_skip is None else X - X @ self.W_skip.T
         T = _forward_map(self, T, _row_stats(self, X))
         if self.architecture != "matching_pursuit" or self.apply_b_dec_to_input:
@@ -277,19 +281,23 @@ class PretrainedSAE:
             Of width the largest number of atoms a signal uses; values in the SAE's units
             (what its ``encode`` returns), so :meth:`decode` reconstructs.
         """
+        return self._encode(self.check_signals(X), solver=solver, k=k, positive=positive,
+                            refit=refit)
+
+    def _encode(self, X, *, solver=None, k=None, positive=True, refit=False):
+        """:meth:`encode` of signals already checked (:meth:`check_signals`)."""
         from sparsecode.pretrained.native import encode_native, encode_pursuit, refit_codes
 
         if solver is None and k is not None:
             raise ValueError("k applies to the pursuits (solver='omp', 'gp' or 'mp'); the "
                              "SAE's own encoder keeps its own")
-        X = self.check_signals(X)
         if solver is None:
-            codes = encode_native(self, self.encoder_input(X))
+            codes = encode_native(self, self._encoder_input(X))
         else:
             check_choice(solver, "solver", SOLVERS)
             k = self._pursuit_k(k)
         if solver is not None or refit:
-            T = self.decoder_target(X)
+            T = self._decoder_target(X)
         if solver is not None:
             codes = encode_pursuit(self, T, solver, k, bool(positive))
         if refit:
@@ -348,6 +356,10 @@ class PretrainedSAE:
             X = self.check_signals(X)
             if X.shape[0] != len(codes):
                 raise ValueError(f"X has {X.shape[0]} rows; codes have {len(codes)}")
+        return self._decode(codes, X)
+
+    def _decode(self, codes, X):
+        """:meth:`decode` of codes of this SAE and checked signals (or None)."""
         scale = self.atom_scale()
         vals = codes.values if scale is None else codes.values * scale[
             np.maximum(codes.indices, 0)]
@@ -363,7 +375,7 @@ class PretrainedSAE:
     def reconstruct(self, X, **encode_options):
         """``decode(encode(X, **encode_options), X)``."""
         X = self.check_signals(X)
-        return self.decode(self.encode(X, **encode_options), X)
+        return self._decode(self._encode(X, **encode_options), X)
 
     def score(self, X, **encode_options):
         """Fraction of variance of ``X`` the SAE leaves unexplained (FVU, lower is better),
@@ -376,7 +388,7 @@ class PretrainedSAE:
         from sparsecode.metrics import fvu
 
         X = self.check_signals(X)
-        return fvu(X, self.reconstruct(X, **encode_options))
+        return fvu(X, self._decode(self._encode(X, **encode_options), X))
 
 
 def _row_stats(sae, X):
