@@ -129,14 +129,11 @@ class MPSAEModel:
         codes = SparseCodes(to_host(codes.indices), to_host(codes.values), codes.n_atoms)
         if not refit:
             return codes
-        from sparsecode import _config
-        from sparsecode.pretrained._native_numba import refit_rows
+        from sparsecode.pretrained.native import least_squares_on_supports
 
         D = np.ascontiguousarray(to_host(self.model.components_))
-        T = np.ascontiguousarray(np.asarray(X, dtype=D.dtype) - to_host(self.model.bias_))
-        Z = np.zeros(codes.values.shape, dtype=np.float64)
-        refit_rows(T, D, np.ascontiguousarray(codes.indices), Z, _config.rtol(D.dtype))
-        return SparseCodes(codes.indices, Z.astype(D.dtype), codes.n_atoms)
+        return least_squares_on_supports(
+            D, np.asarray(X, dtype=D.dtype) - to_host(self.model.bias_), codes)
 
     def decode(self, codes, X=None):
         """``model.inverse_transform(codes)`` on the host (``X`` is not needed)."""

@@ -270,10 +270,28 @@ def refit_codes(sae, T, codes):
         Each row's coefficients minimise ``||t - c W_dec[support]||`` (an atom linearly
         dependent on the ones before it in the row keeps 0), in the SAE's units.
     """
+    return _to_sae_units(sae, least_squares_on_supports(decoder_atoms(sae), T, codes))
+
+
+def least_squares_on_supports(D, T, codes):
+    """``codes`` with each row's coefficients replaced by the least-squares fit of ``T``'s
+    row on the atoms of its support (an atom linearly dependent on the ones before it
+    keeps 0).
+
+    Parameters
+    ----------
+    D : ndarray of shape (n_atoms, n_features), C-contiguous
+    T : ndarray of shape (n_samples, n_features)
+    codes : SparseCodes
+
+    Returns
+    -------
+    SparseCodes
+        Same indices, coefficients in ``D``'s dtype.
+    """
     from sparsecode.pretrained._native_numba import refit_rows
 
     Z = np.zeros(codes.values.shape, dtype=np.float64)
-    refit_rows(np.ascontiguousarray(T), decoder_atoms(sae),
-               np.ascontiguousarray(codes.indices), Z, _config.rtol(sae.dtype))
-    return _to_sae_units(sae, SparseCodes(codes.indices, Z.astype(sae.dtype),
-                                          codes.n_atoms))
+    refit_rows(np.ascontiguousarray(T, dtype=D.dtype), D,
+               np.ascontiguousarray(codes.indices), Z, _config.rtol(D.dtype))
+    return SparseCodes(codes.indices, Z.astype(D.dtype), codes.n_atoms)
