@@ -6,6 +6,7 @@ Importing the package is cheap: the Numba kernels load on first use (or all at o
 """
 
 from sparsecode import datasets, dictionary, gpu, metrics, pretrained
+from sparsecode._gram_rows import GramRows
 from sparsecode.codes import SparseCodes
 from sparsecode.dictionary.itda import ITDA
 from sparsecode.pretrained import PretrainedSAE
@@ -15,6 +16,7 @@ from sparsecode.sae import MPSAE, TrainingDivergedError, mpsae_grad
 __version__ = "0.1.0"
 
 __all__ = [
+    "GramRows",
     "ITDA",
     "MPSAE",
     "PretrainedSAE",
@@ -52,7 +54,7 @@ def warmup(dtypes=("float32", "float64")):
     for dt in dtypes:
         X = rng.standard_normal((4, 6)).astype(dt)
         D = rng.standard_normal((8, 6)).astype(dt)
-        for gram_ in (True, False):
+        for gram_ in (True, False, "cached"):
             for sel in ("abs", "positive", "signed"):
                 mp(X, D, k=2, selection=sel, gram=gram_).decode(D)
             for pos in (False, True):

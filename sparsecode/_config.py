@@ -9,6 +9,17 @@ import numpy as np
 #: Largest Gram matrix ``G = D D^T`` that ``gram="auto"`` will build, in bytes.
 GRAM_BUDGET_BYTES = 1 << 30
 
+#: Memory for the Gram rows kept by the cached Gram path (``gram="cached"``, and
+#: ``"auto"`` when the whole Gram matrix is over ``GRAM_BUDGET_BYTES``), in bytes: rows
+#: of the selected atoms, computed on demand and evicted least used first (see
+#: :class:`sparsecode.GramRows`).  Rows are ``n_atoms`` entries of 4 bytes (float32)
+#: or 2 (16-bit storage).
+GRAM_CACHE_BYTES = 1 << 30
+
+#: ``gram="auto"`` takes the cached path only for atoms of at least this many features:
+#: below, one GEMM per step (the no-Gram path) costs less than reading a Gram row.
+CACHED_MIN_FEATURES = 128
+
 #: Largest block of correlations ``X_block D^T`` held at once, in bytes.  Signals are
 #: encoded block by block; a block is at least ``MIN_BLOCK_ROWS`` signals.
 BLOCK_BYTES = 128 << 20

@@ -10,7 +10,8 @@ Every pursuit step produces a change ``delta`` of the coefficients on the suppor
 correlations ``c = D r`` then change by ``-G[I]^T delta`` (Gram path) and the residual by
 ``-D[I]^T delta`` (no-Gram path): both are :func:`sub_rows` with ``S = G`` or ``S = D``.
 The support Gram and the coefficients are kept in float64 whatever the input dtype; the
-O(n_atoms) loops run in the input dtype.
+O(n_atoms) loops run in the input dtype.  Rows of ``S`` may be 16-bit (see
+:mod:`sparsecode._halves_numba`): every read goes through ``wide``.
 """
 
 import numpy as np
@@ -19,6 +20,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from sparsecode._halves_numba import wide
 from sparsecode._rules import ABS, DEPENDENT, DONE, POSITIVE, RUNNING, SIGNED  # noqa: F401
 
 #: Entries per chunk in :func:`sub_rows`: the chunk of the target (8 KiB in float32)
@@ -177,7 +179,7 @@ def update_select(c, ci, row, coef, rule, mask, ahead):
 def axpy(c, row, coef):
     """``c -= coef * row`` (vectorised)."""
     for m in range(c.shape[0]):
-        c[m] -= coef * row[m]
+        c[m] -= coef * wide(row[m])
 
 
 @njit(cache=True, inline="always")
@@ -251,7 +253,7 @@ def add_to_code(I, Z, s, j, coef):
 def gram_entry(S, is_gram, a, b):
     """``<d_a, d_b>``: read from the Gram matrix, or a dot product of two atoms."""
     if is_gram:
-        return np.float64(S[a, b])
+        return np.float64(wide(S[a, b]))
     acc = 0.0
     for q in range(S.shape[1]):
         acc += np.float64(S[a, q]) * np.float64(S[b, q])
@@ -262,21 +264,22 @@ def gram_entry(S, is_gram, a, b):
 def _sub2(c, r0, r1, a0, a1):
     """``c -= a0 r0 + a1 r1``, subtracting in that order."""
     for q in range(c.shape[0]):
-        c[q] = c[q] - a0 * r0[q] - a1 * r1[q]
+        c[q] = c[q] - a0 * wide(r0[q]) - a1 * wide(r1[q])
 
 
 @njit(cache=True)
 def _sub3(c, r0, r1, r2, a0, a1, a2):
     """``c -= a0 r0 + a1 r1 + a2 r2``, subtracting in that order."""
     for q in range(c.shape[0]):
-        c[q] = c[q] - a0 * r0[q] - a1 * r1[q] - a2 * r2[q]
+        c[q] = c[q] - a0 * wide(r0[q]) - a1 * wide(r1[q]) - a2 * wide(r2[q])
 
 
 @njit(cache=True)
 def _sub4(c, r0, r1, r2, r3, a0, a1, a2, a3):
     """``c -= a0 r0 + a1 r1 + a2 r2 + a3 r3``, subtracting in that order."""
     for q in range(c.shape[0]):
-        c[q] = c[q] - a0 * r0[q] - a1 * r1[q] - a2 * r2[q] - a3 * r3[q]
+        c[q] = (c[q] - a0 * wide(r0[q]) - a1 * wide(r1[q]) - a2 * wide(r2[q])
+                - a3 * wide(r3[q]))
 
 
 @njit(cache=True, inline="always")

@@ -14,6 +14,9 @@ one block of signals:
 ``nogram_block(Xb, prob, out)``
     Steps in Python (:func:`nogram_steps`), one GEMM ``C = R_active D^T`` per step, a
     kernel call per step.
+``rows_block(Xb, store, prob, out)``
+    The cached Gram path: rounds reading rows from a :class:`~sparsecode.GramRows`
+    ``store`` (see :mod:`sparsecode.pursuit._rows`).
 
 ``prob`` is a :class:`~sparsecode._problem.Problem`; ``out`` is a :class:`BlockOutput`
 whose ``I``/``Z`` rows the kernels fill.
@@ -58,6 +61,8 @@ class Pursuit:
     max_steps: Callable  # (k, width) -> step cap per signal
     nogram_bytes_per_row: Callable = _no_scratch  # (width) -> no-Gram scratch bytes per signal
     k_may_exceed_atoms: bool = False  # k may exceed n_atoms (atoms are selected again)
+    rows_block: Callable = None  # (Xb, store, prob, out): the cached-Gram path on one block
+    rows_per_signal: Callable = _no_scratch  # (width) -> Gram rows one signal needs at once
 
 
 def solve(X, D, pursuit, *, k, tol, gram, backend, rule, positive=False, acgp=False):
@@ -83,7 +88,8 @@ def solve(X, D, pursuit, *, k, tol, gram, backend, rule, positive=False, acgp=Fa
     """
     X, prob = prepare(X, D, k=k, tol=tol, gram=gram, backend=backend, rule=rule,
                       positive=positive, acgp=acgp, max_steps=pursuit.max_steps,
-                      k_may_exceed_atoms=pursuit.k_may_exceed_atoms)
+                      k_may_exceed_atoms=pursuit.k_may_exceed_atoms,
+                      rows_per_signal=pursuit.rows_per_signal)
     if prob.on_gpu:
         import sparsecode.gpu
 
@@ -185,12 +191,12 @@ def gram(D):
     return gram_symmetric(D.astype(float_dtype(D), copy=False))
 
 
-def decide_gram(gram, n_samples, k, D):
-    """Whether a pursuit uses the Gram matrix ``G = D D^T``.
+def decide_gram(gram, n_samples, k, D, rows_per_signal=None):
+    """Whether a pursuit uses the Gram matrix ``G = D D^T``, whole or cached.
 
     Parameters
     ----------
-    gram : "auto", bool or array
+    gram : "auto", "cached", bool, array or GramRows
         The solvers' ``gram`` argument.
     n_samples : int
         Signals to encode.
@@ -198,24 +204,42 @@ def decide_gram(gram, n_samples, k, D):
         Steps per signal.
     D : ndarray of shape (n_atoms, n_features)
         The dictionary (its dtype sizes the Gram matrix).
+    rows_per_signal : int, optional
+        Gram rows one signal needs at once on the cached path (1 for MP, ``k`` for OMP
+        and GP; default ``k``).
 
     Returns
     -------
-    bool or None
-        ``gram`` itself for a bool; for ``"auto"``, True when ``G`` fits in
-        ``GRAM_BUDGET_BYTES`` and the pursuit does at least as much correlation work as
-        building it; None when ``gram`` is an array (the caller validates it).
+    True, False, "cached" or None
+        ``gram`` itself for a bool or ``"cached"``.  For ``"auto"``: True (the whole
+        ``G``) when it fits in ``GRAM_BUDGET_BYTES`` and the pursuit does at least as
+        much correlation work as building it; else ``"cached"`` when the atoms have at
+        least ``CACHED_MIN_FEATURES`` features and ``GRAM_CACHE_BYTES`` holds the rows
+        one signal needs; else False.  None when ``gram`` is an array or a GramRows
+        (the caller validates it).
     """
-    K = D.shape[0]
+    K, n_features = D.shape
     if isinstance(gram, str):
-        check_choice(gram, "gram", ("auto",))
-        fits = K * K * D.dtype.itemsize <= _config.GRAM_BUDGET_BYTES
+        check_choice(gram, "gram", ("auto", "cached"))
+        if gram == "cached":
+            return gram
+        row = K * D.dtype.itemsize
+        fits = K * row <= _config.GRAM_BUDGET_BYTES
         # building G costs n_atoms^2 n_features; it pays once the pursuit does more
         # correlation work than that (n_samples * k updates of n_atoms entries each).
-        return fits and n_samples * k >= K
+        if fits and n_samples * k >= K:
+            return True
+        # cached rows cost what they are used for: at most one row (n_atoms n_features)
+        # per step and signal, the no-Gram path's GEMM work, and far less when signals
+        # share atoms
+        need = min(k, K) if rows_per_signal is None else rows_per_signal
+        holds = _config.GRAM_CACHE_BYTES // row >= max(1, need)
+        if holds and n_features >= _config.CACHED_MIN_FEATURES and not fits:
+            return "cached"
+        return False
     if isinstance(gram, (bool, np.bool_)):
         return bool(gram)
-    return None  # an array: validated by the caller
+    return None  # an array or a GramRows: validated by the caller
 
 
 #: The former private name of :func:`decide_gram`, kept for its callers.
@@ -229,10 +253,14 @@ def _on_gpu(X, D, backend):
 
 
 def prepare(X, D, *, k, tol, gram, backend, rule, positive=False, acgp=False,
-            max_steps=None, k_may_exceed_atoms=False):
+            max_steps=None, k_may_exceed_atoms=False, rows_per_signal=None):
     """Validate the common arguments and pick the backend; return ``(X, Problem)``.
 
-    ``max_steps(k, width)`` gives the step cap per signal (default ``width``)."""
+    ``max_steps(k, width)`` gives the step cap per signal (default ``width``),
+    ``rows_per_signal(width)`` the Gram rows a signal needs at once on the cached path
+    (default ``width``)."""
+    from sparsecode._gram_rows import GramRows
+
     cupy_out = is_cupy(X)
     on_gpu = _on_gpu(X, D, backend)
     if on_gpu:
@@ -241,7 +269,11 @@ def prepare(X, D, *, k, tol, gram, backend, rule, positive=False, acgp=False,
         require()  # one clear error when CuPy or a device is missing
     X = check_on_backend(X, "X", on_gpu)
     D = check_on_backend(D, "D", on_gpu)
-    if not isinstance(gram, (str, bool, np.bool_)) and gram is not None:
+    if isinstance(gram, GramRows):
+        if on_gpu:
+            raise ValueError("a GramRows store is for the CPU; on the GPU pass gram=True, "
+                             "False or a CuPy Gram matrix")
+    elif not isinstance(gram, (str, bool, np.bool_)) and gram is not None:
         gram = check_on_backend(gram, "gram", on_gpu)
     X, D, norms2 = check_signals_and_dictionary(X, D)
     xp = array_module(D)
@@ -257,20 +289,29 @@ def prepare(X, D, *, k, tol, gram, backend, rule, positive=False, acgp=False,
     scale = None if unit else 1.0 / xp.sqrt(norms2)
     if scale is not None:
         D = D * scale[:, None].astype(dt)
-    want = decide_gram(gram, n, k, D)
-    if want is None:
+    width = min(k, K)
+    per_signal = width if rows_per_signal is None else rows_per_signal(width)
+    want = decide_gram(gram, n, k, D, per_signal)
+    if isinstance(gram, GramRows):
+        G = _checked_rows(gram, norms2, dt, per_signal)
+    elif want is None:
         G = check_gram(gram, norms2, dt)
         if scale is not None:
             G = G * xp.outer(scale, scale).astype(dt)
-    elif on_gpu and want:
+    elif on_gpu and want is True:
         G = D @ D.T
-    elif want:
+    elif want == "cached" and not on_gpu:
+        G = GramRows(D)
+        if G.capacity < per_signal:
+            raise ValueError(
+                f"gram='cached': _config.GRAM_CACHE_BYTES ({_config.GRAM_CACHE_BYTES}) "
+                f"holds {G.capacity} Gram rows of {K} atoms; a signal needs {per_signal}")
+    elif want is True:
         from sparsecode._parallel import gram_symmetric
 
         G = gram_symmetric(D)
     else:
         G = None
-    width = min(k, K)
     prob = Problem(
         D=D,
         scale=scale,
@@ -291,6 +332,21 @@ def prepare(X, D, *, k, tol, gram, backend, rule, positive=False, acgp=False,
     return X, prob
 
 
+def _checked_rows(store, norms2, dt, per_signal):
+    """A user's GramRows store checked against the dictionary and dtype of the call; the
+    rows themselves when they are the whole Gram matrix in the call's dtype."""
+    if store.dtype != dt or not store.matches(norms2):
+        raise ValueError(
+            f"gram: this GramRows was built from another dictionary (its atoms' norms or "
+            f"its dtype {store.dtype} differ from those of D in {dt})")
+    if store.capacity < per_signal:
+        raise ValueError(f"gram: this GramRows holds {store.capacity} rows; a signal of "
+                         f"this pursuit needs {per_signal} at once (raise max_bytes)")
+    if store.complete and store.rows.dtype == dt:
+        return store.rows  # the whole Gram matrix, rows in atom order
+    return store
+
+
 def _rows_per_block(prob, extra_bytes_per_row=0):
     """Signals per block: as many as the budget allows, cut at row-group bounds."""
     from sparsecode._parallel import block_rows
@@ -307,16 +363,18 @@ def run(X, prob, pursuit):
     I = np.full((n, prob.width), -1, dtype=np.int32)
     Z = np.zeros((n, prob.width), dtype=np.float64)
     status = np.zeros(n, dtype=np.int8)
-    use_gram = prob.G is not None
-    extra = (0 if use_gram else
-             pursuit.nogram_bytes_per_row(prob.width) + X.shape[1] * prob.dtype.itemsize)
+    if isinstance(prob.G, np.ndarray):
+        extra = 0
+    elif prob.G is not None:  # cached rows: the step state and rows of the supports
+        extra = pursuit.nogram_bytes_per_row(prob.width) + 8 * prob.width
+    else:
+        extra = pursuit.nogram_bytes_per_row(prob.width) + X.shape[1] * prob.dtype.itemsize
     B = _rows_per_block(prob, extra)
     # every GEMM is a single-threaded one in a kernel thread (see sparsecode._parallel), so
     # BLAS is held to one thread for the whole call (its idle threads would spin against
     # the kernel's)
     with one_blas_thread():
-        shift = _run_blocks(X, prob, B, I, Z, status, pursuit.gram_block,
-                            pursuit.nogram_block)
+        shift = _run_blocks(X, prob, B, I, Z, status, pursuit)
     # warn_dependent < run < solve < solver < its caller
     warn_dependent(int(np.count_nonzero(status == DEPENDENT)), n, pursuit.name, stacklevel=5)
     codes = finish_codes(I, Z, prob)
@@ -336,11 +394,11 @@ def deliver(codes, prob):
     return codes
 
 
-def _run_blocks(X, prob, B, I, Z, status, gram_block, nogram_block):
-    """Fill ``I``, ``Z`` and ``status`` block of ``B`` signals by block; return the power
-    of two each signal was scaled by (:func:`scaled_rows`), or None when none was."""
+def _run_blocks(X, prob, B, I, Z, status, pursuit):
+    """Fill ``I``, ``Z`` and ``status`` block of ``B`` signals by block with ``pursuit``'s
+    kernels; return the power of two each signal was scaled by (:func:`scaled_rows`), or
+    None when none was."""
     n = X.shape[0]
-    use_gram = prob.G is not None
     shift = None
     for b0 in range(0, n, B):
         b1 = min(b0 + B, n)
@@ -359,10 +417,12 @@ def _run_blocks(X, prob, B, I, Z, status, gram_block, nogram_block):
             thr=prob.rtol * np.sqrt(xnorm2),
             status=status[b0:b1],
         )
-        if use_gram:
-            gram_block(np.ascontiguousarray(Xb), prob.G, prob, out)
+        if isinstance(prob.G, np.ndarray):
+            pursuit.gram_block(np.ascontiguousarray(Xb), prob.G, prob, out)
+        elif prob.G is not None:
+            pursuit.rows_block(Xb, prob.G, prob, out)
         else:
-            nogram_block(Xb, prob, out)
+            pursuit.nogram_block(Xb, prob, out)
     return shift
 
 

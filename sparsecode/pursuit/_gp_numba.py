@@ -43,7 +43,14 @@ def gp_step(c, ci, mask, S, is_gram, rule, acgp, positive, thr, I, z, s, GII, dp
     previous direction (0 before the first step) and, on return, the decrease of the
     residual energy.  Returns ``(s, status)``; ``delta`` receives the coefficient change.
     """
-    j = select(ci, rule, mask)
+    return gp_take(c, select(ci, rule, mask), S, is_gram, rule, acgp, positive, thr, I, z, s,
+                   GII, dprev, state, g, d, delta)
+
+
+@njit(cache=True, inline="always")
+def gp_take(c, j, S, is_gram, rule, acgp, positive, thr, I, z, s, GII, dprev, state, g, d,
+            delta):
+    """The GP step of :func:`gp_step` once atom ``j`` is selected."""
     cj = c[j]
     state[1] = 0.0
     if vanished(cj, thr, rule):

@@ -60,7 +60,15 @@ def omp_step(c, ci, mask, S, is_gram, rule, positive, thr, rtol, I, z, s, L, GII
         RUNNING, DONE (nothing left to select) or DEPENDENT (the best atom is in the span of
         the support).
     """
-    j = select(ci, rule, mask)
+    return omp_take(c, select(ci, rule, mask), S, is_gram, rule, positive, thr, rtol, I, z,
+                    s, L, GII, a0, fw, work, delta)
+
+
+@njit(cache=True, inline="always")
+def omp_take(c, j, S, is_gram, rule, positive, thr, rtol, I, z, s, L, GII, a0, fw, work,
+             delta):
+    """The OMP step of :func:`omp_step` once atom ``j`` is selected: grow the factor,
+    solve for the coefficients, leave their change in ``delta``."""
     cj = c[j]
     if vanished(cj, thr, rule):
         return s, DONE

@@ -35,13 +35,35 @@ def _nogram_block(Xb, p, out):
     _driver.nogram_steps(Xb, p, out, step)
 
 
+def _rows_block(Xb, store, p, out):
+    from sparsecode.pursuit import _rows
+    from sparsecode.pursuit._gp_numba import gp_scratch_size
+    from sparsecode.pursuit._rows_numba import gp_rows_round
+
+    n, k = Xb.shape[0], p.width
+    C, Ci = _rows.correlations(Xb, p)
+    ns = np.zeros(n, dtype=np.int64)
+    energy = np.zeros(n)
+    steps = np.zeros(n, dtype=np.int64)
+    scratch = np.zeros((n, gp_scratch_size(k)))  # dprev and state start at 0
+    islots = np.empty((n, k), dtype=np.int64)
+
+    def run_round(todo, rnd):
+        gp_rows_round(todo, C, Ci, p.int_view[1], store.rows, store.slot, store.used, rnd,
+                      p.D, p.rule, p.acgp, p.positive, k, p.max_steps, out.xnorm2, out.tol2,
+                      out.thr, out.I, out.Z, ns, energy, steps, scratch, islots, out.status)
+
+    _rows.rounds(store, out, run_round, lambda serve: _rows.support_atoms(out.I[serve]), k)
+
+
 def _nogram_bytes_per_row(width):
     return 8 * (width * width + 5 * width)  # the scratch of _nogram_block
 
 
 GP = _driver.Pursuit(name="gp", gram_block=_gram_block, nogram_block=_nogram_block,
                      gpu="gp_gpu", max_steps=lambda k, width: max_steps(width),
-                     nogram_bytes_per_row=_nogram_bytes_per_row)
+                     nogram_bytes_per_row=_nogram_bytes_per_row, rows_block=_rows_block,
+                     rows_per_signal=lambda width: width)
 
 
 def gp(X, D, *, k=None, tol=None, variant="gp", positive=False, gram="auto",

@@ -29,12 +29,33 @@ def _nogram_block(Xb, p, out):
     _driver.nogram_steps(Xb, p, out, step)
 
 
+def _rows_block(Xb, store, p, out):
+    from sparsecode.pursuit import _rows
+    from sparsecode.pursuit._rows_numba import mp_rows_round
+
+    n = Xb.shape[0]
+    C, Ci = _rows.correlations(Xb, p)
+    ns = np.zeros(n, dtype=np.int64)
+    energy = np.zeros(n)
+    steps = np.zeros(n, dtype=np.int64)
+    js = np.zeros(n, dtype=np.int64)
+    coef = np.zeros(n)
+
+    def run_round(todo, rnd):
+        mp_rows_round(todo, C, Ci, p.int_view[1], store.rows, store.slot, store.used, rnd,
+                      p.rule, p.k, out.xnorm2, out.tol2, out.thr, out.I, out.Z, ns, energy,
+                      steps, js, coef, out.status)
+
+    _rows.rounds(store, out, run_round, lambda serve: js[serve], 1)
+
+
 def _max_steps(k, width):
     return k  # an atom may be selected again
 
 
 MP = _driver.Pursuit(name="mp", gram_block=_gram_block, nogram_block=_nogram_block,
-                     gpu="mp_gpu", max_steps=_max_steps, k_may_exceed_atoms=True)
+                     gpu="mp_gpu", max_steps=_max_steps, k_may_exceed_atoms=True,
+                     rows_block=_rows_block, rows_per_signal=lambda width: 1)
 
 
 def mp(X, D, *, k=None, tol=None, selection="abs", gram="auto", backend="auto"):

@@ -30,6 +30,25 @@ def _nogram_block(Xb, p, out):
     _driver.nogram_steps(Xb, p, out, step)
 
 
+def _rows_block(Xb, store, p, out):
+    from sparsecode.pursuit import _rows
+    from sparsecode.pursuit._omp_numba import omp_scratch_size
+    from sparsecode.pursuit._rows_numba import omp_rows_round
+
+    n, k = Xb.shape[0], p.width
+    C, Ci = _rows.correlations(Xb, p)
+    ns = np.zeros(n, dtype=np.int64)
+    scratch = np.empty((n, omp_scratch_size(k)))
+    islots = np.empty((n, k), dtype=np.int64)
+
+    def run_round(todo, rnd):
+        omp_rows_round(todo, C, Ci, p.int_view[1], store.rows, store.slot, store.used, rnd,
+                       p.D, p.rule, p.positive, k, out.xnorm2, out.tol2, out.thr, p.rtol,
+                       out.I, out.Z, ns, scratch, islots, out.status)
+
+    _rows.rounds(store, out, run_round, lambda serve: _rows.support_atoms(out.I[serve]), k)
+
+
 def _max_steps(k, width):
     return width  # every step grows the support
 
@@ -40,7 +59,8 @@ def _nogram_bytes_per_row(width):
 
 OMP = _driver.Pursuit(name="omp", gram_block=_gram_block, nogram_block=_nogram_block,
                       gpu="omp_gpu", max_steps=_max_steps,
-                      nogram_bytes_per_row=_nogram_bytes_per_row)
+                      nogram_bytes_per_row=_nogram_bytes_per_row, rows_block=_rows_block,
+                      rows_per_signal=lambda width: width)
 
 
 def omp(X, D, *, k=None, tol=None, positive=False, gram="auto", backend="auto"):
