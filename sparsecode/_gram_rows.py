@@ -80,7 +80,8 @@ class GramRows:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0; got {max_bytes}")
         self.capacity = min(K, max_bytes // (K * store.itemsize))
-        self.rows = np.empty((self.capacity, K), dtype=store)
+        self.rows = np.empty((self.capacity, K) if self.capacity < K else (0, K),
+                             dtype=store)
         self.slot = np.full(K, -1, dtype=np.int64)  # row of each atom in `rows`, or -1
         self.atom = np.full(self.capacity, -1, dtype=np.int64)  # atom of each row
         self.used = np.zeros(self.capacity, dtype=np.int64)  # last round that read it
@@ -90,7 +91,18 @@ class GramRows:
         self.rows_computed = 0
         self.complete = False
         if self.capacity == K:
-            self._compute(np.arange(K, dtype=np.int64))
+            atoms = np.arange(K, dtype=np.int64)
+            self.atom[:] = atoms
+            self.slot[:] = atoms
+            self.filled = K
+            if self.storage not in STORAGE:
+                from sparsecode._parallel import gram_symmetric
+
+                self.rows = gram_symmetric(self.D)  # half the flops; = sparsecode.gram
+                self.rows_computed = K
+            else:
+                self.rows = np.empty((K, K), dtype=store)
+                self._compute(atoms, atoms)
             self.complete = True
 
     @property
@@ -139,7 +151,7 @@ class GramRows:
             keep = np.zeros(self.capacity, dtype=bool)
             present = self.slot[atoms]
             keep[present[present >= 0]] = True
-            cand = np.flatnonzero(~keep)
+            cand = np.flatnonzero(~keep[:self.filled])  # filled rows not asked for
             order = np.lexsort((self.used[cand], self.rounds_used[cand]))
             out = cand[order[:m - free]]
             self.slot[self.atom[out]] = -1
@@ -152,18 +164,13 @@ class GramRows:
         self._compute(missing, slots)
         return m
 
-    def _compute(self, atoms, slots=None):
-        """Rows ``G[atoms]`` into ``rows[slots]`` (default: the rows ``0..len-1``), in
+    def _compute(self, atoms, slots):
+        """Rows ``G[atoms]`` into ``rows[slots]``, in
         pieces of ``_config.GRAM_TILE`` atoms: one group of single-threaded GEMMs per piece,
         on every Numba thread."""
         from sparsecode._blas import one_blas_thread
         from sparsecode._parallel import group_correlations
 
-        if slots is None:
-            slots = np.arange(atoms.size, dtype=np.int64)
-            self.atom[slots] = atoms
-            self.slot[atoms] = slots
-            self.filled = atoms.size
         piece = int(_config.GRAM_TILE)
         K = self.n_atoms
         buf = np.empty((min(piece, atoms.size), K), dtype=self.dtype)

@@ -9,7 +9,7 @@ from sparsecode.codes import SparseCodes
 
 
 def make_sparse_signals(n_samples, n_features, n_atoms, k, *, noise=0.01, dtype=np.float32,
-                        random_state=None):
+                        random_state=None, usage=None):
     """k-sparse signals from a planted unit-norm Gaussian dictionary.
 
     Each signal combines ``k`` distinct atoms with coefficients of random sign and
@@ -22,6 +22,10 @@ def make_sparse_signals(n_samples, n_features, n_atoms, k, *, noise=0.01, dtype=
     noise : float
     dtype : dtype
     random_state : int, Generator or None
+    usage : array-like of shape (n_atoms,), optional
+        Relative frequency of each atom in the supports (default: all equal).  Each
+        support is then ``k`` distinct atoms drawn without replacement with these weights
+        (Gumbel top-k), e.g. :func:`zipf_usage` for the heavy-tailed usage of SAE codes.
 
     Returns
     -------
@@ -37,14 +41,42 @@ def make_sparse_signals(n_samples, n_features, n_atoms, k, *, noise=0.01, dtype=
     D = rng.standard_normal((n_atoms, n_features))
     D /= np.linalg.norm(D, axis=1, keepdims=True)
     # k distinct atoms per row: the first k of a random permutation (argpartition of noise)
-    idx = np.argpartition(rng.random((n_samples, n_atoms)), k - 1, axis=1)[:, :k]
+    if usage is None:
+        idx = np.argpartition(rng.random((n_samples, n_atoms)), k - 1, axis=1)[:, :k]
+    else:
+        logw = np.log(np.asarray(usage, dtype=np.float64))
+        if logw.shape != (n_atoms,) or not np.all(np.isfinite(logw)):
+            raise ValueError(f"usage must hold {n_atoms} positive weights")
+        idx = np.empty((n_samples, k), dtype=np.int64)
+        for r0 in range(0, n_samples, 256):  # a (256, n_atoms) block of keys at a time
+            r1 = min(r0 + 256, n_samples)
+            keys = logw - np.log(-np.log(rng.random((r1 - r0, n_atoms))))
+            idx[r0:r1] = np.argpartition(-keys, k - 1, axis=1)[:, :k]
     val = rng.uniform(1.0, 2.0, size=(n_samples, k)) * rng.choice([-1.0, 1.0], size=(n_samples, k))
-    X = np.einsum("nk,nkd->nd", val, D[idx])
+    X = np.empty((n_samples, n_features))
+    for r0 in range(0, n_samples, 256):  # D[idx] of 256 rows at a time
+        r1 = min(r0 + 256, n_samples)
+        X[r0:r1] = np.einsum("nk,nkd->nd", val[r0:r1], D[idx[r0:r1]])
     if noise:
         scale = np.linalg.norm(X, axis=1, keepdims=True) / np.sqrt(n_features)
         X += noise * scale * rng.standard_normal(X.shape)
     codes = SparseCodes(idx.astype(np.int32), val.astype(dtype), n_atoms)
     return X.astype(dtype), D.astype(dtype), codes
+
+
+def zipf_usage(n_atoms, exponent=1.0, *, random_state=None):
+    """Heavy-tailed atom usage for :func:`make_sparse_signals`: the atom of rank ``r``
+    (ranks in random order over the atoms) is used in proportion to ``r^-exponent``.
+
+    Returns
+    -------
+    ndarray of shape (n_atoms,)
+        Weights summing to 1.
+    """
+    rng = np.random.default_rng(random_state)
+    w = np.arange(1, n_atoms + 1, dtype=np.float64) ** -float(exponent)
+    w = w[rng.permutation(n_atoms)]
+    return w / w.sum()
 
 
 def support_recovery(codes, truth):

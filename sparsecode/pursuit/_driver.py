@@ -263,17 +263,17 @@ def prepare(X, D, *, k, tol, gram, backend, rule, positive=False, acgp=False,
 
     cupy_out = is_cupy(X)
     on_gpu = _on_gpu(X, D, backend)
+    if on_gpu and isinstance(gram, GramRows):
+        raise ValueError("a GramRows store is for the CPU; on the GPU pass gram=True, "
+                         "False or a CuPy Gram matrix")
     if on_gpu:
         from sparsecode.gpu import require
 
         require()  # one clear error when CuPy or a device is missing
     X = check_on_backend(X, "X", on_gpu)
     D = check_on_backend(D, "D", on_gpu)
-    if isinstance(gram, GramRows):
-        if on_gpu:
-            raise ValueError("a GramRows store is for the CPU; on the GPU pass gram=True, "
-                             "False or a CuPy Gram matrix")
-    elif not isinstance(gram, (str, bool, np.bool_)) and gram is not None:
+    if (not isinstance(gram, (GramRows, str, bool, np.bool_))
+            and gram is not None):
         gram = check_on_backend(gram, "gram", on_gpu)
     X, D, norms2 = check_signals_and_dictionary(X, D)
     xp = array_module(D)

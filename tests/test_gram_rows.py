@@ -1,0 +1,205 @@
+"""The cached Gram path (GramRows), 16-bit Gram rows and the gram='auto' decision."""
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import sparsecode
+from sparsecode import GramRows, _config
+from sparsecode._halves_numba import narrow, widen
+from sparsecode.pursuit import decide_gram
+from tests import naive
+from tests.helpers import MARGIN, assert_codes_equal_reference
+from tests.strategies import planted, problems
+
+RULES = ["abs", "positive", "signed"]
+
+
+def small_store(D, rows, dtype=None):
+    """A store of ``rows`` rows of ``D`` (so most calls evict)."""
+    item = 2 if dtype in ("float16", "bfloat16") else np.dtype(D.dtype).itemsize
+    store = GramRows(D, max_bytes=rows * D.shape[0] * item, dtype=dtype)
+    assert store.capacity == min(rows, D.shape[0])
+    return store
+
+
+@given(problems(), st.integers(1, 12), st.sampled_from([0.0, 0.1]), st.sampled_from(RULES),
+       st.integers(1, 3))
+def test_mp_cached_equals_reference(problem, k, tol, rule, rows):
+    X, D = problem
+    ref_i, ref_v, margin = naive.encode(naive.mp, X, D, k=k, tol=tol, rule=rule, dtype=X.dtype)
+    assume(margin > MARGIN[X.dtype])
+    store = small_store(D, rows)
+    codes = sparsecode.mp(X, D, k=k, tol=tol or None, selection=rule, gram=store)
+    assert_codes_equal_reference(codes, ref_i, ref_v, D, X.dtype)
+
+
+@given(problems(), st.integers(1, 8), st.sampled_from([0.0, 0.05]), st.booleans(),
+       st.integers(0, 4))
+def test_omp_cached_equals_reference(problem, k, tol, positive, spare):
+    X, D = problem
+    k = min(k, D.shape[0])
+    ref_i, ref_v, margin = naive.encode(naive.omp, X, D, k=k, tol=tol, positive=positive,
+                                        dtype=X.dtype)
+    assume(margin > MARGIN[X.dtype])
+    for idx in ref_i:
+        if len(idx):
+            assume(np.linalg.cond(D[idx].astype(np.float64)) < 30)
+    store = small_store(D, k + spare)
+    codes = sparsecode.omp(X, D, k=k, tol=tol or None, positive=positive, gram=store)
+    assert_codes_equal_reference(codes, ref_i, ref_v, D, X.dtype)
+
+
+@given(problems(), st.integers(1, 8), st.sampled_from([0.0, 0.1]),
+       st.sampled_from(["gp", "acgp"]), st.booleans(), st.integers(0, 4))
+def test_gp_cached_equals_reference(problem, k, tol, variant, positive, spare):
+    X, D = problem
+    k = min(k, D.shape[0])
+    ref_i, ref_v, margin = naive.encode(naive.gp, X, D, k=k, tol=tol, variant=variant,
+                                        positive=positive, dtype=X.dtype)
+    assume(margin > MARGIN[X.dtype])
+    store = small_store(D, k + spare)
+    codes = sparsecode.gp(X, D, k=k, tol=tol or None, variant=variant, positive=positive,
+                          gram=store)
+    assert_codes_equal_reference(codes, ref_i, ref_v, D, X.dtype)
+
+
+@pytest.mark.parametrize("solver", ["mp", "omp", "gp"])
+def test_cached_path_evicts_under_a_tiny_budget_and_keeps_the_codes(solver, rng,
+                                                                   monkeypatch):
+    X, D, _ = planted(rng, 60, 32, 200, 4, noise=0.05, dtype=np.float32)
+    fn = getattr(sparsecode, solver)
+    whole = fn(X, D, k=4, gram=True)
+    monkeypatch.setattr(_config, "GRAM_CACHE_BYTES", 6 * 200 * 4)  # six rows
+    store = GramRows(D)
+    assert store.capacity == 6 and not store.complete
+    codes = fn(X, D, k=4, gram=store)
+    # more rows computed than the store holds, and more than the atoms used: evictions
+    used = np.unique(whole.indices[whole.indices >= 0]).size
+    assert store.rows_computed > max(store.capacity, used)
+    np.testing.assert_array_equal(codes.indices, whole.indices)
+    np.testing.assert_allclose(codes.values, whole.values, rtol=1e-5, atol=1e-6)
+    # gram="cached" builds a store of that size itself: the same codes
+    again = fn(X, D, k=4, gram="cached")
+    np.testing.assert_array_equal(again.indices, whole.indices)
+
+
+def test_store_keeps_rows_across_calls_and_evicts_the_least_used(rng):
+    X, D, _ = planted(rng, 20, 24, 64, 3, noise=0.01, dtype=np.float32)
+    store = small_store(D, 60)  # 20 signals of 3 steps: at most 60 atoms, no eviction
+    sparsecode.mp(X, D, k=3, gram=store)
+    first = store.rows_computed
+    assert 0 < first <= 60
+    sparsecode.mp(X, D, k=3, gram=store)  # the same signals: every row is present
+    assert store.rows_computed == first
+    # a full store evicts the rows read in the fewest rounds, never the asked ones
+    store = small_store(D, 4)
+    store.ensure(np.array([0, 1, 2, 3]))
+    for _ in range(3):  # atoms 0 and 1 read in three rounds, 2 and 3 in none
+        rnd = store.next_round()
+        store.used[store.slot[[0, 1]]] = rnd
+        store.end_round()
+    store.ensure(np.array([5, 6]))
+    assert set(store.atom) == {0, 1, 5, 6}
+    with pytest.raises(ValueError, match="rows asked"):
+        store.ensure(np.arange(5))
+
+
+def test_store_rows_are_the_gram_rows(rng):
+    D = rng.standard_normal((50, 20)) * rng.uniform(0.5, 2, (50, 1))
+    Du = D / np.linalg.norm(D, axis=1, keepdims=True)
+    store = small_store(D, 7)
+    atoms = np.array([3, 17, 49])
+    store.ensure(atoms)
+    np.testing.assert_allclose(store.rows[store.slot[atoms]], Du[atoms] @ Du.T, atol=1e-12)
+    whole = GramRows(D)  # fits: computed at once, the exact Gram matrix of the unit atoms
+    assert whole.complete
+    np.testing.assert_array_equal(whole.rows, sparsecode.gram(whole.D))
+
+
+@pytest.mark.parametrize("storage, eps", [("float16", 2.0 ** -11), ("bfloat16", 2.0 ** -8)])
+def test_narrow_rounds_to_nearest(storage, eps, rng):
+    x = rng.uniform(-1, 1, 10000).astype(np.float32)
+    back = widen(narrow(x, storage))
+    # round to nearest: at most half a unit in the last place (relative to |x| for normals)
+    normal = np.abs(x) > 1e-4
+    assert np.all(np.abs(back - x)[normal] <= eps * np.abs(x)[normal])
+    assert np.abs(back - x).max() > 0  # it does round
+    exact = widen(narrow(back, storage))
+    np.testing.assert_array_equal(exact, back)
+
+
+@pytest.mark.parametrize("storage, bound", [("float16", 2e-3), ("bfloat16", 1.5e-2)])
+@pytest.mark.parametrize("solver", ["mp", "omp", "gp"])
+def test_16_bit_rows_keep_supports_on_well_conditioned_problems(solver, storage, bound, rng):
+    # planted 4-sparse signals over 128 atoms in 96 dimensions (coherence about 0.4), 1%
+    # noise: 16-bit rows give the supports of float32 rows, and coefficients within
+    # `bound` of their size (the bound the docs state)
+    X, D, _ = planted(rng, 200, 96, 128, 4, noise=0.01, dtype=np.float32)
+    fn = getattr(sparsecode, solver)
+    ref = fn(X, D, k=4, gram=True)
+    for rows in (128, 8):  # whole, then cached with evictions
+        store = small_store(D, rows, storage)
+        codes = fn(X, D, k=4, gram=store)
+        np.testing.assert_array_equal(codes.indices, ref.indices)
+        scale = np.abs(ref.values).max(axis=1, keepdims=True)
+        assert np.abs(codes.values - ref.values).max() <= bound * scale.max()
+        assert np.all(np.abs(codes.values - ref.values) <= bound * scale)
+
+
+def test_auto_decision_at_the_boundaries(monkeypatch):
+    D = np.zeros((1000, 256), dtype=np.float32)
+    row = 1000 * 4
+    monkeypatch.setattr(_config, "GRAM_BUDGET_BYTES", 1000 * row)  # exactly the whole G
+    monkeypatch.setattr(_config, "GRAM_CACHE_BYTES", 8 * row)  # eight rows
+    assert decide_gram("auto", 125, 8, D) is True  # n k = n_atoms: pays
+    assert decide_gram("auto", 124, 8, D) is False  # fits but does not pay: no Gram
+    monkeypatch.setattr(_config, "GRAM_BUDGET_BYTES", 1000 * row - 1)
+    assert decide_gram("auto", 10**6, 8, D) == "cached"  # over budget: cached rows
+    assert decide_gram("auto", 10**6, 9, D) is False  # a support needs 9 rows: no Gram
+    assert decide_gram("auto", 10**6, 9, D, rows_per_signal=1) == "cached"  # MP needs 1
+    monkeypatch.setattr(_config, "CACHED_MIN_FEATURES", 257)
+    assert decide_gram("auto", 10**6, 8, D) is False  # short atoms: GEMMs cost less
+    assert decide_gram("cached", 1, 8, D) == "cached"
+    with pytest.raises(ValueError, match="gram"):
+        decide_gram("whole", 1, 8, D)
+
+
+def test_auto_takes_the_cached_path_over_budget(rng, monkeypatch):
+    X, D, _ = planted(rng, 30, 160, 300, 4, noise=0.01, dtype=np.float32)
+    whole = sparsecode.omp(X, D, k=4, gram=True)
+    monkeypatch.setattr(_config, "GRAM_BUDGET_BYTES", 300 * 300 * 4 - 1)
+    made = []
+    import sparsecode._gram_rows as module  # the driver takes the class from it per call
+
+    class Spy(module.GramRows):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(module, "GramRows", Spy)
+    codes = sparsecode.omp(X, D, k=4)
+    assert len(made) == 1 and made[0].rows_computed > 0
+    np.testing.assert_array_equal(codes.indices, whole.indices)
+
+
+def test_bad_stores_are_refused(rng):
+    X, D, _ = planted(rng, 5, 16, 32, 3, dtype=np.float32)
+    other = rng.standard_normal((32, 16)).astype(np.float32) * 3
+    with pytest.raises(ValueError, match="another dictionary"):
+        sparsecode.mp(X, D, k=3, gram=GramRows(other))
+    with pytest.raises(ValueError, match="another dictionary"):
+        sparsecode.mp(X.astype(np.float64), D.astype(np.float64), k=3, gram=GramRows(D))
+    with pytest.raises(ValueError, match="needs 3"):
+        sparsecode.omp(X, D, k=3, gram=small_store(D, 2))
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        GramRows(D, dtype="int8")
+    with pytest.raises(ValueError, match="differs from the dictionary"):
+        GramRows(D, dtype="float64")
+    with pytest.raises(ValueError, match="max_bytes"):
+        GramRows(D, max_bytes=-1)
+    with pytest.raises(ValueError, match="zero norm"):
+        GramRows(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="for the CPU"):
+        sparsecode.mp(X, D, k=3, gram=GramRows(D), backend="gpu")
