@@ -163,6 +163,7 @@ class PretrainedSAE:
         # needs them and kept for the model's life (sparsecode.pretrained.native)
         self._atoms = None
         self._gram = None
+        self._gram_rows = None
         self._enc_rows = None
 
     # ---- shapes -------------------------------------------------------------------------

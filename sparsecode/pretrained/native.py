@@ -193,7 +193,7 @@ def encode_pursuit(sae, T, solver, k, positive):
     import sparsecode
 
     D = decoder_atoms(sae)
-    G = pursuit_gram(sae, T.shape[0], k)
+    G = pursuit_gram(sae, T.shape[0], k, rows_per_signal=1 if solver == "mp" else k)
     if solver == "omp":
         codes = sparsecode.omp(T, D, k=k, positive=positive, gram=G)
     elif solver == "gp":
@@ -222,26 +222,39 @@ def encoder_rows(sae):
     return E
 
 
-def pursuit_gram(sae, n_signals, k):
-    """The Gram matrix of the decoder's rows, or False (correlations recomputed from the
-    residual at every step).
+def pursuit_gram(sae, n_signals, k, rows_per_signal=None):
+    """The Gram of the decoder's rows: the whole matrix, a :class:`~sparsecode.GramRows`
+    store of the rows of the atoms in use (only for the inference-time pursuits, which
+    give ``rows_per_signal``: what one signal needs at once), or False (correlations
+    recomputed from the residual at every step).
 
-    Decided once per model, by its first call: the Gram when it fits
-    ``_config.GRAM_BUDGET_BYTES`` and ``n_signals * k >= n_atoms`` (the pursuits' own
-    rule), built then and kept.  Every later call takes the same path, so a stream of
-    batches (the ``encode`` command) pays for the Gram once and its codes do not depend
-    on the size of a batch."""
+    Decided once per model, by its first call: the whole Gram when it fits
+    ``_config.GRAM_BUDGET_BYTES`` and ``n_signals * k >= n_atoms``; else, for the
+    pursuits, a store when :func:`sparsecode.pursuit.decide_gram` picks one.  Built then
+    and kept: a stream of batches (the ``encode`` command) pays for the Gram once, a
+    store's rows serve every later batch, and the codes do not depend on the size of a
+    batch."""
     G = getattr(sae, "_gram", None)
-    if G is not None:
-        return G
-    m = sae.n_atoms
-    if m * m * sae.dtype.itemsize > _config.GRAM_BUDGET_BYTES or n_signals * k < m:
-        sae._gram = False
-        return False
-    import sparsecode
+    if G is None:
+        import sparsecode
 
-    G = sae._gram = sparsecode.gram(decoder_atoms(sae))
-    return G
+        m = sae.n_atoms
+        fits = m * m * sae.dtype.itemsize <= _config.GRAM_BUDGET_BYTES
+        G = sae._gram = (sparsecode.gram(decoder_atoms(sae)) if fits and n_signals * k >= m
+                         else False)
+    if G is not False or rows_per_signal is None:
+        return G
+    store = getattr(sae, "_gram_rows", None)
+    if store is None:
+        from sparsecode import GramRows
+        from sparsecode.pursuit import decide_gram
+
+        D = decoder_atoms(sae)
+        want = decide_gram("auto", n_signals, k, D, rows_per_signal)
+        store = sae._gram_rows = GramRows(D) if want == "cached" else False
+    if store is False or store.capacity < rows_per_signal:
+        return False
+    return store
 
 
 def _to_sae_units(sae, codes):

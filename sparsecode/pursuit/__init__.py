@@ -1,8 +1,8 @@
 """Sparse coding solvers: matching pursuit, orthogonal matching pursuit, gradient pursuit."""
 
-from sparsecode.pursuit._driver import decide_gram, gram
+from sparsecode.pursuit._driver import decide_gram, gram, model_gram
 from sparsecode.pursuit.gp import gp
 from sparsecode.pursuit.mp import mp
 from sparsecode.pursuit.omp import omp
 
-__all__ = ["decide_gram", "gp", "gram", "mp", "omp"]
+__all__ = ["decide_gram", "gp", "gram", "mp", "model_gram", "omp"]

@@ -43,7 +43,7 @@ from sparsecode._validation import (
 from sparsecode.codes import SparseCodes
 
 __all__ = ["BlockOutput", "Problem", "Pursuit", "decide_gram", "deliver", "gram",
-           "nogram_steps", "prepare", "run", "solve"]
+           "model_gram", "nogram_steps", "prepare", "run", "solve"]
 
 
 def _no_scratch(width):
@@ -240,6 +240,21 @@ def decide_gram(gram, n_samples, k, D, rows_per_signal=None):
     if isinstance(gram, (bool, np.bool_)):
         return bool(gram)
     return None  # an array or a GramRows: validated by the caller
+
+
+def model_gram(D, n_signals, k, rows_per_signal):
+    """The Gram a model keeps for the pursuits on its atoms ``D`` (unit norm), decided by
+    :func:`decide_gram` for a first batch of ``n_signals``: the whole matrix (ndarray), a
+    :class:`~sparsecode.GramRows` store, or False (no Gram).  The caller keeps it, so a
+    stream of batches builds it once and every batch takes the same path."""
+    from sparsecode._gram_rows import GramRows
+
+    want = decide_gram("auto", n_signals, k, D, rows_per_signal)
+    if want is True:
+        return gram(D)
+    if want == "cached":
+        return GramRows(D)
+    return False
 
 
 #: The former private name of :func:`decide_gram`, kept for its callers.

@@ -61,22 +61,36 @@ class Encoder:
         if solver == "mp" and not self.unit_atoms:
             return batch_grad(Xc, D, None, k=k or Xc.shape[1], tol=tol or 0.0,
                               rule=RULES[self.selection], topk=False, backward=False).codes
+        gram = self._gram_for(Xc, D, k, solver)
         if solver == "mp":
-            # few signals: recomputing correlations beats building the Gram
-            use = self.use_gram
-            if use is None:
-                use = Xc.shape[0] * (k or 1) >= D.shape[0]
-            gram = False
-            if use:
-                if self._gram is None:
-                    from sparsecode._parallel import gram_symmetric
-
-                    self._gram = gram_symmetric(D)
-                gram = self._gram
             return sparsecode.mp(Xc, D, k=k, tol=tol, selection=self.selection, gram=gram)
         if solver == "omp":
-            return sparsecode.omp(Xc, D, k=k, tol=tol)
-        return sparsecode.gp(Xc, D, k=k, tol=tol)
+            return sparsecode.omp(Xc, D, k=k, tol=tol, gram=gram)
+        return sparsecode.gp(Xc, D, k=k, tol=tol, gram=gram)
+
+    def _gram_for(self, Xc, D, k, solver):
+        """The Gram of the pursuits on ``D`` (unit atoms): built once and kept until the
+        atoms change — the whole matrix when it fits the budget, else a
+        :class:`~sparsecode.GramRows` store — or False.  With ``use_gram`` None a call
+        of few signals recomputes correlations (and decides again next call)."""
+        from sparsecode.pursuit import model_gram
+
+        steps = k or Xc.shape[1]
+        rows = 1 if solver == "mp" else min(steps, D.shape[0])
+        G = self._gram
+        if self.use_gram is False:
+            return False
+        if array_module(D) is not np:
+            return "auto"  # on the GPU: the pursuit decides (its Gram is a device GEMM)
+        if G is None:
+            n = Xc.shape[0] if self.use_gram is None else 1 << 62
+            G = model_gram(D, n, steps, rows)
+            if G is False:
+                return False
+            self._gram = G
+        if not isinstance(G, np.ndarray) and G.capacity < rows:
+            return False  # a store too small for this pursuit's supports
+        return G
 
 
 def topk_codes(Xc, D, k, selection):
