@@ -6,7 +6,10 @@ Problems (k-sparse signals from a unit-norm Gaussian dictionary, 1% noise, float
     P2  d=384, 4096 atoms,  8192 signals,  k=32
     P3  d=768, 16384 atoms, 4096 signals,  k=64
 
-Every timing is the median of ``--repeats`` runs after one warm-up run, at 1 and at 2
+    P4  d=2304, 16384 atoms, 8192 signals, k=64   } Zipf-like and uniform supports,
+    P5  d=2304, 65536 atoms, 2048 signals, k=64   } two threads (see _wide.py)
+
+Every timing of P1-P3 is the median of ``--repeats`` runs after one warm-up run, at 1 and at 2
 threads (BLAS, Numba and SPAMS limited alike).  scikit-learn's ``orthogonal_mp_gram``
 loops over signals in Python and copies the Gram per signal, so it is timed on a subset
 and reported per signal.  SPAMS' ``omp`` uses the ORMP selection rule (it picks the atom
@@ -16,6 +19,7 @@ Output: one JSON object per line; ratios are anchor time / sparsecode time per s
 (> 1 means sparsecode is faster).
 
     python benchmarks/bench_pursuit.py [--problems P1 P2 P3] [--threads 1 2] [--repeats 5]
+    python benchmarks/bench_pursuit.py --problems P4 P5 [--usage zipf uniform]
 """
 
 import argparse
@@ -23,6 +27,7 @@ import json
 import statistics
 import time
 
+import _wide  # benchmarks/ is on sys.path
 import numba
 import numpy as np
 from _provenance import blas_env, load_average, package_commit  # benchmarks/ is on sys.path
@@ -157,7 +162,11 @@ def bench_problem(name, threads, repeats, with_overcomplete):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--problems", nargs="+", default=["P1", "P2", "P3"], choices=list(PROBLEMS))
+    ap.add_argument("--problems", nargs="+", default=["P1", "P2", "P3"],
+                    choices=list(PROBLEMS) + list(_wide.WIDE))
+    ap.add_argument("--usage", nargs="+", default=["zipf", "uniform"],
+                    choices=["zipf", "uniform"], help="P4/P5: atom usage of the supports")
+    ap.add_argument("--solvers", nargs="+", default=["mp", "omp"], help="P4/P5 solvers")
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--overcomplete", nargs="*", default=["P2"],
@@ -165,6 +174,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
     sparsecode.warmup(["float32"])
     for name in args.problems:
+        if name in _wide.WIDE:
+            numba.set_num_threads(2)
+            with threadpool_limits(limits=2):
+                for usage in args.usage:
+                    _wide.bench_wide(name, usage, emit, solvers=args.solvers)
+            continue
         for threads in args.threads:
             bench_problem(name, threads, args.repeats, name in args.overcomplete)
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sparsecode
-from sparsecode import PretrainedSAE
+from sparsecode import PretrainedSAE, _config
 from sparsecode.metrics import fvu
 from tests import naive
 from tests.sae_files import random_weights
@@ -339,3 +339,22 @@ def test_the_decoder_gram_is_built_once_per_model(monkeypatch):
                                 positive=True, gram=True)
         np.testing.assert_array_equal(codes.indices, direct.indices)
         np.testing.assert_allclose(codes.values, direct.values, rtol=1e-6, atol=1e-7)
+
+
+def test_over_budget_the_pursuits_keep_one_store_of_gram_rows(monkeypatch):
+    w = random_weights(D_IN, M, seed=25)
+    sae = make_sae("topk", w)
+    whole = make_sae("topk", w)
+    monkeypatch.setattr(_config, "CACHED_MIN_FEATURES", 1)
+    batches = [signals(n=30, seed=s, dtype=np.float32) for s in range(3)]
+    expected = [whole.encode(X, solver="omp") for X in batches]  # the whole Gram
+    monkeypatch.setattr(_config, "GRAM_BUDGET_BYTES", 0)  # now over budget
+    got = [sae.encode(X, solver="omp") for X in batches]
+    store = sae._gram_rows
+    assert isinstance(store, sparsecode.GramRows) and store.rows_computed > 0
+    computed = store.rows_computed
+    again = sae.encode(batches[0], solver="omp")  # its rows are in the store
+    assert sae._gram_rows is store and store.rows_computed == computed
+    for codes, ref in zip(got + [again], expected + expected[:1], strict=True):
+        np.testing.assert_array_equal(codes.indices, ref.indices)
+        np.testing.assert_allclose(codes.values, ref.values, rtol=1e-5, atol=1e-6)

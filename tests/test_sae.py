@@ -443,3 +443,29 @@ def test_training_continues_after_a_divergence_with_a_smaller_learning_rate(rng,
     assert [h["step"] for h in m.history_] == [1, 2, 3, 4]
     assert np.all(np.isfinite([h["loss"] for h in m.history_]))
     assert np.all(np.isfinite(m.components_))
+
+
+@pytest.mark.parametrize("solver", ["mp", "omp", "gp"])
+def test_transform_builds_the_gram_once_per_model(solver, monkeypatch):
+    from sparsecode import GramRows, _config
+
+    X, _, _ = make_sparse_signals(400, 16, 48, 3, noise=0.01, random_state=5)
+    sae = MPSAE(48, k=3, n_epochs=1, unit_atoms=True, random_state=0).fit(X)
+    ref = [sae.transform(X[i:i + 100], solver=solver) for i in range(0, 400, 100)]
+    made = []
+    import sparsecode._gram_rows as module
+
+    class Spy(module.GramRows):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(module, "GramRows", Spy)
+    monkeypatch.setattr(_config, "GRAM_BUDGET_BYTES", 0)  # the whole Gram is over budget
+    monkeypatch.setattr(_config, "CACHED_MIN_FEATURES", 1)
+    sae._engine.encoder.atoms_changed()
+    got = [sae.transform(X[i:i + 100], solver=solver) for i in range(0, 400, 100)]
+    assert len(made) == 1 and isinstance(made[0], GramRows)  # one store for four batches
+    for codes, want in zip(got, ref, strict=True):
+        np.testing.assert_array_equal(codes.indices, want.indices)
+        np.testing.assert_allclose(codes.values, want.values, rtol=1e-5, atol=1e-6)

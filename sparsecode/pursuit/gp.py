@@ -93,8 +93,9 @@ def gp(X, D, *, k=None, tol=None, variant="gp", positive=False, gram="auto",
     positive : bool
         Select only positively correlated atoms and keep every coefficient
         non-negative (the step is projected and shortened at the boundary).
-    gram : "auto", bool or ndarray of shape (n_atoms, n_atoms)
-        See :func:`sparsecode.mp`.
+    gram : "auto", "cached", bool, ndarray of shape (n_atoms, n_atoms) or GramRows
+        See :func:`sparsecode.mp`.  The cached path holds a signal's whole support: a
+        store needs at least ``k`` rows.
     backend : {"auto", "cpu", "gpu"}
         See :func:`sparsecode.mp`.
 

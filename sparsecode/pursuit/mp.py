@@ -87,11 +87,17 @@ def mp(X, D, *, k=None, tol=None, selection="abs", gram="auto", backend="auto"):
         the MP-SAE paper's code and of SAELens' ``matching_pursuit`` SAE).
         ``"signed"``: the atom maximising ``<r, d_j> / ||d_j||`` (no absolute value); the
         coefficient may be negative (overcomplete's ``MpSAE``).
-    gram : "auto", bool or ndarray of shape (n_atoms, n_atoms)
+    gram : "auto", "cached", bool, ndarray of shape (n_atoms, n_atoms) or GramRows
         Use the Gram matrix ``G = D D^T`` to update correlations (``True``), recompute
-        them from the residual with one GEMM per step (``False``), or decide by memory
-        and amount of work (``"auto"``).  A precomputed ``G`` (see
-        :func:`sparsecode.gram`) is used as given.
+        them from the residual with one GEMM per step (``False``), read the rows of the
+        selected atoms from a bounded store that computes them on demand (``"cached"``,
+        ``_config.GRAM_CACHE_BYTES`` of rows), or decide by memory and amount of work
+        (``"auto"``: the whole ``G`` when it fits ``_config.GRAM_BUDGET_BYTES`` and pays
+        off, else the cached rows for atoms of at least
+        ``_config.CACHED_MIN_FEATURES`` features, else no Gram).  A precomputed ``G``
+        (see :func:`sparsecode.gram`) is used as given; so is a
+        :class:`sparsecode.GramRows` store (also in float16 or bfloat16), whose rows
+        then serve every later call on the same dictionary.
     backend : {"auto", "cpu", "gpu"}
         ``"auto"``: the GPU (CuPy kernels) when ``X`` or ``D`` is a CuPy array, else the
         CPU.  ``"cpu"``/``"gpu"`` force it; the codes are CuPy arrays when ``X`` is one.
@@ -109,7 +115,9 @@ def mp(X, D, *, k=None, tol=None, selection="abs", gram="auto", backend="auto"):
     correlations ``X D^T`` cost ``2 n_samples n_atoms n_features`` flops.  When the Gram
     matrix is too large for the CPU caches, the Gram rows are the cost (memory
     bandwidth); the kernel then works on two signals at a time and prefetches one's next
-    row while the other computes.
+    row while the other computes.  On the cached path a row missing from the store costs
+    ``2 n_atoms n_features`` flops (one signal's share of ``X D^T``), paid once for all
+    the signals waiting on it.
     """
     check_choice(selection, "selection", tuple(RULES))
     return _driver.solve(X, D, MP, k=k, tol=tol, gram=gram, backend=backend,

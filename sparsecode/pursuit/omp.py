@@ -88,8 +88,9 @@ def omp(X, D, *, k=None, tol=None, positive=False, gram="auto", backend="auto"):
         Non-negative OMP: select only positively correlated atoms and fit the
         coefficients by non-negative least squares on the support.  Atoms whose
         coefficient ends at 0 are dropped from the code.
-    gram : "auto", bool or ndarray of shape (n_atoms, n_atoms)
-        See :func:`sparsecode.mp`.
+    gram : "auto", "cached", bool, ndarray of shape (n_atoms, n_atoms) or GramRows
+        See :func:`sparsecode.mp`.  The cached path holds a signal's whole support: a
+        store needs at least ``k`` rows.
     backend : {"auto", "cpu", "gpu"}
         See :func:`sparsecode.mp`.
 

@@ -1,0 +1,128 @@
+"""P4 and P5 of bench_pursuit.py: SAE-width dictionaries (16,384 and 65,536 atoms at
+d = 2,304, k = 64), supports drawn with Zipf-like atom usage (rank ``r`` used in
+proportion to ``r^-1``, as SAE codes are heavy-tailed) and uniformly (the worst case),
+reported apart.
+
+Every solver is timed over the one-GEMM floor ``X D^T`` of the same signals.  The Gram
+rows are built once per model: a whole Gram matrix (P4) or a GramRows store (P5) warmed
+by a first batch of other signals from the same distribution, then timed on the batch
+(``excluding a Gram computed once per model``); its build time and the rows computed for
+the timed batch are reported too.  Peak memory beyond the inputs is the growth of the
+process's resident high-water mark (reset before each call).
+"""
+
+import time
+
+import numpy as np
+
+import sparsecode
+from sparsecode.datasets import make_sparse_signals, support_recovery, zipf_usage
+
+WIDE = {
+    "P4": dict(n_features=2304, n_atoms=16384, n_samples=8192, k=64),
+    "P5": dict(n_features=2304, n_atoms=65536, n_samples=2048, k=64),
+}
+# signals timed for the anchors and the slow paths (reported per signal)
+SUBSET = {"numpy_mp": 256, "sklearn": 8, "spams": 512}
+
+
+def _hwm_reset():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the resident high-water mark
+        return True
+    except OSError:
+        return False
+
+
+def _hwm_bytes():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _rss_bytes():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def timed(fn):
+    """(seconds, result, peak bytes beyond the resident set before the call or None)."""
+    ok = _hwm_reset()
+    before = _rss_bytes()
+    t0 = time.perf_counter()
+    out = fn()
+    t = time.perf_counter() - t0
+    return t, out, (_hwm_bytes() - before) if ok else None
+
+
+def numpy_mp(X, D, k):
+    """Plain batched MP in NumPy: one GEMM per step for all signals."""
+    R = X.copy()
+    n = X.shape[0]
+    rows = np.arange(n)
+    I = np.empty((n, k), dtype=np.int64)
+    for t in range(k):
+        C = R @ D.T
+        j = np.abs(C).argmax(axis=1)
+        c = C[rows, j]
+        I[:, t] = j
+        R -= c[:, None] * D[j]
+    return I
+
+
+def data(name, usage_kind):
+    p = WIDE[name]
+    n, d, K, k = p["n_samples"], p["n_features"], p["n_atoms"], p["k"]
+    usage = zipf_usage(K, 1.0, random_state=1) if usage_kind == "zipf" else None
+    X, D, truth = make_sparse_signals(2 * n, d, K, k, usage=usage, noise=0.01,
+                                      random_state=0)
+    return X[:n], X[n:], D, truth, p
+
+
+def bench_wide(name, usage_kind, emit, with_anchors=True, solvers=("mp", "omp"),
+               storages=("float32", "float16")):
+    warm, X, D, truth, p = data(name, usage_kind)
+    n, k, K = X.shape[0], p["k"], p["n_atoms"]
+    true_rows = type(truth)(truth.indices[n:], truth.values[n:], K)
+    base = dict(problem=name, usage=usage_kind, threads=2, n_samples=n,
+                n_features=p["n_features"], n_atoms=K, k=k, dtype="float32",
+                distinct_atoms=int(np.unique(true_rows.indices).size))
+    floor = min(timed(lambda: X @ D.T)[0] for _ in range(3))
+    emit(**base, solver="gemm X D^T", seconds=floor)
+    for storage in storages:
+        t_build, store, _ = timed(lambda s=storage: sparsecode.GramRows(D, dtype=s))
+        emit(**base, solver=f"gram rows {storage}", seconds=t_build,
+             rows_held=store.capacity, complete=store.complete,
+             ratio_time_vs_gemm=t_build / floor)
+        for solver in solvers:
+            fn = getattr(sparsecode, solver)
+            fn(warm, D, k=k, gram=store)  # the rows of the frequent atoms
+            before = store.rows_computed
+            t, codes, peak = timed(lambda f=fn, s=store: f(X, D, k=k, gram=s))
+            emit(**base, solver=f"sparsecode.{solver}", gram=storage, seconds=t,
+                 ratio_time_vs_gemm=t / floor, rows_computed=store.rows_computed - before,
+                 peak_bytes_beyond_inputs=peak,
+                 support_recovery=support_recovery(codes, true_rows))
+        del store
+    if not with_anchors:
+        return
+    m = SUBSET["numpy_mp"]
+    t, _, _ = timed(lambda: numpy_mp(X[:m], D, k))
+    emit(**base, solver="numpy batched MP", signals_timed=m, seconds_per_signal=t / m,
+         ratio_time_vs_gemm=(t / m) / (floor / n))
+    try:
+        import spams
+    except ImportError:
+        spams = None
+    if spams is not None:
+        m = SUBSET["spams"]
+        Xf, Df = np.asfortranarray(X[:m].T), np.asfortranarray(D.T)
+        t, _, _ = timed(lambda: spams.omp(Xf, Df, L=k, eps=0.0, numThreads=2))
+        emit(**base, solver="spams.omp (ORMP, Gram built per call)", signals_timed=m,
+             seconds_per_signal=t / m, ratio_time_vs_gemm=(t / m) / (floor / n))
