@@ -35,18 +35,11 @@ def _hwm_reset():
         return False
 
 
-def _hwm_bytes():
+def _status_bytes(field):
+    """``VmHWM`` (resident high-water mark) or ``VmRSS`` of this process, in bytes."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _rss_bytes():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
 
@@ -54,11 +47,11 @@ def _rss_bytes():
 def timed(fn):
     """(seconds, result, peak bytes beyond the resident set before the call or None)."""
     ok = _hwm_reset()
-    before = _rss_bytes()
+    before = _status_bytes("VmRSS")
     t0 = time.perf_counter()
     out = fn()
     t = time.perf_counter() - t0
-    return t, out, (_hwm_bytes() - before) if ok else None
+    return t, out, (_status_bytes("VmHWM") - before) if ok else None
 
 
 def numpy_mp(X, D, k):
@@ -120,7 +113,7 @@ def bench_wide(name, usage_kind, emit, with_anchors=True, solvers=("mp", "omp"),
         import spams
     except ImportError:
         spams = None
-    if spams is not None:
+    if spams is not None and K * K * 4 <= 4 << 30:  # it builds the whole Gram per call
         m = SUBSET["spams"]
         Xf, Df = np.asfortranarray(X[:m].T), np.asfortranarray(D.T)
         t, _, _ = timed(lambda: spams.omp(Xf, Df, L=k, eps=0.0, numThreads=2))

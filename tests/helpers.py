@@ -50,3 +50,19 @@ def file_digest(path):
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def spy_gram_rows(monkeypatch):
+    """Record every GramRows store made from now on (the pursuits and the models take
+    the class from its module at call time); returns the list they are appended to."""
+    import sparsecode._gram_rows as module
+
+    made = []
+
+    class Spy(module.GramRows):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(module, "GramRows", Spy)
+    return made

@@ -170,15 +170,9 @@ def test_auto_takes_the_cached_path_over_budget(rng, monkeypatch):
     X, D, _ = planted(rng, 30, 160, 300, 4, noise=0.01, dtype=np.float32)
     whole = sparsecode.omp(X, D, k=4, gram=True)
     monkeypatch.setattr(_config, "GRAM_BUDGET_BYTES", 300 * 300 * 4 - 1)
-    made = []
-    import sparsecode._gram_rows as module  # the driver takes the class from it per call
+    from tests.helpers import spy_gram_rows
 
-    class Spy(module.GramRows):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            made.append(self)
-
-    monkeypatch.setattr(module, "GramRows", Spy)
+    made = spy_gram_rows(monkeypatch)
     codes = sparsecode.omp(X, D, k=4)
     assert len(made) == 1 and made[0].rows_computed > 0
     np.testing.assert_array_equal(codes.indices, whole.indices)

@@ -452,15 +452,9 @@ def test_transform_builds_the_gram_once_per_model(solver, monkeypatch):
     X, _, _ = make_sparse_signals(400, 16, 48, 3, noise=0.01, random_state=5)
     sae = MPSAE(48, k=3, n_epochs=1, unit_atoms=True, random_state=0).fit(X)
     ref = [sae.transform(X[i:i + 100], solver=solver) for i in range(0, 400, 100)]
-    made = []
-    import sparsecode._gram_rows as module
+    from tests.helpers import spy_gram_rows
 
-    class Spy(module.GramRows):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            made.append(self)
-
-    monkeypatch.setattr(module, "GramRows", Spy)
+    made = spy_gram_rows(monkeypatch)
     monkeypatch.setattr(_config, "GRAM_BUDGET_BYTES", 0)  # the whole Gram is over budget
     monkeypatch.setattr(_config, "CACHED_MIN_FEATURES", 1)
     sae._engine.encoder.atoms_changed()

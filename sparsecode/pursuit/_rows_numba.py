@@ -39,6 +39,16 @@ def _slots(slot, used, rnd, I, s, out):
     return True
 
 
+@njit(cache=True, inline="always")
+def _update(c, rows, slot, used, rnd, I, s, islots, delta):
+    """``c -= G[I]^T delta`` from the store's rows; False (nothing done) when one is
+    missing."""
+    if not _slots(slot, used, rnd, I, s, islots):
+        return False
+    sub_rows(c, rows, islots, delta, s)
+    return True
+
+
 @njit(parallel=True, cache=True)
 def mp_rows_round(todo, C, Ci, mask, rows, slot, used, rnd, rule, k, xnorm2, tol2, thr,
                   I, Z, ns, energy, steps, js, coef, status):
@@ -98,9 +108,8 @@ def omp_rows_round(todo, C, Ci, mask, rows, slot, used, rnd, D, rule, positive, 
         L, GII, a0, fw, work, delta = omp_scratch(scratch[i], k)
         s = ns[i]
         if status[i] == WAITING:
-            if not _slots(slot, used, rnd, I[i], s, islots[i]):
+            if not _update(c, rows, slot, used, rnd, I[i], s, islots[i], delta):
                 continue
-            sub_rows(c, rows, islots[i], delta, s)
         elif xnorm2[i] <= tol2[i] or k <= 0:
             status[i] = DONE
             continue
@@ -114,10 +123,9 @@ def omp_rows_round(todo, C, Ci, mask, rows, slot, used, rnd, D, rule, positive, 
             if s >= k or energy <= tol2[i]:
                 st = DONE
                 break
-            if not _slots(slot, used, rnd, I[i], s, islots[i]):
+            if not _update(c, rows, slot, used, rnd, I[i], s, islots[i], delta):
                 st = WAITING
                 break
-            sub_rows(c, rows, islots[i], delta, s)
         ns[i] = s
         status[i] = st
 
@@ -135,9 +143,8 @@ def gp_rows_round(todo, C, Ci, mask, rows, slot, used, rnd, D, rule, acgp, posit
         GII, dprev, state, g, d, delta = gp_scratch(scratch[i], k)
         s = ns[i]
         if status[i] == WAITING:
-            if not _slots(slot, used, rnd, I[i], s, islots[i]):
+            if not _update(c, rows, slot, used, rnd, I[i], s, islots[i], delta):
                 continue
-            sub_rows(c, rows, islots[i], delta, s)
         else:
             energy[i] = xnorm2[i]
         st = DONE
@@ -154,10 +161,9 @@ def gp_rows_round(todo, C, Ci, mask, rows, slot, used, rnd, D, rule, acgp, posit
             if steps[i] >= max_steps or s >= k or energy[i] <= tol2[i]:
                 st = DONE  # the update would not be read
                 break
-            if not _slots(slot, used, rnd, I[i], s, islots[i]):
+            if not _update(c, rows, slot, used, rnd, I[i], s, islots[i], delta):
                 st = WAITING
                 break
-            sub_rows(c, rows, islots[i], delta, s)
         if st == RUNNING:
             st = DONE  # out of steps
         ns[i] = s
