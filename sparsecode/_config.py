@@ -43,6 +43,14 @@ GRAM_TILE = 256
 #: 1-4 MiB).
 PREFETCH_GRAM_BYTES = 16 << 20
 
+#: OMP on the Gram path defers the update of the older coefficients (see
+#: ``omp_gram_lazy`` in :mod:`sparsecode.pursuit._omp_numba`) from this many atoms and
+#: this support size on; the update is paid once more than ``LAZY_OMP_CANDIDATES``
+#: atoms are too close to call without it.
+LAZY_OMP_MIN_ATOMS = 1024
+LAZY_OMP_MIN_K = 8
+LAZY_OMP_CANDIDATES = 16
+
 #: Relative tolerance below which a pivot of the incremental Cholesky factor counts as
 #: zero (the new atom is linearly dependent on the selected ones) and a correlation counts
 #: as vanished (the residual is orthogonal to every atom), per dtype.

@@ -153,3 +153,39 @@ def test_positive_must_be_a_bool(solver):
     with pytest.raises(TypeError, match="positive must be True or False; got str 'no'"):
         solver(X, D, k=1, positive="no")
     assert solver(X, D, k=1, positive=np.bool_(False)).indices.shape == (2, 1)
+
+
+@given(problems(), st.integers(1, 10), st.sampled_from([0.0, 0.05]),
+       st.sampled_from([1, 2, 64]))
+def test_omp_with_deferred_updates_equals_reference(problem, k, tol, candidates):
+    # the deferred-update kernel, forced on small problems; few candidates make it pay
+    # the deferred changes often (partly, then wholly), many make it defer long
+    from unittest import mock
+
+    from sparsecode import _config
+
+    X, D = problem
+    k = min(k, D.shape[0])
+    ref_i, ref_v, margin = naive.encode(naive.omp, X, D, k=k, tol=tol, dtype=X.dtype)
+    assume(margin > MARGIN[X.dtype])
+    for idx in ref_i:
+        if len(idx):
+            assume(np.linalg.cond(D[idx].astype(np.float64)) < 30)
+    with mock.patch.multiple(_config, LAZY_OMP_MIN_ATOMS=1, LAZY_OMP_MIN_K=1,
+                             LAZY_OMP_CANDIDATES=candidates):
+        codes = sparsecode.omp(X, D, k=k, tol=tol or None, gram=True)
+    assert_codes_equal_reference(codes, ref_i, ref_v, D, X.dtype)
+
+
+@pytest.mark.parametrize("candidates", [1, 4, 16, 1000])
+def test_omp_deferred_updates_give_the_plain_kernels_codes(candidates, rng, monkeypatch):
+    from sparsecode import _config
+
+    X, D, _ = planted(rng, 64, 96, 2048, 24, noise=0.02, dtype=np.float32)
+    monkeypatch.setattr(_config, "LAZY_OMP_MIN_ATOMS", 10**9)
+    plain = sparsecode.omp(X, D, k=24, gram=True)
+    monkeypatch.setattr(_config, "LAZY_OMP_MIN_ATOMS", 1024)
+    monkeypatch.setattr(_config, "LAZY_OMP_CANDIDATES", candidates)
+    lazy = sparsecode.omp(X, D, k=24, gram=True)
+    np.testing.assert_array_equal(lazy.indices, plain.indices)
+    np.testing.assert_allclose(lazy.values, plain.values, rtol=1e-4, atol=1e-5)

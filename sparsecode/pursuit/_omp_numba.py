@@ -13,14 +13,21 @@ normal equations, is recovered as ``c_j + G[j, I] z`` so ``X D^T`` need not be k
 import numpy as np
 from numba import njit, prange
 
+from sparsecode._halves_numba import wide
 from sparsecode._linalg_numba import back_solve, chol_append, dot, forward_append, nnls_gram
 from sparsecode._parallel import group_bounds
 from sparsecode._pursuit_numba import (
+    ABS,
     DEPENDENT,
     DONE,
     RUNNING,
+    SELECT_BLOCK,
     add_to_support_gram,
+    axpy,
+    best_key,
     correlations,
+    first_key,
+    int_view,
     select,
     sub_rows,
     update_residual,
@@ -60,16 +67,17 @@ def omp_step(c, ci, mask, S, is_gram, rule, positive, thr, rtol, I, z, s, L, GII
         RUNNING, DONE (nothing left to select) or DEPENDENT (the best atom is in the span of
         the support).
     """
-    return omp_take(c, select(ci, rule, mask), S, is_gram, rule, positive, thr, rtol, I, z,
-                    s, L, GII, a0, fw, work, delta)
+    j = select(ci, rule, mask)
+    return omp_take(c[j], j, S, is_gram, rule, positive, thr, rtol, I, z, s, L, GII, a0, fw,
+                    work, delta)
 
 
 @njit(cache=True, inline="always")
-def omp_take(c, j, S, is_gram, rule, positive, thr, rtol, I, z, s, L, GII, a0, fw, work,
+def omp_take(cj, j, S, is_gram, rule, positive, thr, rtol, I, z, s, L, GII, a0, fw, work,
              delta):
-    """The OMP step of :func:`omp_step` once atom ``j`` is selected: grow the factor,
-    solve for the coefficients, leave their change in ``delta``."""
-    cj = c[j]
+    """The OMP step of :func:`omp_step` once atom ``j`` is selected (``cj`` its
+    correlation with the residual): grow the factor, solve for the coefficients, leave
+    their change in ``delta``."""
     if vanished(cj, thr, rule):
         return s, DONE
     grow = add_to_support_gram(GII, S, is_gram, I, s, j)
@@ -175,3 +183,169 @@ def omp_nogram_step(C, Ci, mask, rows, R, D, rule, positive, k, tol2, thr, rtol,
             if s >= k or energy <= tol2[i]:
                 st = DONE
         status[i] = st
+
+
+@njit(cache=True, inline="always")
+def _block_keys(ci, mask, bm):
+    """``bm[b]``: the largest ``|c|`` key of block ``b`` of ``SELECT_BLOCK`` entries."""
+    n = ci.shape[0]
+    for b in range(bm.shape[0]):
+        b0 = b * SELECT_BLOCK
+        bm[b] = best_key(ci[b0:min(b0 + SELECT_BLOCK, n)], ABS, mask)
+
+
+@njit(cache=True, inline="always")
+def lazy_select(c, ci, mask, G, I, s, pend, mu, bm, cand):
+    """OMP's selection (``argmax |c_j|``) when the correlations ``c`` still owe the
+    deferred update ``-G[I]^T pend``.
+
+    Every atom off the support differs from its owed value by at most
+    ``e = sum_m |pend_m| mu[I_m]`` (``mu[a]``: the largest ``|G[a, x]|``, ``x != a``),
+    so only atoms within ``2 e`` of the largest ``|c|`` can win; their exact
+    correlations ``c_x - sum_m pend_m G[x, I_m]`` are computed (``s`` entries of row
+    ``x``) and the best taken, ties to the lowest index.  Returns ``(j, c_j)``, or
+    ``(-1, 0)`` when more than ``len(cand)`` atoms are that close (the caller then
+    applies the update).
+    """
+    e = 0.0
+    for m in range(s):
+        e += abs(pend[m]) * mu[I[m]]
+    _block_keys(ci, mask, bm)
+    top = bm[0]
+    for b in range(bm.shape[0]):
+        top = bm[b] if bm[b] > top else top
+    n = c.shape[0]
+    best = np.float64(abs(c[0]))
+    for b in range(bm.shape[0]):
+        if bm[b] == top:
+            b0 = b * SELECT_BLOCK
+            best = np.float64(abs(c[b0 + first_key(ci[b0:min(b0 + SELECT_BLOCK, n)], top, ABS,
+                                                   mask)]))
+            break
+    lim = best - 2.0 * e
+    if lim <= 0.0:
+        return -1, 0.0
+    # the key of lim, rounded down (a relative 1e-6 below it, far beyond float32
+    # rounding) so that no candidate is lost
+    tmp = np.empty(1, dtype=c.dtype)
+    tmp[0] = lim * (1.0 - 1e-6)
+    lim_key = int_view(tmp)[0]
+    nc = 0
+    for b in range(bm.shape[0]):
+        if bm[b] < lim_key:
+            continue
+        b0 = b * SELECT_BLOCK
+        for x in range(b0, min(b0 + SELECT_BLOCK, n)):
+            if (ci[x] & mask) >= lim_key:
+                if nc == cand.shape[0]:
+                    return -1, 0.0
+                cand[nc] = x
+                nc += 1
+    bj = -1
+    bk = -1.0
+    bv = 0.0
+    for q in range(nc):
+        x = cand[q]
+        row = G[x]  # G[I_m, x] = G[x, I_m]: s entries of one row
+        v = np.float64(c[x])
+        for m in range(s):
+            v -= pend[m] * np.float64(wide(row[I[m]]))
+        if abs(v) > bk:
+            bk = abs(v)
+            bj = x
+            bv = v
+    return bj, bv
+
+
+@njit(cache=True, inline="always")
+def _pay(c, G, I, s, pend, mu, work, share):
+    """Apply the deferred changes whose bound ``|pend_m| mu[I_m]`` is at least ``share``
+    of the largest (all of them for 0): ``c -= G[I]^T pend`` on those, then zero them
+    and the support's correlations."""
+    top = 0.0
+    for m in range(s):
+        top = max(top, abs(pend[m]) * mu[I[m]])
+    for m in range(s):
+        pay = abs(pend[m]) * mu[I[m]] >= share * top
+        work[m] = pend[m] if pay else 0.0
+        pend[m] = 0.0 if pay else pend[m]
+    sub_rows(c, G, I, work, s)
+    for m in range(s):
+        c[I[m]] = 0.0
+
+
+@njit(parallel=True, cache=True)
+def omp_gram_lazy(nch, group, X, D, mask, G, mu, rule, k, xnorm2, tol2, thr, rtol, I, Z,
+                  status, max_candidates):
+    """Batch-OMP (``positive=False``) on the Gram path with deferred updates.
+
+    Each step subtracts the new atom's row at once (``c -= z_j G[j]``, as MP does) and
+    defers the change of the older coefficients, which is small: the selection stays
+    exact through :func:`lazy_select`, and the deferred rows are subtracted only when it
+    can no longer decide among ``max_candidates`` atoms (then ``s`` rows, as every step
+    of :func:`omp_gram` reads).  Support atoms' correlations are kept at 0 (the residual
+    is orthogonal to them).  Arguments as :func:`omp_gram`, but ``D`` is the dictionary
+    itself (unit-norm rows, C-contiguous), plus ``mu`` (float64, (n_atoms,)): the
+    largest off-diagonal ``|G[a, x]|`` of each row.
+    """
+    n = X.shape[0]
+    DT = D.T
+    nb = (G.shape[0] + SELECT_BLOCK - 1) // SELECT_BLOCK
+    for ch in prange(nch):
+        L = np.empty((k, k))
+        GII = np.empty((k, k))
+        a0 = np.empty(k)
+        fw = np.empty(k)
+        work = np.empty(k)
+        delta = np.empty(k)
+        pend = np.zeros(k)
+        bm = np.empty(nb, dtype=np.int64)  # block maxima of the keys
+        cand = np.empty(max(max_candidates, 1), dtype=np.int64)
+        lo, hi = group_bounds(ch, nch, n, group)
+        C, Ci = correlations(X, DT, lo, hi, group)
+        for i in range(lo, hi):
+            c = C[i - lo]
+            ci = Ci[i - lo]
+            z = Z[i]
+            Ii = I[i]
+            s = 0
+            st = DONE
+            energy = xnorm2[i]
+            while s < k and energy > tol2[i]:
+                j, cj = lazy_select(c, ci, mask, G, Ii, s, pend, mu, bm, cand)
+                if j < 0:  # too close to call: pay the largest deferred changes
+                    _pay(c, G, Ii, s, pend, mu, work, 0.25)
+                    j, cj = lazy_select(c, ci, mask, G, Ii, s, pend, mu, bm, cand)
+                if j < 0:  # still: pay all of it
+                    _pay(c, G, Ii, s, pend, mu, work, 0.0)
+                    j = select(ci, rule, mask)
+                    cj = np.float64(c[j])
+                s, st = omp_take(cj, j, G, True, rule, False, thr[i], rtol, Ii, z, s, L,
+                                 GII, a0, fw, work, delta)
+                if st != RUNNING:
+                    break
+                energy = xnorm2[i] - dot(a0, z, s)
+                if s < k and energy > tol2[i]:
+                    axpy(c, G[j], c.dtype.type(delta[s - 1]))
+                    for m in range(s - 1):
+                        pend[m] += delta[m]
+                    for m in range(s):
+                        c[Ii[m]] = 0.0
+            for m in range(k):
+                pend[m] = 0.0
+            status[i] = st
+
+
+@njit(parallel=True, cache=True)
+def row_coherence(G):
+    """``mu[a]``: the largest ``|G[a, x]|`` over ``x != a`` (float64, (n_atoms,))."""
+    K = G.shape[0]
+    mu = np.zeros(K)
+    for a in prange(K):
+        row = G[a]
+        m = 0.0
+        for x in range(K):
+            v = abs(np.float64(wide(row[x])))
+            m = v if (x != a and v > m) else m
+        mu[a] = m
+    return mu

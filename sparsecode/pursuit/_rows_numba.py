@@ -115,8 +115,9 @@ def omp_rows_round(todo, C, Ci, mask, rows, slot, used, rnd, D, rule, positive, 
             continue
         st = DONE
         while True:
-            s, st = omp_take(c, select(Ci[i], rule, mask), D, False, rule, positive, thr[i],
-                             rtol, I[i], Z[i], s, L, GII, a0, fw, work, delta)
+            j = select(Ci[i], rule, mask)
+            s, st = omp_take(c[j], j, D, False, rule, positive, thr[i], rtol, I[i], Z[i], s,
+                             L, GII, a0, fw, work, delta)
             if st != RUNNING:
                 break
             energy = xnorm2[i] - dot(a0, Z[i], s)

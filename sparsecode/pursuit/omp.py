@@ -8,9 +8,17 @@ from sparsecode.pursuit import _driver
 
 
 def _gram_block(Xb, G, p, out):
+    from sparsecode import _config
     from sparsecode._parallel import n_group_chunks
-    from sparsecode.pursuit._omp_numba import omp_gram
+    from sparsecode.pursuit._omp_numba import omp_gram, omp_gram_lazy, row_coherence
 
+    if (not p.positive and p.n_atoms >= _config.LAZY_OMP_MIN_ATOMS
+            and p.width >= _config.LAZY_OMP_MIN_K):
+        omp_gram_lazy(n_group_chunks(Xb.shape[0], p.group), p.group, Xb, p.D,
+                      p.int_view[1], G, row_coherence(G), p.rule, p.width, out.xnorm2,
+                      out.tol2, out.thr, p.rtol, out.I, out.Z, out.status,
+                      int(_config.LAZY_OMP_CANDIDATES))
+        return
     omp_gram(n_group_chunks(Xb.shape[0], p.group), p.group, Xb, p.D.T, p.int_view[1], G,
              p.rule, p.positive, p.width, out.xnorm2, out.tol2, out.thr, p.rtol, out.I, out.Z,
              out.status)
