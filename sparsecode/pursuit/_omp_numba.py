@@ -275,8 +275,8 @@ def _pay(c, G, I, s, pend, mu, work, share):
 
 
 @njit(parallel=True, cache=True)
-def omp_gram_lazy(nch, group, X, D, mask, G, mu, rule, k, xnorm2, tol2, thr, rtol, I, Z,
-                  status, max_candidates):
+def omp_gram_lazy(nch, group, X, D, mask, G, S, is_gram, mu, rule, k, xnorm2, tol2, thr,
+                  rtol, I, Z, status, max_candidates):
     """Batch-OMP (``positive=False``) on the Gram path with deferred updates.
 
     Each step subtracts the new atom's row at once (``c -= z_j G[j]``, as MP does) and
@@ -286,7 +286,9 @@ def omp_gram_lazy(nch, group, X, D, mask, G, mu, rule, k, xnorm2, tol2, thr, rto
     of :func:`omp_gram` reads).  Support atoms' correlations are kept at 0 (the residual
     is orthogonal to them).  Arguments as :func:`omp_gram`, but ``D`` is the dictionary
     itself (unit-norm rows, C-contiguous), plus ``mu`` (float64, (n_atoms,)): the
-    largest off-diagonal ``|G[a, x]|`` of each row.
+    largest off-diagonal ``|G[a, x]|`` of each row, and ``S, is_gram``: where the
+    support Gram entries come from (``G, True``, or ``D, False`` for 16-bit rows: exact
+    dot products).
     """
     n = X.shape[0]
     DT = D.T
@@ -320,7 +322,7 @@ def omp_gram_lazy(nch, group, X, D, mask, G, mu, rule, k, xnorm2, tol2, thr, rto
                     _pay(c, G, Ii, s, pend, mu, work, 0.0)
                     j = select(ci, rule, mask)
                     cj = np.float64(c[j])
-                s, st = omp_take(cj, j, G, True, rule, False, thr[i], rtol, Ii, z, s, L,
+                s, st = omp_take(cj, j, S, is_gram, rule, False, thr[i], rtol, Ii, z, s, L,
                                  GII, a0, fw, work, delta)
                 if st != RUNNING:
                     break

@@ -33,6 +33,9 @@ def _rows_block(Xb, store, p, out):
     from sparsecode.pursuit import _rows
     from sparsecode.pursuit._rows_numba import mp_rows_round
 
+    if store.complete:  # a whole 16-bit Gram: the per-signal kernel
+        _gram_block(np.ascontiguousarray(Xb), store.rows, p, out)
+        return
     n = Xb.shape[0]
     C, Ci = _rows.correlations(Xb, p)
     ns = np.zeros(n, dtype=np.int64)

@@ -7,17 +7,31 @@ from sparsecode._validation import check_bool
 from sparsecode.pursuit import _driver
 
 
-def _gram_block(Xb, G, p, out):
+def _lazy(p):
+    """Whether the deferred-update kernel runs (see ``omp_gram_lazy``)."""
+    from sparsecode import _config
+
+    return (not p.positive and p.n_atoms >= _config.LAZY_OMP_MIN_ATOMS
+            and p.width >= _config.LAZY_OMP_MIN_K)
+
+
+def _lazy_block(Xb, G, p, out, exact_support):
     from sparsecode import _config
     from sparsecode._parallel import n_group_chunks
-    from sparsecode.pursuit._omp_numba import omp_gram, omp_gram_lazy, row_coherence
+    from sparsecode.pursuit._omp_numba import omp_gram_lazy, row_coherence
 
-    if (not p.positive and p.n_atoms >= _config.LAZY_OMP_MIN_ATOMS
-            and p.width >= _config.LAZY_OMP_MIN_K):
-        omp_gram_lazy(n_group_chunks(Xb.shape[0], p.group), p.group, Xb, p.D,
-                      p.int_view[1], G, row_coherence(G), p.rule, p.width, out.xnorm2,
-                      out.tol2, out.thr, p.rtol, out.I, out.Z, out.status,
-                      int(_config.LAZY_OMP_CANDIDATES))
+    S, is_gram = (p.D, False) if exact_support else (G, True)
+    omp_gram_lazy(n_group_chunks(Xb.shape[0], p.group), p.group, Xb, p.D, p.int_view[1], G,
+                  S, is_gram, row_coherence(G), p.rule, p.width, out.xnorm2, out.tol2,
+                  out.thr, p.rtol, out.I, out.Z, out.status, int(_config.LAZY_OMP_CANDIDATES))
+
+
+def _gram_block(Xb, G, p, out):
+    from sparsecode._parallel import n_group_chunks
+    from sparsecode.pursuit._omp_numba import omp_gram
+
+    if _lazy(p):
+        _lazy_block(Xb, G, p, out, exact_support=False)
         return
     omp_gram(n_group_chunks(Xb.shape[0], p.group), p.group, Xb, p.D.T, p.int_view[1], G,
              p.rule, p.positive, p.width, out.xnorm2, out.tol2, out.thr, p.rtol, out.I, out.Z,
@@ -43,6 +57,9 @@ def _rows_block(Xb, store, p, out):
     from sparsecode.pursuit._omp_numba import omp_scratch_size
     from sparsecode.pursuit._rows_numba import omp_rows_round
 
+    if store.complete and _lazy(p):  # a whole 16-bit Gram: the per-signal kernel
+        _lazy_block(np.ascontiguousarray(Xb), store.rows, p, out, exact_support=True)
+        return
     n, k = Xb.shape[0], p.width
     C, Ci = _rows.correlations(Xb, p)
     ns = np.zeros(n, dtype=np.int64)
