@@ -249,15 +249,22 @@ def add_to_code(I, Z, s, j, coef):
     return s, True
 
 
+@njit(cache=True, fastmath=True)
+def atom_dot(u, v):
+    """``<u, v>`` in float64, summed in any order: vectorised (a fixed order of one
+    dependent add per entry took 4 cycles an entry), the same bits on every call."""
+    acc = 0.0
+    for q in range(u.shape[0]):
+        acc += np.float64(u[q]) * np.float64(v[q])
+    return acc
+
+
 @njit(cache=True, inline="always")
 def gram_entry(S, is_gram, a, b):
     """``<d_a, d_b>``: read from the Gram matrix, or a dot product of two atoms."""
     if is_gram:
         return np.float64(wide(S[a, b]))
-    acc = 0.0
-    for q in range(S.shape[1]):
-        acc += np.float64(S[a, q]) * np.float64(S[b, q])
-    return acc
+    return atom_dot(S[a], S[b])
 
 
 @njit(cache=True)
