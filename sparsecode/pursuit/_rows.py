@@ -14,11 +14,6 @@ from sparsecode import _config
 from sparsecode.pursuit._rows_numba import WAITING
 
 
-def min_rows(per_signal_rows):
-    """Rows a store needs at least to serve one signal."""
-    return max(1, per_signal_rows)
-
-
 def correlations(Xb, prob):
     """``Xb D^T`` by row groups and blocks of atoms, and its integer view."""
     from sparsecode._parallel import group_correlations
