@@ -32,6 +32,9 @@ class StepPart:
         ``||x - b||^2`` per signal.
     x_sum : ndarray of shape (n_features,), float64
         Sum of the centred signals ``x - b``.
+    spread : float
+        ``sum ||x - mean||^2`` over the shard's signals, around the shard's own mean
+        (merged exactly across shards; the denominator of the logged FVU).
     grads : list of ndarray or None
         ``[grad_D, grad_b]``, the loss gradients averaged over the shard (``update="adam"``).
     A, B : ndarray or None
@@ -46,6 +49,7 @@ class StepPart:
     residual_norms2: np.ndarray
     norms2: np.ndarray
     x_sum: np.ndarray
+    spread: float = 0.0
     grads: list | None = None
     A: np.ndarray | None = None
     B: np.ndarray | None = None
@@ -103,9 +107,14 @@ def merge(parts):
     if first.A is not None:
         A = sum(p.A for p in parts)
         B = sum(p.B for p in parts)
+    x_sum = sum(p.x_sum for p in parts)
+    mean = x_sum / n
+    # the parts' spreads around their own means, moved to the batch's mean
+    spread = sum(p.spread + p.n * float(np.sum((p.x_sum / p.n - mean) ** 2))
+                 for p in parts if p.n)
     return StepPart(
         n=n, codes=SparseCodes(idx, val, first.codes.n_atoms),
         residual_norms2=np.concatenate([p.residual_norms2 for p in parts]),
         norms2=np.concatenate([p.norms2 for p in parts]),
-        x_sum=sum(p.x_sum for p in parts), grads=grads, A=A, B=B,
+        x_sum=x_sum, spread=spread, grads=grads, A=A, B=B,
     )

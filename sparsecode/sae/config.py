@@ -9,7 +9,7 @@ data-parallel trainer and the command line all ask here.
 
 import math
 import numbers
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -33,12 +33,17 @@ class TrainConfig:
     selection: str = "abs"
     tol: float | None = None
     update: str = "adam"
-    batch_size: int | None = 4096
-    n_epochs: int = 1
-    lr: float = 1e-3
+    batch_size: object = "auto"
+    n_epochs: int | None = None
+    max_epochs: int = 100
+    max_time: float | None = None
+    validation_fraction: float = 0.1
+    n_iter_no_change: int = 3
+    stop_tol: float = 1e-3
+    lr: object = "auto"
     weight_decay: float = 0.0
     betas: tuple = (0.9, 0.999)
-    schedule: str = "cosine"
+    schedule: str = "auto"
     warmup_steps: int = 100
     cooldown: float = 0.2
     final_lr_ratio: float = 0.1
@@ -78,15 +83,23 @@ class TrainConfig:
         check_choice(p["solver"], "solver", SOLVERS)
         check_choice(p["selection"], "selection", tuple(RULES))
         check_choice(p["update"], "update", UPDATES)
-        check_choice(p["schedule"], "schedule", optim.SCHEDULES)
+        check_choice(p["schedule"], "schedule", ("auto", *optim.SCHEDULES))
         if isinstance(p["init"], str):
             check_choice(p["init"], "init", ("signals", "random"))
         check_choice(str(np.dtype(p["dtype"])), "dtype", ("float32", "float64"))
         p["dtype"] = np.dtype(p["dtype"])
-        for name in ("batch_size", "max_steps"):
+        for name in ("max_steps", "n_epochs"):
             if p[name] is not None:
                 check_count(p[name], name)
-        check_count(p["n_epochs"], "n_epochs")
+        if p["batch_size"] is not None and p["batch_size"] != "auto":
+            check_count(p["batch_size"], "batch_size")
+        check_count(p["max_epochs"], "max_epochs")
+        check_count(p["n_iter_no_change"], "n_iter_no_change")
+        check_real(p["validation_fraction"], "validation_fraction", 0.0, 1.0,
+                   low_open=True, high_open=True)
+        check_real(p["stop_tol"], "stop_tol", 0.0)
+        if p["max_time"] is not None:
+            check_real(p["max_time"], "max_time", 0.0, low_open=True)
         check_count(p["log_every"], "log_every")
         if p["solver"] != "mp" and p["k"] > p["n_atoms"]:
             raise ValueError(
@@ -96,8 +109,9 @@ class TrainConfig:
         if p["solver"] == "topk" and p["tol"] is not None:
             raise ValueError("tol applies to the pursuit solvers; solver='topk' takes k atoms")
         lr = p["lr"]
-        if isinstance(lr, bool) or not (isinstance(lr, numbers.Real) and 0 < lr < math.inf):
-            raise ValueError(f"lr must be a positive number; got {lr!r}")
+        if lr != "auto" and (isinstance(lr, bool) or not (
+                isinstance(lr, numbers.Real) and 0 < lr < math.inf)):
+            raise ValueError(f"lr must be a positive number or 'auto'; got {lr!r}")
         if p["tol"] is not None:
             check_real(p["tol"], "tol", 0.0, 1.0, high_open=True)
         betas = p["betas"]
@@ -127,6 +141,48 @@ class TrainConfig:
         """True when the atoms learn through the exact gradient of the unrolled encoder
         (``update="adam"`` with ``solver="mp"`` or ``"topk"``)."""
         return self.update == "adam" and self.solver in ("mp", "topk")
+
+    def resolve(self, n_samples=None, *, held_out=False):
+        """This configuration with ``"auto"`` settled for a run over ``n_samples`` rows.
+
+        - ``batch_size="auto"``: with ``update="adam"``, ``n_samples / 32`` rounded to a
+          power of two within [256, 4096] (4096 when the size is unknown): small data
+          needs many steps per epoch, large data gains nothing from steps below 4096
+          signals.  The classic updates take 4096 rows (and at least ``4 n_atoms``),
+          as their least-squares updates need several signals per atom.
+        - ``lr="auto"``: ``1e-2 sqrt(256 / n_atoms)`` within [3e-4, 1e-2] (Adam's step on
+          atoms of unit norm; a wider dictionary gets fewer signals per atom a step, hence
+          noisier gradients).
+        - ``schedule="auto"``: ``"plateau"`` when the run stops on held-out rows, else
+          ``"cosine"``.
+
+        Parameters
+        ----------
+        n_samples : int, optional
+            Rows the run passes over each epoch (None: unknown).
+        held_out : bool
+            Whether the run checks held-out rows (the stopping rule).
+
+        Returns
+        -------
+        TrainConfig
+        """
+        bs = self.batch_size
+        if bs == "auto":
+            if self.update != "adam":
+                bs = max(4096, 4 * self.n_atoms)
+            elif n_samples is None:
+                bs = 4096
+            else:
+                bs = 1 << int(round(math.log2(max(n_samples / 32, 1))))
+                bs = min(max(bs, 256), 4096)
+        lr = self.lr
+        if lr == "auto":
+            lr = min(max(1e-2 * math.sqrt(256 / self.n_atoms), 3e-4), 1e-2)
+        schedule = self.schedule
+        if schedule == "auto":
+            schedule = "plateau" if held_out else "cosine"
+        return replace(self, batch_size=bs, lr=float(lr), schedule=schedule)
 
     def batch_rows(self, n_samples):
         """Signals per step when fitting an array of ``n_samples`` rows."""

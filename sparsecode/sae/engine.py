@@ -16,6 +16,7 @@ A step that produces NaN or inf raises :class:`~sparsecode.sae.TrainingDivergedE
 and leaves the engine as it was before the step (see :meth:`Engine.apply`).
 """
 
+import math
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ from sparsecode.sae._step import StepPart
 from sparsecode.sae.divergence import NonFinite, TrainingDivergedError, all_finite
 from sparsecode.sae.encoders import Encoder
 from sparsecode.sae.mpsae import batch_grad
+from sparsecode.sae.stopping import PLATEAU_FACTOR, Stopper, held_out_fvu
 from sparsecode.sae.updates import make_update
 
 
@@ -70,7 +72,20 @@ class Engine:
         Length of the run, for the learning-rate schedule and the last history record.
     forget : float
         Forgetting factor of the online statistics per step.
+    scale : float
+        The data's scale: the root mean square entry of the signals the run started from,
+        minus the pre-bias (see :func:`data_scale`).  Adam steps the atoms and pre-bias
+        as if the signals were divided by it, so training does not depend on the data's
+        units; the atoms, pre-bias, codes and logged metrics stay in those units.
+    lr_factor : float
+        Multiplies the schedule's learning rate (``schedule="plateau"`` lowers it when
+        the held-out error stalls).
     n_steps, n_samples_seen : int
+    stopper : Stopper or None
+        The stopping rule's state, when the run checks held-out signals (see
+        :meth:`watch`).
+    stop_reason : str or None
+        Why the last run stopped (see :mod:`sparsecode.sae.stopping`).
     history : list of dict
     last_check, n_checks : int
         Samples seen at the last search for dead atoms, and searches so far.
@@ -82,13 +97,15 @@ class Engine:
     """
 
     def __init__(self, config, components, bias, *, rng=None, use_gram=None):
-        self.config = config
+        self.config = _settled(config)
         self.components = components
         self.bias = bias
         self.encoder = Encoder(config.selection, config.unit_atoms, use_gram)
         self.rng = np.random.default_rng() if rng is None else rng
         self.total_steps = None
         self.forget = 1.0
+        self.scale = 1.0
+        self.lr_factor = 1.0
         self.n_steps = 0
         self.n_samples_seen = 0
         self.history = []
@@ -96,6 +113,8 @@ class Engine:
         self.optimizer = self.update = self.dead = None
         self._dead_now = None  # atoms dead after the last step, for the log
         self.last_check = self.n_checks = 0
+        self.stopper = self.stop_reason = None
+        self._held_out = None  # (signals, steps between checks)
         self._t0 = time.perf_counter()
 
     # ------------------------------------------------------------------ construction
@@ -176,11 +195,12 @@ class Engine:
                    rng=rng)
         self.total_steps = total_steps
         self.forget = forget
+        self.scale = data_scale(X - b)
         shapes = [D.shape, b.shape] if config.pre_bias else [D.shape]
         self.optimizer = optim.Adam(shapes, betas=config.betas,
                                     weight_decay=config.weight_decay, dtype=dt, xp=xp)
-        self.update = make_update(config, nf)
-        self.dead = DeadAtoms(config.n_atoms, config.dead_window_for(X.shape[0]))
+        self.update = make_update(self.config, nf)
+        self.dead = DeadAtoms(config.n_atoms, self.config.dead_window_for(X.shape[0]))
         return self
 
     @classmethod
@@ -204,7 +224,7 @@ class Engine:
         X0 = np.zeros((1, int(scalars["n_features_in"])), config.dtype)
         # allocates the optimiser and trackers; atoms and RNG state are overwritten
         self = cls.setup(replace(config, init="random"), X0, rng=np.random.default_rng())
-        self.config = config
+        self.config = _settled(config)
         return self.load_state_dict(components, bias, arrays, scalars, history)
 
     def inference_copy(self, *, use_gram=None):
@@ -216,7 +236,7 @@ class Engine:
     def learning_rate(self):
         """The learning rate of the next step."""
         c = self.config
-        return optim.learning_rate(
+        return self.lr_factor * optim.learning_rate(
             self.n_steps, lr=c.lr, schedule=c.schedule, total_steps=self.total_steps,
             warmup_steps=c.warmup_steps, cooldown=c.cooldown, final_ratio=c.final_lr_ratio,
         )
@@ -267,9 +287,11 @@ class Engine:
             R = Xc - codes.decode(D)
             resid2 = row_norms2(R)
             extra = self.update.shard(Xc, codes, R)
+        x_sum = Xc.sum(axis=0, dtype=np.float64)
+        dev = Xc - (x_sum / Xc.shape[0]).astype(Xc.dtype)
+        spread = float((dev * dev).sum(dtype=np.float64))
         return StepPart(n=Xc.shape[0], codes=codes, residual_norms2=resid2,
-                        norms2=norms2, x_sum=Xc.sum(axis=0, dtype=np.float64),
-                        **extra)
+                        norms2=norms2, x_sum=x_sum, spread=spread, **extra)
 
     def apply(self, part):
         """Finish a step from the merged :class:`StepPart` of the batch: move the atoms
@@ -320,11 +342,38 @@ class Engine:
         self.n_steps += 1
         self.n_samples_seen += part.n
         request = self._count_use(part)
+        held_out = self._check()
         if self.n_steps % self.config.log_every == 0 or self.n_steps == 1 or (
             self.total_steps and self.n_steps == self.total_steps
-        ):
-            self._log(part, lr)
+        ) or not math.isnan(held_out):
+            self._log(part, lr, held_out)
         return request
+
+    def watch(self, X, every):
+        """Check the FVU of the held-out signals ``X`` every ``every`` steps (after the
+        step; a check also writes a history record), for the stopping rule (a fresh
+        :class:`~sparsecode.sae.stopping.Stopper` unless one was restored).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_held_out, n_features)
+            In the model's dtype and device.
+        every : int
+        """
+        c = self.config
+        if self.stopper is None:
+            self.stopper = Stopper(c.n_iter_no_change, c.stop_tol)
+        self._held_out = (X, int(every))
+
+    def _check(self):
+        """The held-out FVU after this step, when a check is due (else NaN); a check
+        that brings no improvement halves the learning rate of ``schedule="plateau"``."""
+        if self._held_out is None or self.n_steps % self._held_out[1]:
+            return math.nan
+        fvu = held_out_fvu(self, self._held_out[0])
+        if not self.stopper.update(fvu, self.n_steps) and self.config.schedule == "plateau":
+            self.lr_factor *= PLATEAU_FACTOR
+        return fvu
 
     def _diverged(self, what, norms2, lr=None):
         """The :class:`TrainingDivergedError` of this step (``what``: what went wrong, a
@@ -378,12 +427,11 @@ class Engine:
         self.dead.reset(request.atoms)
         self.encoder.atoms_changed()
 
-    def _log(self, part, lr):
-        # sum ||x - mean||^2 of the (pre-bias centred) batch, from its sums
+    def _log(self, part, lr, held_out=math.nan):
         n = part.n
-        total = max(float(part.norms2.sum()) - float(part.x_sum @ part.x_sum) / n, 0.0)
+        total = part.spread  # sum ||x - mean||^2 of the batch
         err = float(part.residual_norms2.sum())
-        fvu = err / total if total > 0 else 0.0
+        fvu = err / total if total > 0 else (0.0 if err == 0 else math.inf)
         xp = array_module(part.codes.values)
         record = {
             "step": self.n_steps,
@@ -392,10 +440,14 @@ class Engine:
             "loss": err / n,
             "fvu": fvu,
             "explained_variance": 1.0 - fvu,
+            "validation_fvu": held_out,
             "l0": float(xp.count_nonzero(part.codes.values)) / n,
             "dead_fraction": float(np.mean(self._dead_now)),
             "residual_norm": float(xp.sqrt(part.residual_norms2).mean()),
             "seconds": time.perf_counter() - self._t0,
+            # the settings "auto" resolved to for this run
+            "batch_size": self.config.batch_size, "lr": self.config.lr,
+            "schedule": self.config.schedule,
         }
         self.history.append(record)
         if self.callback is not None:
@@ -414,9 +466,13 @@ class Engine:
         arrays, scalars = {}, {
             "n_steps": self.n_steps, "n_samples_seen": self.n_samples_seen,
             "n_features_in": int(self.components.shape[1]), "total_steps": self.total_steps,
-            "forget": self.forget, "last_check": self.last_check,
+            "forget": self.forget, "data_scale": self.scale, "lr_factor": self.lr_factor,
+            "last_check": self.last_check,
             "n_checks": self.n_checks, "rng": self.rng.bit_generator.state,
             "seconds": time.perf_counter() - self._t0,
+            # the settings "auto" resolved to for this run
+            "batch_size": self.config.batch_size, "lr": self.config.lr,
+            "schedule": self.config.schedule,
         }
         for name, value in self.optimizer.state_dict().items():
             if isinstance(value, np.ndarray):
@@ -426,6 +482,9 @@ class Engine:
         dead = self.dead
         arrays.update(dead_counts=dead.counts, dead_last_used=dead.last_used)
         scalars.update(dead_window=dead.window, dead_n_samples=dead.n_samples)
+        if self.stopper is not None:
+            scalars.update(self.stopper.state_dict())
+        scalars["stop_reason"] = self.stop_reason
         more_arrays, more_scalars = self.update.state_dict()
         arrays.update(more_arrays)
         scalars.update(more_scalars)
@@ -434,10 +493,15 @@ class Engine:
     def load_state_dict(self, components, bias, arrays, scalars, history=()):
         """Restore a run saved by :meth:`state_dict` into this engine (made by
         :meth:`setup` with the same configuration).  Returns ``self``."""
+        settled = {k: scalars[k] for k in ("batch_size", "lr", "schedule") if k in scalars}
+        self.config = replace(self.config, **settled)
         self.components[...] = on_device_of(components, self.components)
         self.bias[...] = on_device_of(bias, self.bias)
         self.total_steps = scalars["total_steps"]
         self.forget = scalars["forget"]
+        # runs saved before the data's scale was kept trained in the data's units
+        self.scale = float(scalars.get("data_scale", 1.0))
+        self.lr_factor = float(scalars.get("lr_factor", 1.0))
         self.n_steps = int(scalars["n_steps"])
         self.n_samples_seen = int(scalars["n_samples_seen"])
         self.last_check = int(scalars["last_check"])
@@ -452,5 +516,35 @@ class Engine:
         dead.counts[...] = arrays["dead_counts"]
         dead.last_used[...] = arrays["dead_last_used"]
         self.update.load_state_dict(arrays, scalars)
+        if "stop_n_checks" in scalars:
+            c = self.config
+            self.stopper = Stopper(c.n_iter_no_change, c.stop_tol).load_state_dict(scalars)
+        self.stop_reason = scalars.get("stop_reason")
         self.history = [dict(h) for h in history]
         return self
+
+
+def _settled(config):
+    """``config`` with its ``"auto"`` settings resolved for a run of unknown size."""
+    auto = "auto" in (config.batch_size, config.lr, config.schedule)
+    return config.resolve() if auto else config
+
+
+def data_scale(Xc):
+    """The scale training takes the data in: the root mean square entry of ``Xc``
+    (signals minus the pre-bias), or 1 when that is 0 or not finite.
+
+    Parameters
+    ----------
+    Xc : ndarray of shape (n_samples, n_features)
+
+    Returns
+    -------
+    float
+    """
+    Xc = np.asarray(Xc)
+    if Xc.size == 0:
+        return 1.0
+    ms = float(np.mean(row_norms2(Xc))) / Xc.shape[1]
+    s = math.sqrt(ms)
+    return s if 0.0 < s < math.inf else 1.0

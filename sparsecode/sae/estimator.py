@@ -7,12 +7,12 @@ import numpy as np
 from sparsecode._backend import is_cupy, on_device_of, to_host
 from sparsecode._blas import one_blas_thread
 from sparsecode._estimator import ParamsMixin
-from sparsecode._progress import progress_bar
 from sparsecode._validation import check_array, check_choice, check_k_tol
 from sparsecode.codes import SparseCodes
 from sparsecode.sae.config import SOLVERS, UPDATES, TrainConfig  # noqa: F401 (re-exported)
 from sparsecode.sae.encoders import topk_codes  # noqa: F401 (re-exported)
 from sparsecode.sae.engine import Engine
+from sparsecode.sae.fitting import ArrayRun, train
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -50,28 +50,52 @@ class MPSAE(ParamsMixin):
         least-squares atoms for the batch's codes.  ``"ksvd"``: K-SVD sweep over the
         atoms.  ``"online"``: block coordinate descent on running statistics of all
         batches seen (with forgetting).
-    batch_size : int or None
+    batch_size : int, None or "auto"
         Signals per step when fitting an array; None uses the whole array per step (the
-        classic batch form of MOD and K-SVD).
-    n_epochs : int
-        Passes over an array (or over a re-iterable of batches).
-    lr : float
-        Peak learning rate (``update="adam"``).
+        classic batch form of MOD and K-SVD).  ``"auto"``: with ``update="adam"``, the
+        training rows / 32 as a power of two within [256, 4096] (4096 for batches of
+        unknown number); with the classic updates ``max(4096, 4 n_atoms)`` (see
+        :meth:`TrainConfig.resolve`).
+    n_epochs : int or None
+        Passes over an array (or over a re-iterable of batches).  None (default) on an
+        array: train until the explained variance of held-out rows stops improving (see
+        ``validation_fraction``, ``n_iter_no_change``, ``stop_tol``), at most
+        ``max_epochs`` passes; on an iterable: one pass.
+    max_epochs : int
+        Passes at most when ``n_epochs`` is None.
+    max_steps : int, optional
+        Stop after this many steps; also the schedule's length when fitting an iterable
+        of unknown length.
+    max_time : float, optional
+        Stop after this many seconds of training.
+    validation_fraction : float
+        In (0, 1): the rows of an array held out for the stopping rule (at most 32,768)
+        when ``n_epochs`` is None; they are not trained on.
+    n_iter_no_change : int
+        Stop once this many held-out checks in a row (one per epoch, or per 2^20
+        signals) did not lower the best held-out FVU by more than ``stop_tol`` times it.
+    stop_tol : float
+        Relative improvement of the held-out FVU that counts (the pursuit's stop is
+        ``tol``).
+    lr : float or "auto"
+        Peak learning rate (``update="adam"``).  ``"auto"``: ``1e-2 sqrt(256 / n_atoms)``
+        within [3e-4, 1e-2].  Adam steps as if the data had unit root mean square entry
+        (the scale is measured on the first rows and kept in the model), so one rate
+        serves data of any scale.
     weight_decay : float
         AdamW's decoupled weight decay (0: Adam).
     betas : tuple of float
         Adam's moment decay rates.
-    schedule : {"cosine", "wsd", "constant"}
+    schedule : {"auto", "cosine", "wsd", "constant", "plateau"}
         Learning-rate schedule after the linear warmup (see
-        :func:`sparsecode.sae.optim.learning_rate`).
+        :func:`sparsecode.sae.optim.learning_rate`).  ``"plateau"`` holds the rate and
+        halves it after each held-out check that brings no improvement.  ``"auto"``:
+        ``"plateau"`` when the run stops on held-out rows, else ``"cosine"``.
     warmup_steps : int
     cooldown : float
         Fraction of the run spent decaying with ``schedule="wsd"``.
     final_lr_ratio : float
         Learning rate at the end of the decay, as a fraction of ``lr``.
-    max_steps : int, optional
-        Stop after this many steps; also the schedule's length when fitting an iterable
-        of unknown length.
     clip_grad : float or None
         Clip the joint gradient norm to this value.
     pre_bias : bool
@@ -132,16 +156,25 @@ class MPSAE(ParamsMixin):
     n_steps_ : int
         Training steps taken.
     n_samples_seen_ : int
+    stop_reason_ : str
+        Why the last ``fit`` stopped: ``"converged"``, ``"n_epochs"``, ``"data"`` (an
+        iterable ran out), or a cap reached before converging, ``"max_epochs"``,
+        ``"max_steps"`` or ``"max_time"`` (with a :class:`ConvergenceWarning`).
+        None after ``partial_fit``.
     history_ : list of dict
         One record every ``log_every`` steps: ``step``, ``samples``, ``lr``, ``loss`` (mean
         of ``||x - x_hat||^2``), ``fvu``, ``explained_variance``, ``l0``, ``dead_fraction``,
-        ``residual_norm`` (mean ||r||), ``seconds``.
+        ``residual_norm`` (mean ||r||), ``seconds``, and ``validation_fvu`` (the held-out
+        FVU at a check of the stopping rule, each of which writes a record; NaN
+        otherwise).
     """
 
     def __init__(self, n_atoms, k, *, solver="mp", selection="abs", tol=None, update="adam",
-                 batch_size=4096, n_epochs=1, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.999),
-                 schedule="cosine", warmup_steps=100, cooldown=0.2, final_lr_ratio=0.1,
-                 max_steps=None, clip_grad=1.0, pre_bias=True, unit_atoms=False, forget=None,
+                 batch_size="auto", n_epochs=None, max_epochs=100, max_steps=None,
+                 max_time=None, validation_fraction=0.1, n_iter_no_change=3, stop_tol=1e-3,
+                 lr="auto", weight_decay=0.0, betas=(0.9, 0.999),
+                 schedule="auto", warmup_steps=100, cooldown=0.2, final_lr_ratio=0.1,
+                 clip_grad=1.0, pre_bias=True, unit_atoms=False, forget=None,
                  init="signals",
                  resample_dead=True, dead_window=None, log_every=50, callback=None,
                  progress="auto", dtype="float32", random_state=None):
@@ -153,6 +186,11 @@ class MPSAE(ParamsMixin):
         self.update = update
         self.batch_size = batch_size
         self.n_epochs = n_epochs
+        self.max_epochs = max_epochs
+        self.max_time = max_time
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.stop_tol = stop_tol
         self.lr = lr
         self.weight_decay = weight_decay
         self.betas = betas
@@ -206,6 +244,10 @@ class MPSAE(ParamsMixin):
         return self._fitted().n_samples_seen
 
     @property
+    def stop_reason_(self):
+        return self._fitted().stop_reason
+
+    @property
     def history_(self):
         return self._fitted().history
 
@@ -247,23 +289,17 @@ class MPSAE(ParamsMixin):
         rng = np.random.default_rng(self.random_state)
         if _is_array(X):
             X = self._check_X(X, "X", reset=True, dtype=cfg.dtype)
-            n = X.shape[0]
-            if n < 2 and cfg.pre_bias:
-                raise ValueError(
-                    "fitting needs n_samples >= 2 with pre_bias=True (the pre-bias starts at "
-                    f"the data mean, which leaves nothing to learn from); got n_samples = {n}"
-                )
-            bs = cfg.batch_rows(n)
-            total = cfg.total_steps(cfg.steps_per_epoch(n))
-            init = X[rng.permutation(n)[: max(bs, cfg.n_atoms)]]
-            self._set_engine(Engine.setup(cfg, init, rng=rng, total_steps=total,
-                                          forget=cfg.forget_for(n)))
-            batches = _array_batches(X, bs, cfg.n_epochs, rng)
+            run = ArrayRun(cfg, X, rng)
+            self._set_engine(run.setup(X, rng))
+            batches, total = run.batches(X, rng), run.total
+            end = "n_epochs" if cfg.n_epochs else "max_epochs"
         else:
-            passes = 1 if iter(X) is X else cfg.n_epochs
+            cfg = cfg.resolve()
+            passes = 1 if iter(X) is X else (cfg.n_epochs or 1)
             total = cfg.total_steps(len(X) if hasattr(X, "__len__") else None, passes)
             batches = self._iter_batches(X, passes, cfg, rng, total)
-        self._train(batches, total)
+            end = "data"
+        train(self, batches, total, end_reason=end)
         return self
 
     def partial_fit(self, X, y=None):
@@ -292,7 +328,7 @@ class MPSAE(ParamsMixin):
             self.start(X)
         engine = self._engine
         engine.callback = self.callback
-        if self.lr != engine.config.lr:
+        if self.lr != "auto" and self.lr != engine.config.lr:
             lr = TrainConfig.from_params({**engine.config.__dict__, "lr": self.lr}).lr
             engine.config = replace(engine.config, lr=lr)
         X = self._check_X(X, "X", reset=False, dtype=engine.config.dtype)
@@ -320,7 +356,7 @@ class MPSAE(ParamsMixin):
         -------
         self
         """
-        cfg = self._start_fresh()
+        cfg = self._start_fresh().resolve(n_samples)
         rng = np.random.default_rng(self.random_state)
         total = cfg.max_steps if total_steps is None else int(total_steps)
         X = self._check_X(X, "X", reset=True, dtype=cfg.dtype)
@@ -332,28 +368,6 @@ class MPSAE(ParamsMixin):
         self.__dict__.pop("_engine", None)
         self.__dict__.pop("n_features_in_", None)
         return cfg
-
-    def _train(self, batches, total):
-        bar = progress_bar(self.progress, total, unit="step")
-        # Numba's threads do the parallel work; BLAS threads left free between kernel
-        # calls would spin against them (measured: online learning 5x slower on 2 cores)
-        try:
-            for Xb in batches:
-                engine = self._engine
-                engine.callback = self.callback
-                if self.max_steps is not None and engine.n_steps >= self.max_steps:
-                    break
-                with one_blas_thread():
-                    engine.step(Xb)
-                if bar is not None:
-                    bar.update(1)
-                    if engine.history and engine.history[-1]["step"] == engine.n_steps:
-                        h = engine.history[-1]
-                        bar.set_postfix(fvu=f"{h['fvu']:.4f}", l0=f"{h['l0']:.1f}",
-                                        dead=f"{h['dead_fraction']:.3f}")
-        finally:
-            if bar is not None:
-                bar.close()
 
     def _iter_batches(self, batches, passes, cfg, rng, total):
         for _ in range(passes):
@@ -462,15 +476,6 @@ class MPSAE(ParamsMixin):
                 f"{self.n_features_in_} features as input"
             )
         return X.astype(dtype, copy=False)
-
-
-def _array_batches(X, bs, n_epochs, rng):
-    """Shuffled minibatches of ``bs`` rows of ``X`` (rows in file order within each)."""
-    for _ in range(n_epochs):
-        order = rng.permutation(X.shape[0])
-        for s in range(0, X.shape[0], bs):
-            rows = np.sort(order[s : s + bs])
-            yield X[on_device_of(rows, X)]
 
 
 def _is_array(X):

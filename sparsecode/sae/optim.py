@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 #: Learning-rate schedules understood by :func:`learning_rate`.
-SCHEDULES = ("constant", "cosine", "wsd")
+SCHEDULES = ("constant", "cosine", "wsd", "plateau")
 
 
 def learning_rate(step, *, lr, schedule="cosine", total_steps=None, warmup_steps=0,
@@ -21,8 +21,10 @@ def learning_rate(step, *, lr, schedule="cosine", total_steps=None, warmup_steps
     step : int
     lr : float
         Peak learning rate.
-    schedule : {"constant", "cosine", "wsd"}
-        After a linear warmup of ``warmup_steps``: ``"constant"`` holds ``lr``;
+    schedule : {"constant", "cosine", "wsd", "plateau"}
+        After a linear warmup of ``warmup_steps``: ``"constant"`` holds ``lr``
+        (so does ``"plateau"``, which the training loop lowers when the held-out error
+        stalls);
         ``"cosine"`` decays from ``lr`` to ``final_ratio * lr`` along a half cosine until
         ``total_steps``; ``"wsd"`` (warmup-stable-decay) holds ``lr`` and decays linearly to
         ``final_ratio * lr`` over the last ``cooldown`` fraction of ``total_steps``.
@@ -40,8 +42,8 @@ def learning_rate(step, *, lr, schedule="cosine", total_steps=None, warmup_steps
     """
     if warmup_steps and step < warmup_steps:
         return lr * (step + 1) / warmup_steps
-    if schedule == "constant" or not total_steps or step >= total_steps:
-        if schedule != "constant" and total_steps and step >= total_steps:
+    if schedule in ("constant", "plateau") or not total_steps or step >= total_steps:
+        if schedule in ("cosine", "wsd") and total_steps and step >= total_steps:
             return lr * final_ratio
         return lr
     if schedule == "cosine":

@@ -121,12 +121,19 @@ class Adam(Update):
             # radial part is undone by the renormalisation, and Adam, which scales each
             # coordinate by its own history, would let it inflate the tangent steps
             gD = gD - (gD * D).sum(axis=1, keepdims=True) * D
-        grads = [gD, gb] if cfg.pre_bias else [gD]
-        params = [D, b] if cfg.pre_bias else [D]
+        # Adam steps the problem of the signals divided by the data's scale s: there the
+        # loss is L / s^2 and the pre-bias b / s, so its gradients are gD / s^2 and
+        # gb / s (clipping and Adam's epsilon then act the same at any scale)
+        s = engine.scale
+        grads = [gD / s**2, gb / s] if cfg.pre_bias else [gD / s**2]
+        params = [D, b / s] if cfg.pre_bias else [D]
         # an overflow here leaves NaN or inf in the result, which is checked and reported
         with np.errstate(over="ignore", invalid="ignore"):
             optim.clip_grad_norm(grads, cfg.clip_grad)
             new = engine.optimizer.propose(params, grads, lr)
+        if cfg.pre_bias:
+            new[1] = (new[1][0] * s, *new[1][1:])
+        params = [D, b] if cfg.pre_bias else [D]
         # the atoms and pre-bias must keep finite squared norms (entries below
         # sqrt(largest value / n_features)), or the next step's products overflow; a
         # finite second moment (>= 0: its max is finite, or NaN) means finite squared
