@@ -27,6 +27,7 @@ MODELS = {
 
 def train(X, steps, seed, solver, k, unit_atoms):
     model = MPSAE(20, k, solver=solver, selection="positive", batch_size=200, max_steps=steps,
+                  n_epochs=1,
                   lr=3e-2, betas=(0.5, 0.9375), schedule="wsd", warmup_steps=100,
                   cooldown=0.2, final_lr_ratio=0.1, clip_grad=1.0, pre_bias=False,
                   unit_atoms=unit_atoms, init="random", resample_dead=False, progress=False,

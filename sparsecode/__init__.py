@@ -11,11 +11,12 @@ from sparsecode.codes import SparseCodes
 from sparsecode.dictionary.itda import ITDA
 from sparsecode.pretrained import PretrainedSAE
 from sparsecode.pursuit import gp, gram, mp, omp
-from sparsecode.sae import MPSAE, TrainingDivergedError, mpsae_grad
+from sparsecode.sae import MPSAE, ConvergenceWarning, TrainingDivergedError, mpsae_grad
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvergenceWarning",
     "GramRows",
     "ITDA",
     "MPSAE",

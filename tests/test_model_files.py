@@ -122,7 +122,7 @@ DAMAGE = [
     ("no-state-array", _delete("state/dead_counts"), "has no state array 'state/dead_counts'"),
     ("no-history", _delete("history"), "has no dataset 'history'"),
     ("history-columns", _set_attr("columns", '["step"]', on="history"),
-     "history has 10 columns but its 'columns' attribute names 1"),
+     "history has 11 columns but its 'columns' attribute names 1"),
 ]
 PARAMS = [pytest.param(corrupt, said, id=name) for name, corrupt, said in DAMAGE]
 

@@ -7,6 +7,8 @@ from sparsecode.sae.divergence import TrainingDivergedError
 from sparsecode.sae.engine import Engine
 from sparsecode.sae.estimator import MPSAE, NotFittedError
 from sparsecode.sae.mpsae import SAEGrad, mpsae_grad
+from sparsecode.sae.recipes import paper_recipe
+from sparsecode.sae.stopping import ConvergenceWarning
 
-__all__ = ["MPSAE", "Engine", "NotFittedError", "SAEGrad", "StepPart", "TrainConfig",
-           "TrainingDivergedError", "merge", "mpsae_grad"]
+__all__ = ["MPSAE", "ConvergenceWarning", "Engine", "NotFittedError", "SAEGrad", "StepPart",
+           "TrainConfig", "TrainingDivergedError", "merge", "mpsae_grad", "paper_recipe"]

@@ -9,12 +9,31 @@ of the shards into the part of the whole batch, so an in-process step and a data
 one take the same update.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from sparsecode._backend import to_host
+from sparsecode._backend import row_norms2, to_host
 from sparsecode.codes import SparseCodes
+
+
+@dataclass(frozen=True)
+class Resample:
+    """Atoms to replace after a step, and the signals of the batch to replace them with.
+
+    Attributes
+    ----------
+    atoms : ndarray of shape (n_atoms,), bool
+    rows : ndarray of int
+        Positions in the batch (ascending) of the worst-coded non-zero signals.
+    residual_norms2 : ndarray of shape (len(rows),), float64
+        Their squared residual norms.
+    """
+
+    atoms: np.ndarray
+    rows: np.ndarray
+    residual_norms2: np.ndarray
 
 
 @dataclass
@@ -118,3 +137,23 @@ def merge(parts):
         norms2=np.concatenate([p.norms2 for p in parts]),
         x_sum=x_sum, spread=spread, grads=grads, A=A, B=B,
     )
+
+
+def data_scale(Xc):
+    """The scale training takes the data in: the root mean square entry of ``Xc``
+    (signals minus the pre-bias), or 1 when that is 0 or not finite.
+
+    Parameters
+    ----------
+    Xc : ndarray of shape (n_samples, n_features)
+
+    Returns
+    -------
+    float
+    """
+    Xc = np.asarray(Xc)
+    if Xc.size == 0:
+        return 1.0
+    ms = float(np.mean(row_norms2(Xc))) / Xc.shape[1]
+    s = math.sqrt(ms)
+    return s if 0.0 < s < math.inf else 1.0

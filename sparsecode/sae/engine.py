@@ -19,7 +19,7 @@ and leaves the engine as it was before the step (see :meth:`Engine.apply`).
 import math
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
@@ -27,30 +27,12 @@ from sparsecode._backend import array_module, is_cupy, on_device_of, row_norms2,
 from sparsecode._rules import RULES
 from sparsecode._validation import check_array
 from sparsecode.sae import divergence, optim
-from sparsecode.sae._step import StepPart
+from sparsecode.sae._step import Resample, StepPart, data_scale
 from sparsecode.sae.divergence import NonFinite, TrainingDivergedError, all_finite
 from sparsecode.sae.encoders import Encoder
 from sparsecode.sae.mpsae import batch_grad
 from sparsecode.sae.stopping import PLATEAU_FACTOR, Stopper, held_out_fvu
 from sparsecode.sae.updates import make_update
-
-
-@dataclass(frozen=True)
-class Resample:
-    """Atoms to replace after a step, and the signals of the batch to replace them with.
-
-    Attributes
-    ----------
-    atoms : ndarray of shape (n_atoms,), bool
-    rows : ndarray of int
-        Positions in the batch (ascending) of the worst-coded non-zero signals.
-    residual_norms2 : ndarray of shape (len(rows),), float64
-        Their squared residual norms.
-    """
-
-    atoms: np.ndarray
-    rows: np.ndarray
-    residual_norms2: np.ndarray
 
 
 class Engine:
@@ -288,8 +270,7 @@ class Engine:
             resid2 = row_norms2(R)
             extra = self.update.shard(Xc, codes, R)
         x_sum = Xc.sum(axis=0, dtype=np.float64)
-        dev = Xc - (x_sum / Xc.shape[0]).astype(Xc.dtype)
-        spread = float((dev * dev).sum(dtype=np.float64))
+        spread = float(row_norms2(Xc - (x_sum / Xc.shape[0]).astype(Xc.dtype)).sum())
         return StepPart(n=Xc.shape[0], codes=codes, residual_norms2=resid2,
                         norms2=norms2, x_sum=x_sum, spread=spread, **extra)
 
@@ -445,9 +426,6 @@ class Engine:
             "dead_fraction": float(np.mean(self._dead_now)),
             "residual_norm": float(xp.sqrt(part.residual_norms2).mean()),
             "seconds": time.perf_counter() - self._t0,
-            # the settings "auto" resolved to for this run
-            "batch_size": self.config.batch_size, "lr": self.config.lr,
-            "schedule": self.config.schedule,
         }
         self.history.append(record)
         if self.callback is not None:
@@ -528,23 +506,3 @@ def _settled(config):
     """``config`` with its ``"auto"`` settings resolved for a run of unknown size."""
     auto = "auto" in (config.batch_size, config.lr, config.schedule)
     return config.resolve() if auto else config
-
-
-def data_scale(Xc):
-    """The scale training takes the data in: the root mean square entry of ``Xc``
-    (signals minus the pre-bias), or 1 when that is 0 or not finite.
-
-    Parameters
-    ----------
-    Xc : ndarray of shape (n_samples, n_features)
-
-    Returns
-    -------
-    float
-    """
-    Xc = np.asarray(Xc)
-    if Xc.size == 0:
-        return 1.0
-    ms = float(np.mean(row_norms2(Xc))) / Xc.shape[1]
-    s = math.sqrt(ms)
-    return s if 0.0 < s < math.inf else 1.0

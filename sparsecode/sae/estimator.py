@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from sparsecode._backend import is_cupy, on_device_of, to_host
+from sparsecode._backend import on_device_of, to_host
 from sparsecode._blas import one_blas_thread
 from sparsecode._estimator import ParamsMixin
 from sparsecode._validation import check_array, check_choice, check_k_tol
@@ -12,7 +12,7 @@ from sparsecode.codes import SparseCodes
 from sparsecode.sae.config import SOLVERS, UPDATES, TrainConfig  # noqa: F401 (re-exported)
 from sparsecode.sae.encoders import topk_codes  # noqa: F401 (re-exported)
 from sparsecode.sae.engine import Engine
-from sparsecode.sae.fitting import ArrayRun, train
+from sparsecode.sae.fitting import ArrayRun, is_array, train
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -287,11 +287,11 @@ class MPSAE(ParamsMixin):
         """
         cfg = self._start_fresh()
         rng = np.random.default_rng(self.random_state)
-        if _is_array(X):
+        if is_array(X):
             X = self._check_X(X, "X", reset=True, dtype=cfg.dtype)
             run = ArrayRun(cfg, X, rng)
             self._set_engine(run.setup(X, rng))
-            batches, total = run.batches(X, rng), run.total
+            batches, total, cfg = run.batches(X, rng), run.total, run.config
             end = "n_epochs" if cfg.n_epochs else "max_epochs"
         else:
             cfg = cfg.resolve()
@@ -299,7 +299,7 @@ class MPSAE(ParamsMixin):
             total = cfg.total_steps(len(X) if hasattr(X, "__len__") else None, passes)
             batches = self._iter_batches(X, passes, cfg, rng, total)
             end = "data"
-        train(self, batches, total, end_reason=end)
+        train(self, batches, total, cfg, end_reason=end)
         return self
 
     def partial_fit(self, X, y=None):
@@ -476,13 +476,6 @@ class MPSAE(ParamsMixin):
                 f"{self.n_features_in_} features as input"
             )
         return X.astype(dtype, copy=False)
-
-
-def _is_array(X):
-    return isinstance(X, np.ndarray) or is_cupy(X) or hasattr(X, "__array__") or (
-        isinstance(X, (list, tuple)) and len(X) > 0 and np.isscalar(np.asarray(X[0]).flat[0])
-        and np.asarray(X[0]).ndim == 1
-    )
 
 
 _GEMM_ORDER = (

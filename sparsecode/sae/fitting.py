@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from sparsecode._backend import on_device_of
+from sparsecode._backend import is_cupy, on_device_of
 from sparsecode._blas import one_blas_thread
 from sparsecode._progress import progress_bar
 from sparsecode.sae.engine import Engine
@@ -56,7 +56,7 @@ class ArrayRun:
         if n < 2 and cfg.pre_bias:
             raise ValueError(
                 "fitting needs >= 2 training rows with pre_bias=True (the pre-bias starts at "
-                f"the data mean, which leaves nothing to learn from); got {n}"
+                f"the data mean, which leaves nothing to learn from); got n_samples = {n}"
             )
         self.config = cfg = cfg.resolve(n, held_out=self.held_out is not None)
         self.n = n
@@ -75,7 +75,7 @@ class ArrayRun:
         """The engine of a new run: atoms from random training rows, and the held-out
         check."""
         first = self.rows(rng.permutation(self.n)[: max(self.bs, self.config.n_atoms)])
-        engine = Engine.setup(self.config, X[np.sort(first)], rng=rng, total_steps=self.total,
+        engine = Engine.setup(self.config, X[first], rng=rng, total_steps=self.total,
                               forget=self.config.forget_for(self.n))
         if self.held_out is not None:
             engine.watch(X[on_device_of(self.held_out, X)], self.every)
@@ -91,12 +91,11 @@ class ArrayRun:
                 yield X[on_device_of(rows, X)]
 
 
-def train(model, batches, total, *, end_reason):
+def train(model, batches, total, cfg, *, end_reason):
     """Step ``model``'s engine through ``batches`` until they run out (``end_reason``)
-    or the run stops: converged (``engine.stopper``), or a cap (``max_steps``,
-    ``max_time``; a :class:`ConvergenceWarning` when the run watches held-out rows or
-    ran out of ``max_epochs``).  Sets ``engine.stop_reason``."""
-    cfg = model._engine.config
+    or the run stops: converged (``engine.stopper``), or a cap (``cfg.max_steps``,
+    ``cfg.max_time``; a :class:`ConvergenceWarning` when the run watches held-out rows).
+    Sets ``engine.stop_reason``; returns it."""
     bar = progress_bar(model.progress, total, unit="step")
     t0 = time.monotonic()
     reason = end_reason
@@ -123,15 +122,15 @@ def train(model, batches, total, *, end_reason):
             if engine.stopper is not None and engine.stopper.converged:
                 reason = "converged"
                 break
-        else:
-            engine = model._engine
-            if cfg.max_steps is not None and engine.n_steps >= cfg.max_steps and \
-                    engine.stopper is not None:
-                reason = "max_steps"
     finally:
         if bar is not None:
             bar.close()
-    engine = model._engine
+    engine = model.__dict__.get("_engine")
+    if engine is None:  # no batch came
+        return None
+    if reason == "max_epochs" and cfg.max_steps is not None and \
+            engine.n_steps >= cfg.max_steps:
+        reason = "max_steps"
     engine.stop_reason = reason
     watched = engine.stopper is not None
     if reason in ("max_steps", "max_time", "max_epochs") and watched:
@@ -144,3 +143,11 @@ def train(model, batches, total, *, end_reason):
             f"{engine.stopper.n_iter_no_change}); raise {reason} to train further",
             ConvergenceWarning, stacklevel=3)
     return reason
+
+
+def is_array(X):
+    """Whether ``fit`` takes ``X`` as one array (else as an iterable of batches)."""
+    return isinstance(X, np.ndarray) or is_cupy(X) or hasattr(X, "__array__") or (
+        isinstance(X, (list, tuple)) and len(X) > 0 and np.isscalar(np.asarray(X[0]).flat[0])
+        and np.asarray(X[0]).ndim == 1
+    )

@@ -125,7 +125,7 @@ class Adam(Update):
         # loss is L / s^2 and the pre-bias b / s, so its gradients are gD / s^2 and
         # gb / s (clipping and Adam's epsilon then act the same at any scale)
         s = engine.scale
-        grads = [gD / s**2, gb / s] if cfg.pre_bias else [gD / s**2]
+        grads = [gD / s / s, gb / s] if cfg.pre_bias else [gD / s / s]
         params = [D, b / s] if cfg.pre_bias else [D]
         # an overflow here leaves NaN or inf in the result, which is checked and reported
         with np.errstate(over="ignore", invalid="ignore"):
