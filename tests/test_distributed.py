@@ -245,7 +245,7 @@ def test_fit_reads_hdf5_on_the_workers_and_survives_a_killed_worker(client, h5fi
             killed.append(1)
             _kill_one_worker(client)
 
-    kw = dict(batch_size=500, random_state=1, progress=False, log_every=1, max_steps=8)
+    kw = dict(batch_size=500, n_epochs=1, random_state=1, progress=False, log_every=1, max_steps=8)
     dist = fit(MPSAE(32, 3, callback=kill_at_step_3, **kw), (path, "activations"),
                client=client)
     assert killed

@@ -2,6 +2,8 @@
 shard's exact gradients or code statistics summed on the client."""
 
 import math
+import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -148,7 +150,7 @@ class DataParallel:
             raise ValueError("update='ksvd' revisits every signal of an atom at once and "
                              "cannot be trained data-parallel; use 'mod', 'online' or 'adam'")
         if model.batch_size is None:
-            raise ValueError("distributed training needs a batch_size")
+            raise ValueError("distributed training needs a batch_size (or 'auto')")
         self.model, self.client = model, client
         self.data = _Data(X, dtype or model.dtype)
         n = self.data.n_rows
@@ -161,16 +163,15 @@ class DataParallel:
         self.seed = int(seed if seed is not None else (rs if isinstance(rs, int) else 0))
         # the configuration the workers' shard steps need (init is used only on the client
         # and may be a whole array of atoms: not sent every step)
-        from dataclasses import replace
-
         from sparsecode.sae import TrainConfig
 
-        self.config = replace(TrainConfig.from_params(model.get_params()), init="random")
+        config = TrainConfig.from_params(model.get_params())
+        self.config = replace(config.resolve(self.rows[1] - self.rows[0]), init="random")
 
     def plan(self, epoch):
         """The batches of ``epoch`` (see :func:`batch_plan`)."""
         a, b = self.rows
-        plan = batch_plan(b - a, self.model.batch_size, pieces_per_batch=self.pieces_per_batch,
+        plan = batch_plan(b - a, self.config.batch_size, pieces_per_batch=self.pieces_per_batch,
                           seed=self.seed, epoch=epoch)
         return [[(s + a, e + a) for s, e in batch] for batch in plan]
 
@@ -189,8 +190,18 @@ class DataParallel:
         """Initialise the model (as :meth:`~sparsecode.MPSAE.start`) from the first
         ``max(batch_size, n_atoms)`` rows of the plan."""
         m = self.model
-        return m.start(self.init_rows(max(m.batch_size, m.n_atoms)), total_steps=total_steps,
-                       n_samples=self.rows[1] - self.rows[0])
+        m.start(self.init_rows(max(self.config.batch_size, m.n_atoms)), total_steps=total_steps,
+                n_samples=self.rows[1] - self.rows[0])
+        # the settings the plan was made with ("auto" resolved for the training rows)
+        m.engine_.config = replace(self.config, init=m.engine_.config.init)
+        return m
+
+    def watch(self, rows, every):
+        """Check the held-out FVU of rows ``[start, stop)`` (read once, onto the client)
+        every ``every`` steps, for the stopping rule (see
+        :meth:`sparsecode.sae.Engine.watch`)."""
+        X = self.data.read(self.client, [(int(rows[0]), int(rows[1]))])
+        self.model.engine_.watch(np.ascontiguousarray(X, dtype=self.config.dtype), every)
 
     def epoch(self, epoch, start_batch=0):
         """Take the steps of ``epoch`` from batch ``start_batch`` on; yields after each."""
@@ -238,7 +249,11 @@ def fit(model, X, *, client=None, n_epochs=None, pieces_per_batch=8, n_shards=No
     client : distributed.Client, optional
         Default: the current client.
     n_epochs : int, optional
-        Default: ``model.n_epochs``.
+        Default: ``model.n_epochs``.  None: as ``MPSAE.fit`` on an array, train until the
+        FVU of held-out rows stops improving (the last ``validation_fraction`` of the
+        rows, at most 32,768, read onto the client; see
+        :mod:`sparsecode.sae.stopping`), at most ``max_epochs`` passes; the model's
+        ``stop_reason_`` says why it stopped.
     pieces_per_batch, n_shards, seed, dtype
         See :class:`DataParallel`.
 
@@ -250,23 +265,45 @@ def fit(model, X, *, client=None, n_epochs=None, pieces_per_batch=8, n_shards=No
     from distributed import default_client
 
     from sparsecode._progress import progress_bar
+    from sparsecode.sae.fitting import finish, stop_now
+    from sparsecode.sae.stopping import MAX_VALIDATION_ROWS, check_every
 
-    dp = DataParallel(model, X, client or default_client(), pieces_per_batch=pieces_per_batch,
-                      n_shards=n_shards, seed=seed, dtype=dtype)
+    client = client or default_client()
     n_epochs = model.n_epochs if n_epochs is None else int(n_epochs)
-    total = dp.config.total_steps(len(dp.plan(0)), n_epochs)
+    rows = held = None
+    if n_epochs is None:  # until converged: the last rows are held out
+        n = _Data(X, dtype or model.dtype).n_rows
+        n_val = min(int(round(model.validation_fraction * n)), MAX_VALIDATION_ROWS)
+        if not 0 < n_val < n:
+            raise ValueError(f"validation_fraction={model.validation_fraction} of {n} rows "
+                             "leaves one side of the split empty; pass n_epochs")
+        rows, held = (0, n - n_val), (n - n_val, n)
+    dp = DataParallel(model, X, client, pieces_per_batch=pieces_per_batch,
+                      n_shards=n_shards, seed=seed, dtype=dtype, rows=rows)
+    cfg = dp.config
+    epochs = n_epochs or cfg.max_epochs
+    per_epoch = len(dp.plan(0))
+    total = cfg.total_steps(per_epoch, epochs)
     dp.start(total)
+    if held is not None:
+        dp.watch(held, check_every(per_epoch, cfg.batch_size))
     bar = progress_bar(model.progress, total, unit="step")
+    t0 = time.monotonic()
+    reason = None
     try:
-        for e in range(n_epochs):
+        for e in range(epochs):
             for _ in dp.epoch(e):
                 if bar is not None:
                     bar.update(1)
-                if model.n_steps_ >= total:
-                    return model
+                reason = stop_now(model.engine_, cfg, t0)
+                if reason is not None or model.n_steps_ >= total:
+                    break
+            if reason is not None or model.n_steps_ >= total:
+                break
     finally:
         if bar is not None:
             bar.close()
+    finish(model.engine_, reason or ("n_epochs" if n_epochs else "max_epochs"))
     return model
 
 

@@ -17,7 +17,7 @@ from sparsecode._backend import is_cupy, on_device_of
 from sparsecode._blas import one_blas_thread
 from sparsecode._progress import progress_bar
 from sparsecode.sae.engine import Engine
-from sparsecode.sae.stopping import ConvergenceWarning, check_every, validation_rows
+from sparsecode.sae.stopping import CAPS, ConvergenceWarning, check_every, validation_rows
 
 
 class ArrayRun:
@@ -91,26 +91,49 @@ class ArrayRun:
                 yield X[on_device_of(rows, X)]
 
 
+def stop_now(engine, cfg, t0):
+    """Why the run must stop before its next step (``"converged"``, ``"max_steps"``,
+    ``"max_time"``), or None; ``t0``: its start on ``time.monotonic()``."""
+    if engine.stopper is not None and engine.stopper.converged:
+        return "converged"
+    if cfg.max_steps is not None and engine.n_steps >= cfg.max_steps:
+        return "max_steps"
+    if cfg.max_time is not None and time.monotonic() - t0 >= cfg.max_time:
+        return "max_time"
+    return None
+
+
+def finish(engine, reason, stacklevel=3):
+    """Record why the run stopped; warn (:class:`ConvergenceWarning`) when a run that
+    watches held-out rows stopped at a cap."""
+    engine.stop_reason = reason
+    if reason in CAPS and engine.stopper is not None:
+        st = engine.stopper
+        warnings.warn(
+            f"training stopped at {reason} ({engine.n_steps} steps, "
+            f"{engine.n_samples_seen:,} samples) before the held-out FVU stopped improving "
+            f"(best {st.best:.4g} at step {st.best_step}, {st.n_bad} of "
+            f"{st.n_iter_no_change} checks without improvement); raise {reason} to train "
+            "further", ConvergenceWarning, stacklevel=stacklevel)
+    return reason
+
+
 def train(model, batches, total, cfg, *, end_reason):
     """Step ``model``'s engine through ``batches`` until they run out (``end_reason``)
-    or the run stops: converged (``engine.stopper``), or a cap (``cfg.max_steps``,
-    ``cfg.max_time``; a :class:`ConvergenceWarning` when the run watches held-out rows).
-    Sets ``engine.stop_reason``; returns it."""
+    or :func:`stop_now` says to stop; :func:`finish` then records why.  Returns the
+    reason."""
     bar = progress_bar(model.progress, total, unit="step")
     t0 = time.monotonic()
-    reason = end_reason
+    reason = None
     try:
-        # Numba's threads do the parallel work; BLAS threads left free between kernel
-        # calls would spin against them (measured: online learning 5x slower on 2 cores)
         for Xb in batches:
             engine = model._engine
             engine.callback = model.callback
-            if cfg.max_steps is not None and engine.n_steps >= cfg.max_steps:
-                reason = "max_steps"
+            reason = stop_now(engine, cfg, t0)
+            if reason is not None:
                 break
-            if cfg.max_time is not None and time.monotonic() - t0 >= cfg.max_time:
-                reason = "max_time"
-                break
+            # Numba's threads do the parallel work; BLAS threads left free between kernel
+            # calls would spin against them (measured: online learning 5x slower on 2 cores)
             with one_blas_thread():
                 engine.step(Xb)
             if bar is not None:
@@ -119,30 +142,15 @@ def train(model, batches, total, cfg, *, end_reason):
                     h = engine.history[-1]
                     bar.set_postfix(fvu=f"{h['fvu']:.4f}", l0=f"{h['l0']:.1f}",
                                     dead=f"{h['dead_fraction']:.3f}")
-            if engine.stopper is not None and engine.stopper.converged:
-                reason = "converged"
-                break
     finally:
         if bar is not None:
             bar.close()
     engine = model.__dict__.get("_engine")
     if engine is None:  # no batch came
         return None
-    if reason == "max_epochs" and cfg.max_steps is not None and \
-            engine.n_steps >= cfg.max_steps:
-        reason = "max_steps"
-    engine.stop_reason = reason
-    watched = engine.stopper is not None
-    if reason in ("max_steps", "max_time", "max_epochs") and watched:
-        best = engine.stopper.best
-        warnings.warn(
-            f"training stopped at {reason} ({engine.n_steps} steps, "
-            f"{engine.n_samples_seen:,} samples) before the held-out FVU stopped improving "
-            f"(best {best:.4g} at step {engine.stopper.best_step}, "
-            f"{engine.stopper.n_bad} check(s) without improvement of "
-            f"{engine.stopper.n_iter_no_change}); raise {reason} to train further",
-            ConvergenceWarning, stacklevel=3)
-    return reason
+    if reason is None:  # the batches ran out: converged or capped on the last step?
+        reason = stop_now(engine, cfg, t0) or end_reason
+    return finish(engine, reason, stacklevel=4)
 
 
 def is_array(X):
