@@ -249,7 +249,7 @@ def test_resume_refuses_other_data_or_options(files, tmp_path, capsys):
     ckpt = tmp_path / "m.h5.ckpt"
     assert load_model(ckpt).n_steps_ == 1 and not out.exists()
     before = _digest(ckpt)
-    for extra, fragment in [(["--epochs", "3"], "total_steps"),
+    for extra, fragment in [(["--max-epochs", "3"], "total_steps"),
                             (["--batch-size", "128"], "batch_size"),
                             (["--seed", "7"], "seed")]:
         assert main(argv + ["--resume"] + extra) == 2

@@ -46,14 +46,11 @@ def _solvers(args):
 
 
 def _toy_model(solver, steps, seed):
-    from sparsecode.sae import MPSAE
+    from sparsecode.sae import paper_recipe
 
     # the MP-SAE paper's recipe for its toy, shortened (see docs/training.md)
-    return MPSAE(20, 3 if solver == "mp" else 2, solver=solver, selection="positive",
-                 batch_size=200, max_steps=steps, lr=3e-2, betas=(0.5, 0.9375), schedule="wsd",
-                 warmup_steps=100, cooldown=0.2, final_lr_ratio=0.1, clip_grad=1.0,
-                 pre_bias=False, init="random", resample_dead=False, progress=False,
-                 random_state=seed)
+    return paper_recipe(20, 3 if solver == "mp" else 2, solver=solver, max_steps=steps,
+                        progress=False, random_state=seed)
 
 
 def _demo_toy(args):

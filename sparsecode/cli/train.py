@@ -49,12 +49,23 @@ def add_parser(sub):
     p.add_argument("--out", required=True, help="model file to write (.h5)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
-    p.add_argument("--epochs", type=count(), default=1, help="passes over the training rows")
+    p.add_argument("--epochs", type=count(), default=None,
+                   help="passes over the training rows (default: train until the held-out "
+                   "explained variance stops improving, see --holdout and --patience)")
+    p.add_argument("--max-epochs", type=count(), default=100,
+                   help="passes at most when --epochs is not given")
     p.add_argument("--max-steps", type=count(), default=None, help="stop after this many steps")
-    p.add_argument("--batch-size", type=count(), default=4096, help="rows per training step")
-    p.add_argument("--lr", type=positive_number, default=1e-3,
+    p.add_argument("--max-time", type=positive_number, default=None,
+                   help="stop after this many seconds of training (counted across resumes)")
+    p.add_argument("--patience", type=count(), default=3,
+                   help="stop once this many held-out checks in a row (one per epoch, or per "
+                   "2^20 rows) brought no improvement of more than 0.1%%")
+    p.add_argument("--batch-size", type=count(), default=None,
+                   help="rows per training step (default: from the data size, see the "
+                   "MPSAE batch_size='auto')")
+    p.add_argument("--lr", type=positive_number, default=None,
                    help="Adam learning rate (peak of the schedule; unused by mod, ksvd and "
-                   "online)")
+                   "online; default: from the width, see the MPSAE lr='auto')")
     p.add_argument("--solver", choices=["mp", "topk", "omp", "gp"], default="mp",
                    help="encoder: unrolled MP (the MP-SAE), one-step TopK, OMP or GP")
     p.add_argument("--selection", choices=["abs", "positive", "signed"], default="abs",
@@ -62,9 +73,11 @@ def add_parser(sub):
     p.add_argument("--update", choices=["adam", "mod", "ksvd", "online"], default="adam",
                    help="dictionary update: Adam on the exact gradient, or a classic update "
                    "at fixed codes")
-    p.add_argument("--holdout", type=float, default=0.0,
-                   help="fraction of rows (at the end of the dataset) kept out of training "
-                   "and used to report explained variance")
+    p.add_argument("--holdout", type=float, default=None,
+                   help="fraction of rows (at the end of the dataset) kept out of training, "
+                   "to decide when to stop and to report explained variance (default "
+                   "without --epochs: 0.1, at most 32,768 rows and 64 MiB, on files of "
+                   "200 rows or more; with --epochs: 0)")
     p.add_argument("--seed", type=count(0), default=0, help="seed of the data order and the model")
     p.add_argument("--buffer-mb", type=positive_number, default=256,
                    help="memory for the shuffle buffer (MiB)")
@@ -80,13 +93,55 @@ def add_parser(sub):
     return p
 
 
-def _split(n, holdout):
+#: Files with fewer rows get no held-out rows by default.
+MIN_HOLDOUT_FILE_ROWS = 200
+#: The held-out rows are read into memory: at most this many bytes of them by default.
+MAX_HOLDOUT_BYTES = 64 << 20
+
+
+def _split(n, holdout, n_features, converge):
+    """Training and held-out row ranges of a file of ``n`` rows."""
+    if holdout is None:
+        if not converge or n < MIN_HOLDOUT_FILE_ROWS:
+            holdout = 0.0
+        else:
+            from sparsecode.sae.stopping import MAX_VALIDATION_ROWS
+
+            n_hold = min(int(round(0.1 * n)), MAX_VALIDATION_ROWS,
+                         MAX_HOLDOUT_BYTES // (8 * n_features))
+            return (0, n - n_hold), (n - n_hold, n)
     if not 0.0 <= holdout < 1.0:
         raise ValueError(f"--holdout must be in [0, 1); got {holdout}")
     n_hold = int(round(n * holdout))
     if holdout > 0 and (n_hold == 0 or n_hold == n):
         raise ValueError(f"--holdout {holdout} leaves no rows on one side of the split of {n}")
+    if converge and n_hold == 0:
+        raise ValueError(
+            f"without --epochs the run stops when held-out rows stop improving, but "
+            f"{'--holdout is 0' if holdout == 0 else 'no rows are held out'} (the file has "
+            f"{n} rows; {MIN_HOLDOUT_FILE_ROWS} or more get 10% held out by default): pass "
+            "--epochs N or a --holdout fraction"
+        )
     return (0, n - n_hold), ((n - n_hold, n) if n_hold else None)
+
+
+def _config(args, n_train, held_out):
+    """The run's checked configuration, its "auto" settings resolved for ``n_train``
+    rows."""
+    from sparsecode.sae import MPSAE, TrainConfig
+
+    return TrainConfig.from_params(MPSAE(args.atoms, args.k, **_params(args)).get_params()
+                                   ).resolve(n_train, held_out=held_out)
+
+
+def _params(args):
+    """The model's parameters that the options set."""
+    converge = args.epochs is None
+    return dict(solver=args.solver, selection=args.selection, update=args.update,
+                batch_size=args.batch_size or "auto", lr=args.lr or "auto",
+                n_epochs=args.epochs, max_epochs=args.max_epochs, max_time=args.max_time,
+                n_iter_no_change=args.patience, schedule="plateau" if converge else "auto",
+                log_every=args.log_every, progress=False, random_state=args.seed)
 
 
 def run(args):
@@ -100,7 +155,8 @@ def run(args):
     with ActivationReader(args.acts, args.dataset, batch_size=1) as probe:
         n_rows = probe.n_rows  # the committed rows of an interrupted writer's file
         n_features = probe.n_features
-    train_rows, hold_rows = _split(n_rows, args.holdout)
+    train_rows, hold_rows = _split(n_rows, args.holdout, n_features, args.epochs is None)
+    config = _config(args, train_rows[1] - train_rows[0], hold_rows is not None)
     check_not_inputs({"--out": out, "its checkpoint": ckpt,
                       "its partial file": partial_path(out)}, {"activation file": args.acts})
     check_writable(out.parent)
@@ -117,11 +173,11 @@ def run(args):
                 f"{ckpt} is left from an interrupted run; continue it with --resume, or "
                 "pass --overwrite to start over"
             )
-        reader = ActivationReader(args.acts, args.dataset, batch_size=args.batch_size,
+        reader = ActivationReader(args.acts, args.dataset, batch_size=config.batch_size,
                                   seed=args.seed, rows=train_rows,
                                   buffer_bytes=int(args.buffer_mb * 2**20))
         with reader, cluster(args.scheduler) as client:
-            return _train(args, reader, client, out, ckpt, train_rows, hold_rows)
+            return _train(args, config, reader, client, out, ckpt, train_rows, hold_rows)
 
 
 def check_writable(folder):
@@ -168,24 +224,26 @@ def _finished(args, out, train_rows):
         return False
     model = load_model(out)
     _check_same_run(args, model, pos, _data_of(args, pos.get("total_steps"), train_rows,
-                                               pos.get("order", "reader")), finished=True)
+                                               pos.get("order", "reader"),
+                                               pos.get("batch_size")), finished=True)
     say(None, f"{out} is already finished ({model.n_steps_} steps) with these options; "
               "nothing to do")
     return True
 
 
-def _data_of(args, total, train_rows, order):
+def _data_of(args, total, train_rows, order, batch_size):
     """The data and schedule a run is identified by (stored with its checkpoints)."""
     return {"acts": str(Path(args.acts).resolve()), "dataset": args.dataset,
-            "rows": list(train_rows), "batch_size": args.batch_size, "seed": args.seed,
+            "rows": list(train_rows), "batch_size": batch_size, "seed": args.seed,
             "buffer_bytes": int(args.buffer_mb * 2**20), "total_steps": total,
             "order": order}
 
 
-def _train(args, reader, client, out, ckpt, train_rows, hold_rows):
+def _train(args, config, reader, client, out, ckpt, train_rows, hold_rows):
     from sparsecode.io import load_model, model_position, save_model
-    from sparsecode.sae import MPSAE, TrainConfig
+    from sparsecode.sae import MPSAE
 
+    bs = config.batch_size
     if client is not None:
         if args.update == "ksvd":
             raise ValueError("--update ksvd cannot be trained on a cluster; use adam, mod "
@@ -193,16 +251,12 @@ def _train(args, reader, client, out, ckpt, train_rows, hold_rows):
         from sparsecode.distributed.learn import batch_plan
 
         # the cluster's data order: pieces of the rows in a random order (see docs)
-        per_epoch = len(batch_plan(train_rows[1] - train_rows[0], args.batch_size))
+        per_epoch = len(batch_plan(train_rows[1] - train_rows[0], bs))
     else:
         per_epoch = len(reader)
-    params = dict(solver=args.solver, selection=args.selection, update=args.update,
-                  batch_size=args.batch_size, lr=args.lr, log_every=args.log_every,
-                  progress=False, random_state=args.seed)
-    config = TrainConfig.from_params(MPSAE(args.atoms, args.k, max_steps=args.max_steps,
-                                           **params).get_params())
-    total = config.total_steps(per_epoch, args.epochs)
-    data = _data_of(args, total, train_rows, "reader" if client is None else "pieces")
+    epochs = args.epochs or args.max_epochs
+    total = config.total_steps(per_epoch, epochs)
+    data = _data_of(args, total, train_rows, "reader" if client is None else "pieces", bs)
     if args.resume:
         model = load_model(ckpt)
         pos = model_position(ckpt)
@@ -211,7 +265,8 @@ def _train(args, reader, client, out, ckpt, train_rows, hold_rows):
         say(None, f"resuming {ckpt} at step {model.n_steps_} (epoch {epoch}, batch {batch})")
         _apply_changed(args, model)
     else:
-        model = MPSAE(args.atoms, args.k, max_steps=total, **params)
+        model = MPSAE(args.atoms, args.k, **{**_params(args), "batch_size": bs,
+                                             "max_steps": total})
         epoch, batch = 0, 0
     if client is not None:
         from sparsecode.distributed.learn import DataParallel
@@ -230,7 +285,7 @@ def _train(args, reader, client, out, ckpt, train_rows, hold_rows):
             for Xb in reader.epoch(0):
                 init.append(Xb)
                 rows += len(Xb)
-                if rows >= max(args.atoms, args.batch_size):
+                if rows >= max(args.atoms, bs):
                     break
             model.start(np.concatenate(init), total_steps=total,
                         n_samples=train_rows[1] - train_rows[0])
@@ -239,13 +294,27 @@ def _train(args, reader, client, out, ckpt, train_rows, hold_rows):
             for Xb in reader.epoch(epoch, batch):
                 model.partial_fit(Xb)
                 yield
-    _loop(model, steps, per_epoch, args, ckpt, data, epoch, batch, total)
+    if args.epochs is None:  # the stopping rule watches the held-out rows
+        from sparsecode.sae.stopping import check_every
+
+        model.engine_.watch(_read_rows(args, hold_rows, model.engine_.config.dtype),
+                            check_every(per_epoch, bs))
+    _loop(model, steps, per_epoch, args, ckpt, data, epoch, batch, total, epochs)
     _report(model, args, hold_rows)  # before the model is written: it may find bad rows
-    save_model(model, out, position={**data, "epoch": args.epochs, "batch": 0,
+    save_model(model, out, position={**data, "epoch": epochs, "batch": 0,
                                      "finished": True})
     ckpt.unlink(missing_ok=True)
     say(None, f"wrote {out}")
     return 0
+
+
+def _read_rows(args, rows, dtype):
+    """Rows ``[start, stop)`` of the activation dataset, in memory, as ``dtype``."""
+    from sparsecode.io import ActivationReader
+
+    with ActivationReader(args.acts, args.dataset, batch_size=rows[1] - rows[0],
+                          shuffle=False, rows=rows) as r:
+        return np.ascontiguousarray(np.concatenate(list(r.epoch(0))), dtype=dtype)
 
 
 #: Options a resume refuses to change (they change what is trained), with the model's
@@ -280,8 +349,9 @@ def _check_same_run(args, model, pos, data, finished=False):
 
 def _apply_changed(args, model):
     """Say what a resume does with the options it lets change."""
-    if args.lr != model.lr:
-        say(None, f"--lr {args.lr:g} replaces the checkpoint's {model.lr:g} from step "
+    lr = model.engine_.config.lr
+    if args.lr is not None and args.lr != lr:
+        say(None, f"--lr {args.lr:g} replaces the checkpoint's {lr:g} from step "
                   f"{model.n_steps_ + 1} on")
         model.set_params(lr=args.lr)
     if args.log_every != model.log_every:
@@ -289,8 +359,9 @@ def _apply_changed(args, model):
                   f"{model.log_every}")
 
 
-def _loop(model, steps, per_epoch, args, ckpt, data, epoch, batch, total):
+def _loop(model, steps, per_epoch, args, ckpt, data, epoch, batch, total, epochs):
     from sparsecode.io import save_model
+    from sparsecode.sae.fitting import stop_now
 
     bar = progress_bar(total, "step", "train", enabled=not args.quiet)
     if bar is not None:
@@ -306,9 +377,10 @@ def _loop(model, steps, per_epoch, args, ckpt, data, epoch, batch, total):
                     else "no checkpoint was written")
             raise OSError(f"{exc}; {kept}") from None
 
+    reason = None
     try:
         stop = stop_flag(args)
-        while epoch < args.epochs and model.n_steps_ < total:
+        while epoch < epochs and model.n_steps_ < total and reason is None:
             # the checkpoint of a failure is taken at the position of the failing batch
             at_failure = lambda: checkpoint(epoch, batch)  # noqa: B023, E731
             for _ in _guarded(steps(epoch, batch), at_failure, ckpt):
@@ -325,7 +397,10 @@ def _loop(model, steps, per_epoch, args, ckpt, data, epoch, batch, total):
                 if due:
                     checkpoint(epoch, batch)
                     last_save = time.monotonic()
-                if stop.set or model.n_steps_ >= total:
+                reason = stop_now(model.engine_, model.engine_.config)
+                if reason == "max_steps":  # the run's end: said below
+                    reason = None
+                if stop.set or model.n_steps_ >= total or reason is not None:
                     break
             if stop.set:
                 checkpoint(epoch, batch)
@@ -338,6 +413,29 @@ def _loop(model, steps, per_epoch, args, ckpt, data, epoch, batch, total):
     finally:
         if bar is not None:
             bar.close()
+    if reason is None:
+        capped = args.max_steps is not None and model.n_steps_ >= args.max_steps
+        reason = "max_steps" if capped else ("n_epochs" if args.epochs else "max_epochs")
+    _say_stop(model, reason)
+
+
+def _say_stop(model, reason):
+    """Record and print why the run stopped (and that it had not converged, at a cap)."""
+    import warnings
+
+    from sparsecode.sae import ConvergenceWarning
+    from sparsecode.sae.fitting import finish
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        finish(model.engine_, reason)
+    st = model.engine_.stopper
+    best = "" if st is None or st.n_checks == 0 else (
+        f"; best held-out fvu {st.best:.4f} at step {st.best_step}")
+    say(None, f"stopped: {reason}{best}")
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            say(None, f"warning: {w.message}")
 
 
 def _guarded(steps, checkpoint, ckpt):
@@ -358,7 +456,9 @@ def _guarded(steps, checkpoint, ckpt):
 
 
 def _metric_line(h, total):
-    return (f"step {h['step']:>7}/{total}  fvu {h['fvu']:.4f}  l0 {h['l0']:.1f}  "
+    held = h.get("validation_fvu", math.nan)
+    held = "" if math.isnan(held) else f"  held-out fvu {held:.4f}"
+    return (f"step {h['step']:>7}/{total}  fvu {h['fvu']:.4f}{held}  l0 {h['l0']:.1f}  "
             f"dead {h['dead_fraction']:.3f}  lr {h['lr']:.2e}  "
             f"{h['samples'] / max(h['seconds'], 1e-9):,.0f} samples/s")
 
@@ -375,7 +475,7 @@ def _report(model, args, hold_rows):
     # explained variance, streamed: sum ||x - x_hat||^2 against sum ||x - mean||^2, the
     # latter from running sums of x and x^2 (float64)
     err, n, s1, s2 = 0.0, 0, 0.0, 0.0
-    with ActivationReader(args.acts, args.dataset, batch_size=args.batch_size, shuffle=False,
+    with ActivationReader(args.acts, args.dataset, batch_size=4096, shuffle=False,
                           rows=hold_rows, buffer_bytes=int(args.buffer_mb * 2**20)) as r:
         for Xb in r.epoch(0):
             R = Xb - model.inverse_transform(model.transform(Xb))

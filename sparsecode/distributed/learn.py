@@ -2,7 +2,6 @@
 shard's exact gradients or code statistics summed on the client."""
 
 import math
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -288,14 +287,13 @@ def fit(model, X, *, client=None, n_epochs=None, pieces_per_batch=8, n_shards=No
     if held is not None:
         dp.watch(held, check_every(per_epoch, cfg.batch_size))
     bar = progress_bar(model.progress, total, unit="step")
-    t0 = time.monotonic()
     reason = None
     try:
         for e in range(epochs):
             for _ in dp.epoch(e):
                 if bar is not None:
                     bar.update(1)
-                reason = stop_now(model.engine_, cfg, t0)
+                reason = stop_now(model.engine_, cfg)
                 if reason is not None or model.n_steps_ >= total:
                     break
             if reason is not None or model.n_steps_ >= total:

@@ -230,7 +230,7 @@ class TrainConfig:
         if n_samples is None:
             return 1.0
         bs = self.batch_rows(n_samples)
-        return 1.0 - bs / n_samples if bs < n_samples else 1.0
+        return max(1.0 - bs / n_samples, 0.0)
 
     def dead_window_for(self, n_init):
         """Samples over which an unused atom counts as dead: the configured

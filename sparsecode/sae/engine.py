@@ -209,6 +209,11 @@ class Engine:
         self.config = _settled(config)
         return self.load_state_dict(components, bias, arrays, scalars, history)
 
+    @property
+    def seconds(self):
+        """Seconds since the run started, across saves and resumes."""
+        return time.perf_counter() - self._t0
+
     def inference_copy(self, *, use_gram=None):
         """:meth:`for_inference` over this engine's atoms and pre-bias."""
         return self.for_inference(self.config, self.components, self.bias, use_gram=use_gram)

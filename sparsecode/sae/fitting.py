@@ -8,7 +8,6 @@ loop stops when the rule of :class:`~sparsecode.sae.stopping.Stopper` says so, o
 cap (``max_epochs``, ``max_steps``, ``max_time``), warning then.
 """
 
-import time
 import warnings
 
 import numpy as np
@@ -91,14 +90,14 @@ class ArrayRun:
                 yield X[on_device_of(rows, X)]
 
 
-def stop_now(engine, cfg, t0):
+def stop_now(engine, cfg):
     """Why the run must stop before its next step (``"converged"``, ``"max_steps"``,
-    ``"max_time"``), or None; ``t0``: its start on ``time.monotonic()``."""
+    ``"max_time"``: ``engine.seconds``, its training time across resumes), or None."""
     if engine.stopper is not None and engine.stopper.converged:
         return "converged"
     if cfg.max_steps is not None and engine.n_steps >= cfg.max_steps:
         return "max_steps"
-    if cfg.max_time is not None and time.monotonic() - t0 >= cfg.max_time:
+    if cfg.max_time is not None and engine.seconds >= cfg.max_time:
         return "max_time"
     return None
 
@@ -123,13 +122,12 @@ def train(model, batches, total, cfg, *, end_reason):
     or :func:`stop_now` says to stop; :func:`finish` then records why.  Returns the
     reason."""
     bar = progress_bar(model.progress, total, unit="step")
-    t0 = time.monotonic()
     reason = None
     try:
         for Xb in batches:
             engine = model._engine
             engine.callback = model.callback
-            reason = stop_now(engine, cfg, t0)
+            reason = stop_now(engine, cfg)
             if reason is not None:
                 break
             # Numba's threads do the parallel work; BLAS threads left free between kernel
@@ -149,7 +147,7 @@ def train(model, batches, total, cfg, *, end_reason):
     if engine is None:  # no batch came
         return None
     if reason is None:  # the batches ran out: converged or capped on the last step?
-        reason = stop_now(engine, cfg, t0) or end_reason
+        reason = stop_now(engine, cfg) or end_reason
     return finish(engine, reason, stacklevel=4)
 
 
