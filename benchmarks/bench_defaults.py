@@ -17,8 +17,8 @@ import time
 import warnings
 
 import numpy as np
-
 from _provenance import blas_env, load_average, package_commit
+
 from sparsecode.datasets import make_sparse_signals
 from sparsecode.metrics import recovery_rate
 from sparsecode.sae import MPSAE
@@ -65,8 +65,8 @@ def scale(write):
             evs.append(m.score(test * np.float32(f)))
             write({"part": "scale", "update": update, "solver": solver, "factor": f,
                    "explained_variance": evs[-1], "steps": m.n_steps_})
-        print(f"  {update:<6} {solver:<4} " + "  ".join(f"{f:g}: {e:.4f}"
-                                                         for f, e in zip(FACTORS, evs)),
+        pairs = zip(FACTORS, evs, strict=True)
+        print(f"  {update:<6} {solver:<4} " + "  ".join(f"{f:g}: {e:.4f}" for f, e in pairs),
               flush=True)
 
 

@@ -368,8 +368,8 @@ def _check_config(path, config, has_init):
                          "an integer >= 0 or null"),
         "progress": (lambda v: v is None or isinstance(v, bool) or v == "auto",
                      "true, false, null or 'auto'"),
-        "init": (lambda v: v in ("signals", "random", "array"),
-                 "'signals', 'random' or 'array'"),
+        "init": (lambda v: v in ("auto", "signals", "random", "array"),
+                 "'auto', 'signals', 'random' or 'array'"),
     }
     for key, (ok, expected) in checks.items():
         value = params[key]

@@ -52,7 +52,7 @@ class TrainConfig:
     pre_bias: bool = True
     unit_atoms: bool = False
     forget: float | None = None
-    init: object = "signals"
+    init: object = "auto"
     resample_dead: bool = True
     dead_window: int | None = None
     log_every: int = 50
@@ -85,7 +85,7 @@ class TrainConfig:
         check_choice(p["update"], "update", UPDATES)
         check_choice(p["schedule"], "schedule", ("auto", *optim.SCHEDULES))
         if isinstance(p["init"], str):
-            check_choice(p["init"], "init", ("signals", "random"))
+            check_choice(p["init"], "init", ("auto", "signals", "random"))
         check_choice(str(np.dtype(p["dtype"])), "dtype", ("float32", "float64"))
         p["dtype"] = np.dtype(p["dtype"])
         for name in ("max_steps", "n_epochs"):
@@ -155,6 +155,10 @@ class TrainConfig:
           noisier gradients).
         - ``schedule="auto"``: ``"plateau"`` when the run stops on held-out rows, else
           ``"cosine"``.
+        - ``init="auto"``: random unit vectors for ``solver="topk"`` (atoms drawn from
+          correlated signals make a tied TopK decoder add up nearly parallel atoms: FVU
+          5.5 after two epochs on real activations, 0.29 from random atoms), else
+          signals.
 
         Parameters
         ----------
@@ -182,7 +186,10 @@ class TrainConfig:
         schedule = self.schedule
         if schedule == "auto":
             schedule = "plateau" if held_out else "cosine"
-        return replace(self, batch_size=bs, lr=float(lr), schedule=schedule)
+        init = self.init
+        if isinstance(init, str) and init == "auto":
+            init = "random" if self.solver == "topk" else "signals"
+        return replace(self, batch_size=bs, lr=float(lr), schedule=schedule, init=init)
 
     def batch_rows(self, n_samples):
         """Signals per step when fitting an array of ``n_samples`` rows."""

@@ -147,6 +147,7 @@ class Engine:
                 "arrays (X.get()) to train on the CPU."
             )
         X = to_host(X)  # initialisation draws from the data once, on the host
+        config = _settled(config)
         dt = config.dtype
         nf = X.shape[1]
         b = X.mean(axis=0, dtype=np.float64).astype(dt) if config.pre_bias else np.zeros(nf, dt)
@@ -509,5 +510,6 @@ class Engine:
 
 def _settled(config):
     """``config`` with its ``"auto"`` settings resolved for a run of unknown size."""
-    auto = "auto" in (config.batch_size, config.lr, config.schedule)
+    init = config.init if isinstance(config.init, str) else None
+    auto = "auto" in (config.batch_size, config.lr, config.schedule, init)
     return config.resolve() if auto else config

@@ -115,9 +115,10 @@ class MPSAE(ParamsMixin):
         everything).  Default: ``1 - batch_size / n_samples`` when fitting an array
         (about one epoch of memory: older statistics were coded with worse atoms), 1
         otherwise.
-    init : {"signals", "random"} or ndarray of shape (n_atoms, n_features)
+    init : {"auto", "signals", "random"} or ndarray of shape (n_atoms, n_features)
         Initial atoms: random signals of the first batch (centred by the pre-bias),
-        random unit vectors, or the given atoms.
+        random unit vectors, or the given atoms.  ``"auto"``: random unit vectors for
+        ``solver="topk"``, signals otherwise.
     resample_dead : bool
         Every ``dead_window`` samples, replace the atoms unused over that window, and
         atoms nearly duplicating a more used one (``|cos| > 0.99``; with Adam every
@@ -175,7 +176,7 @@ class MPSAE(ParamsMixin):
                  lr="auto", weight_decay=0.0, betas=(0.9, 0.999),
                  schedule="auto", warmup_steps=100, cooldown=0.2, final_lr_ratio=0.1,
                  clip_grad=1.0, pre_bias=True, unit_atoms=False, forget=None,
-                 init="signals",
+                 init="auto",
                  resample_dead=True, dead_window=None, log_every=50, callback=None,
                  progress="auto", dtype="float32", random_state=None):
         self.n_atoms = n_atoms
