@@ -25,7 +25,8 @@ Anchors (each trained until ``--anchor-time`` seconds or ``--anchor-epochs`` pas
                     batches of 256) on the centred rows, encoding with its OMP at k
 
 Curves (test FVU against samples and against training seconds, evaluation time left out)
-are written with each row; ``--plot`` draws FVU against time.
+are written with each row; ``--plot`` draws FVU against time (``--plot-from RESULTS``
+draws it from a results file without training).
 
     python benchmarks/bench_real.py [--ks 8 32] [--methods ...] [--anchors ...]
 """
@@ -244,7 +245,13 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/real.jsonl")
     parser.add_argument("--plot", default=None, help="write FVU against time (PNG) here")
+    parser.add_argument("--plot-from", default=None,
+                        help="only draw --plot from the rows of this results file")
     args = parser.parse_args()
+    if args.plot_from:
+        with open(args.plot_from) as f:
+            plot([json.loads(line) for line in f], args.plot)
+        return
 
     import h5py
 
