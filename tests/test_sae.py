@@ -249,7 +249,8 @@ def test_train_config_is_the_one_place_for_run_length_and_forgetting():
     capped = TrainConfig.from_params(MPSAE(8, 2, batch_size=100, max_steps=20).get_params())
     assert capped.total_steps(11, n_epochs=5) == 20 and capped.total_steps(None) == 20
     assert cfg.forget_for(1000) == pytest.approx(0.9)
-    assert cfg.forget_for(None) == 1.0 and cfg.forget_for(50) == 1.0  # a batch holds it all
+    assert cfg.forget_for(None) == 1.0
+    assert cfg.forget_for(50) == 0.0  # a batch holds it all: nothing older to remember
     fixed = TrainConfig.from_params(MPSAE(8, 2, forget=0.5).get_params())
     assert fixed.forget_for(1000) == 0.5
     assert cfg.dead_window_for(7) == max(100, 50 * 8 // 2)

@@ -139,7 +139,8 @@ def _params(args):
     converge = args.epochs is None
     return dict(solver=args.solver, selection=args.selection, update=args.update,
                 batch_size=args.batch_size or "auto", lr=args.lr or "auto",
-                n_epochs=args.epochs, max_epochs=args.max_epochs, max_time=args.max_time,
+                n_epochs=args.epochs, max_epochs=args.max_epochs, max_steps=args.max_steps,
+                max_time=args.max_time,
                 n_iter_no_change=args.patience, schedule="plateau" if converge else "auto",
                 log_every=args.log_every, progress=False, random_state=args.seed)
 
