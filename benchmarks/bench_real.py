@@ -118,6 +118,16 @@ def _batches(n, bs, rng, epochs):
             yield np.sort(order[s:s + bs])
 
 
+def _result(clock, evaluate, T, seen, curve, **extra):
+    """An anchor's row: fit time so far, then the timed encoding of the test rows."""
+    fit_s = clock.now()
+    t = time.perf_counter()
+    T_hat = evaluate()
+    enc_s = time.perf_counter() - t
+    return dict(fvu=fvu(T, T_hat), fit_seconds=fit_s, encode_seconds=enc_s, samples=seen,
+                curve=curve, **extra)
+
+
 def run_sparsify(X, T, k, atoms, max_time, epochs, bs, seed):
     import torch
     from schedulefree import ScheduleFreeWrapper
@@ -161,12 +171,7 @@ def run_sparsify(X, T, k, atoms, max_time, epochs, bs, seed):
             curve.append((seen, t, clock.evaluate(lambda: fvu(T, evaluate()))))
         if t >= max_time:
             break
-    fit_s = clock.now()
-    t = time.perf_counter()
-    T_hat = evaluate()
-    enc_s = time.perf_counter() - t
-    return dict(fvu=fvu(T, T_hat), fit_seconds=fit_s, encode_seconds=enc_s, samples=seen,
-                curve=curve, lr=lr, batch_size=bs)
+    return _result(clock, evaluate, T, seen, curve, lr=lr, batch_size=bs)
 
 
 def run_overcomplete(X, T, k, atoms, max_time, epochs, bs, seed):
@@ -198,12 +203,7 @@ def run_overcomplete(X, T, k, atoms, max_time, epochs, bs, seed):
             curve.append((seen, t, clock.evaluate(lambda: fvu(T, evaluate()))))
         if t >= max_time:
             break
-    fit_s = clock.now()
-    t = time.perf_counter()
-    T_hat = evaluate()
-    enc_s = time.perf_counter() - t
-    return dict(fvu=fvu(T, T_hat), fit_seconds=fit_s, encode_seconds=enc_s, samples=seen,
-                curve=curve, batch_size=bs)
+    return _result(clock, evaluate, T, seen, curve, batch_size=bs)
 
 
 def run_sklearn(X, T, k, atoms, max_time, epochs, alpha, seed):
