@@ -93,7 +93,10 @@ class _Data:
             import dask.array as da
 
             return client.compute(da.concatenate([self.array[a:b] for a, b in ranges]))
-        return client.scatter(self._slice(ranges))
+        # unique keys: a run that stopped early leaves read-ahead futures whose release
+        # would otherwise drop the same rows, scattered under the same hash, from a
+        # later run on this client
+        return client.scatter(self._slice(ranges), hash=False)
 
     def read(self, client, ranges):
         """The rows of ``ranges``, here."""
