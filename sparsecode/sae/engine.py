@@ -32,7 +32,7 @@ from sparsecode.sae._step import Resample, StepPart, data_scale
 from sparsecode.sae.divergence import NonFinite, TrainingDivergedError, all_finite
 from sparsecode.sae.encoders import Encoder
 from sparsecode.sae.mpsae import batch_grad
-from sparsecode.sae.stopping import PLATEAU_FACTOR, Stopper, held_out_fvu
+from sparsecode.sae.stopping import PLATEAU_FACTOR, Stopper, held_out_fvu, spread
 from sparsecode.sae.updates import make_update
 
 
@@ -97,7 +97,7 @@ class Engine(SavedState):
         self._dead_now = None  # atoms dead after the last step, for the log
         self.last_check = self.n_checks = 0
         self.stopper = self.stop_reason = None
-        self._held_out = None  # (signals, steps between checks)
+        self._held_out = None  # (signals, steps between checks, their spread)
         self._t0 = time.perf_counter()
 
     # ------------------------------------------------------------------ construction
@@ -351,14 +351,15 @@ class Engine(SavedState):
         c = self.config
         if self.stopper is None:
             self.stopper = Stopper(c.n_iter_no_change, c.stop_tol)
-        self._held_out = (X, int(every))
+        self._held_out = (X, int(every), spread(X))  # the spread once, not per check
 
     def _check(self):
         """The held-out FVU after this step, when a check is due (else NaN); a check
         that brings no improvement halves the learning rate of ``schedule="plateau"``."""
         if self._held_out is None or self.n_steps % self._held_out[1]:
             return math.nan
-        fvu = held_out_fvu(self, self._held_out[0])
+        X, _, total = self._held_out
+        fvu = held_out_fvu(self, X, total=total)
         if not self.stopper.update(fvu, self.n_steps) and self.config.schedule == "plateau":
             self.lr_factor *= PLATEAU_FACTOR
         return fvu

@@ -146,7 +146,26 @@ def check_every(steps_per_epoch, batch_rows):
     return max(1, min(int(steps_per_epoch), MAX_CHECK_SAMPLES // max(int(batch_rows), 1)))
 
 
-def held_out_fvu(engine, X, batch_rows=4096):
+def spread(X, batch_rows=4096):
+    """``sum ||x - mean||^2`` over the rows of ``X`` (float64, on the host, in blocks).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+
+    Returns
+    -------
+    float
+    """
+    mean = to_host(X).mean(axis=0, dtype=np.float64)
+    total = 0.0
+    for s in range(0, X.shape[0], batch_rows):
+        dev = to_host(X[s:s + batch_rows]).astype(np.float64) - mean
+        total += float(np.einsum("ij,ij->", dev, dev))
+    return total
+
+
+def held_out_fvu(engine, X, batch_rows=4096, total=None):
     """FVU of the model of ``engine`` on the signals ``X``: ``sum ||x - x_hat||^2 / sum
     ||x - mean||^2`` (float64 sums; inf when the signals all equal their mean but are
     not reconstructed), encoded as :meth:`~sparsecode.MPSAE.transform` does.
@@ -158,6 +177,8 @@ def held_out_fvu(engine, X, batch_rows=4096):
         In the model's dtype and device.
     batch_rows : int
         Signals encoded at a time.
+    total : float, optional
+        ``spread(X)``, when known (the engine computes it once for its held-out rows).
 
     Returns
     -------
@@ -165,15 +186,13 @@ def held_out_fvu(engine, X, batch_rows=4096):
     """
     c = engine.config
     D, b = engine.components, engine.bias
-    mean = to_host(X).mean(axis=0, dtype=np.float64)
-    err = total = 0.0
+    total = spread(X, batch_rows) if total is None else total
+    err = 0.0
     for s in range(0, X.shape[0], batch_rows):
         Xb = X[s:s + batch_rows]
         codes = engine.encoder(Xb - b, D, k=c.k, tol=c.tol, solver=c.solver)
         R = to_host(Xb - b - codes.decode(D)).astype(np.float64)
         err += float(np.einsum("ij,ij->", R, R))
-        dev = to_host(Xb).astype(np.float64) - mean
-        total += float(np.einsum("ij,ij->", dev, dev))
     if total > 0:
         return err / total
     return 0.0 if err == 0 else math.inf
