@@ -39,6 +39,18 @@ class GramRows:
         Storage of the rows (None: the dictionary's dtype).  16-bit rows halve the bytes
         the updates read; the pursuits still accumulate in the signals' dtype and take
         every support Gram entry exact from ``D``.
+    defer : {"auto", True, False}
+        What MP and OMP (``positive=False``) do when a signal needs a row the store
+        lacks.  ``True``: defer it, keeping ``delta d_j`` in a vector of ``n_features``
+        per signal, and settle all of a signal's deferred rows with one product when its
+        selection can no longer be decided exactly (see
+        :mod:`sparsecode.pursuit._defer_numba`).  This needs the atoms' coherence
+        (:meth:`coherence`: once per store, half the flops of the whole Gram matrix).
+        ``False``: wait for the row, computed with those of the other waiting signals.
+        ``"auto"``: defer once the coherence is known, or when a call's
+        ``n_signals k`` is at least ``n_atoms / 2`` (computing it then costs at most what
+        the call would cost with no Gram at all).  An atom taken three times without
+        its row gets its row computed and kept.
 
     Attributes
     ----------
@@ -48,9 +60,12 @@ class GramRows:
         All rows are present (never evicted).
     rows_computed : int
         Rows computed so far (a measure of the cache's misses).
+    payments : int
+        Signals' deferred rows settled so far (one product of ``n_atoms n_features``
+        each, like a row).
     """
 
-    def __init__(self, D, *, max_bytes=None, dtype=None):
+    def __init__(self, D, *, max_bytes=None, dtype=None, defer="auto"):
         from sparsecode._validation import check_array, float_dtype
 
         D = check_array(D, "D")
@@ -72,6 +87,12 @@ class GramRows:
             raise ValueError(f"dtype {dtype!r} differs from the dictionary's {D.dtype}: "
                              "rows in the dictionary's dtype, or 16 bits")
         self.storage = dtype
+        if defer not in ("auto", True, False):
+            raise ValueError(f"defer must be 'auto', True or False; got {defer!r}")
+        self.defer = defer
+        self.mu = None
+        self.payments = 0
+        self.misses = np.zeros(D.shape[0], dtype=np.int64)  # atoms taken without a row
         store = STORAGE[dtype] if dtype in STORAGE else np.dtype(dtype)
         K = D.shape[0]
         if max_bytes is None:
@@ -124,6 +145,21 @@ class GramRows:
         rtol = _config.GRAM_CHECK_RTOL[self.dtype]
         return (norms2.shape == self.norms2.shape
                 and bool(np.allclose(norms2, self.norms2, rtol=rtol, atol=0.0)))
+
+    def coherence(self):
+        """The largest off-diagonal ``|G[a, x]|`` of each atom (float64, (n_atoms,)), an
+        upper bound computed once (:func:`sparsecode._parallel.coherence`)."""
+        if self.mu is None:
+            from sparsecode._parallel import coherence
+
+            self.mu = coherence(self.D)
+        return self.mu
+
+    def defers(self, n_signals, k):
+        """Whether a call of ``n_signals`` signals and ``k`` steps defers missing rows."""
+        if self.defer != "auto":
+            return self.defer
+        return self.mu is not None or 2 * n_signals * k >= self.n_atoms
 
     def next_round(self):
         """Start a round: reads by the kernels are stamped with its number."""

@@ -204,3 +204,52 @@ def gram_symmetric(D):
     with one_blas_thread():
         gram_tiles(np.ascontiguousarray(D), int(_config.GRAM_TILE), G)
     return G
+
+
+@njit(parallel=True, cache=True)
+def fold_coherence(B, r0, mu):
+    """Fold the block ``B = D[r0:r0 + m] D[r0:]^T`` into ``mu`` (the largest off-diagonal
+    ``|G[a, x]|`` of each atom): its rows' maxima into ``mu[r0:r0 + m]``, its columns'
+    into ``mu[r0:]`` (``B`` holds both halves of the symmetric Gram's entries)."""
+    m, w = B.shape
+    for a in prange(m):
+        best = mu[r0 + a]
+        for x in range(w):
+            if x != a:
+                t = abs(np.float64(B[a, x]))
+                best = t if t > best else best
+        mu[r0 + a] = best
+    nch = 64
+    for ch in prange(nch):
+        x0 = max(m, ch * w // nch)  # columns of the block's own rows: done above
+        x1 = (ch + 1) * w // nch
+        if x1 <= x0:
+            continue
+        best = mu[r0 + x0:r0 + x1].copy()
+        for a in range(m):
+            row = B[a]
+            for x in range(x0, x1):
+                t = abs(np.float64(row[x]))
+                best[x - x0] = t if t > best[x - x0] else best[x - x0]
+        mu[r0 + x0:r0 + x1] = best
+
+
+def coherence(D, block=512):
+    """The largest off-diagonal ``|G[a, x]|`` of each atom's row of ``G = D D^T``, from
+    products of ``block`` atoms with the atoms after them (half the flops of ``G``,
+    ``n_atoms^2 n_features``; ``block n_atoms`` entries held at a time), plus a margin
+    for the products' rounding (``16 eps sqrt(n_features)``): an upper bound.
+
+    Parameters
+    ----------
+    D : ndarray of shape (n_atoms, n_features), float32 or float64, unit-norm rows
+
+    Returns
+    -------
+    mu : ndarray of shape (n_atoms,), float64
+    """
+    K, d = D.shape
+    mu = np.zeros(K)
+    for r0 in range(0, K, block):
+        fold_coherence(D[r0:r0 + block] @ D[r0:].T, r0, mu)
+    return mu + 16.0 * np.finfo(D.dtype).eps * np.sqrt(d)

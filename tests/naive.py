@@ -526,3 +526,14 @@ def least_squares_on_support(t, W_dec, support):
     if not len(support):
         return np.zeros(0)
     return np.linalg.lstsq(A, np.asarray(t, dtype=np.float64), rcond=None)[0]
+
+
+def coherence(D):
+    """The largest ``|<d_a, d_x>|`` over ``x != a``, for each atom ``a`` (unit atoms)."""
+    K = D.shape[0]
+    mu = np.zeros(K)
+    for a in range(K):
+        for x in range(K):
+            if x != a:
+                mu[a] = max(mu[a], abs(float(np.dot(D[a], D[x]))))
+    return mu

@@ -16,28 +16,28 @@ from tests.strategies import planted, problems
 RULES = ["abs", "positive", "signed"]
 
 
-def small_store(D, rows, dtype=None):
+def small_store(D, rows, dtype=None, defer="auto"):
     """A store of ``rows`` rows of ``D`` (so most calls evict)."""
     item = 2 if dtype in ("float16", "bfloat16") else np.dtype(D.dtype).itemsize
-    store = GramRows(D, max_bytes=rows * D.shape[0] * item, dtype=dtype)
+    store = GramRows(D, max_bytes=rows * D.shape[0] * item, dtype=dtype, defer=defer)
     assert store.capacity == min(rows, D.shape[0])
     return store
 
 
 @given(problems(), st.integers(1, 12), st.sampled_from([0.0, 0.1]), st.sampled_from(RULES),
-       st.integers(1, 3))
-def test_mp_cached_equals_reference(problem, k, tol, rule, rows):
+       st.integers(0, 3), st.booleans())
+def test_mp_cached_equals_reference(problem, k, tol, rule, rows, defer):
     X, D = (a.astype(np.float32) for a in problem)  # one dtype: CI compile time
     ref_i, ref_v, margin = naive.encode(naive.mp, X, D, k=k, tol=tol, rule=rule, dtype=X.dtype)
     assume(margin > MARGIN[X.dtype])
-    store = small_store(D, rows)
+    store = small_store(D, rows if defer else max(rows, 1), defer=defer)
     codes = sparsecode.mp(X, D, k=k, tol=tol or None, selection=rule, gram=store)
     assert_codes_equal_reference(codes, ref_i, ref_v, D, X.dtype)
 
 
 @given(problems(), st.integers(1, 8), st.sampled_from([0.0, 0.05]), st.booleans(),
-       st.integers(0, 4))
-def test_omp_cached_equals_reference(problem, k, tol, positive, spare):
+       st.integers(0, 4), st.booleans())
+def test_omp_cached_equals_reference(problem, k, tol, positive, spare, defer):
     X, D = (a.astype(np.float32) for a in problem)  # one dtype: CI compile time
     k = min(k, D.shape[0])
     ref_i, ref_v, margin = naive.encode(naive.omp, X, D, k=k, tol=tol, positive=positive,
@@ -46,7 +46,9 @@ def test_omp_cached_equals_reference(problem, k, tol, positive, spare):
     for idx in ref_i:
         if len(idx):
             assume(np.linalg.cond(D[idx].astype(np.float64)) < 30)
-    store = small_store(D, k + spare)
+    # a store that defers needs no rows at all (positive OMP always waits for them)
+    rows = spare if defer and not positive else k + spare
+    store = small_store(D, rows, defer=defer)
     codes = sparsecode.omp(X, D, k=k, tol=tol or None, positive=positive, gram=store)
     assert_codes_equal_reference(codes, ref_i, ref_v, D, X.dtype)
 
@@ -72,7 +74,7 @@ def test_cached_path_evicts_under_a_tiny_budget_and_keeps_the_codes(solver, rng,
     fn = getattr(sparsecode, solver)
     whole = fn(X, D, k=4, gram=True)
     monkeypatch.setattr(_config, "GRAM_CACHE_BYTES", 6 * 200 * 4)  # six rows
-    store = GramRows(D)
+    store = GramRows(D, defer=False)  # signals wait for the rows they lack
     assert store.capacity == 6 and not store.complete
     codes = fn(X, D, k=4, gram=store)
     # more rows computed than the store holds, and more than the atoms used: evictions
@@ -80,14 +82,15 @@ def test_cached_path_evicts_under_a_tiny_budget_and_keeps_the_codes(solver, rng,
     assert store.rows_computed > max(store.capacity, used)
     np.testing.assert_array_equal(codes.indices, whole.indices)
     np.testing.assert_allclose(codes.values, whole.values, rtol=1e-5, atol=1e-6)
-    # gram="cached" builds a store of that size itself: the same codes
+    # gram="cached" builds a store of that size itself (which defers missing rows for
+    # MP and OMP, n k >= n_atoms / 2 here): the same codes
     again = fn(X, D, k=4, gram="cached")
     np.testing.assert_array_equal(again.indices, whole.indices)
 
 
 def test_store_keeps_rows_across_calls_and_evicts_the_least_used(rng):
     X, D, _ = planted(rng, 20, 24, 64, 3, noise=0.01, dtype=np.float32)
-    store = small_store(D, 60)  # 20 signals of 3 steps: at most 60 atoms, no eviction
+    store = small_store(D, 60, defer=False)  # 20 signals of 3 steps: at most 60 atoms
     sparsecode.mp(X, D, k=3, gram=store)
     first = store.rows_computed
     assert 0 < first <= 60
@@ -186,7 +189,11 @@ def test_bad_stores_are_refused(rng):
     with pytest.raises(ValueError, match="another dictionary"):
         sparsecode.mp(X.astype(np.float64), D.astype(np.float64), k=3, gram=GramRows(D))
     with pytest.raises(ValueError, match="needs 3"):
-        sparsecode.omp(X, D, k=3, gram=small_store(D, 2))
+        sparsecode.omp(X, D, k=3, gram=small_store(D, 2, defer=False))
+    with pytest.raises(ValueError, match="needs 3"):  # positive OMP never defers
+        sparsecode.omp(X, D, k=3, positive=True, gram=small_store(D, 2, defer=True))
+    with pytest.raises(ValueError, match="defer must be"):
+        GramRows(D, defer="yes")
     with pytest.raises(ValueError, match="dtype must be one of"):
         GramRows(D, dtype="int8")
     with pytest.raises(ValueError, match="differs from the dictionary"):
@@ -215,3 +222,67 @@ def test_a_whole_16_bit_gram_runs_the_per_signal_kernels(storage, agree, rng):
         assert np.mean(codes.indices == ref.indices) >= agree
         err = np.sum((X - codes.decode(D)) ** 2)
         assert err <= 1.01 * np.sum((X - ref.decode(D)) ** 2)
+
+
+@pytest.mark.parametrize("solver", ["mp", "omp"])
+@pytest.mark.parametrize("rows", [0, 6])
+def test_deferred_rows_keep_the_codes_and_save_payments(solver, rows, rng):
+    # 256 atoms in 128 dimensions (coherence about 0.35): with no rows or six, every
+    # missing row is deferred; the selections stay exact, and most steps go on without
+    # paying (one product per payment), so payments are far fewer than missing rows
+    X, D, _ = planted(rng, 80, 128, 256, 6, noise=0.01, dtype=np.float32)
+    fn = getattr(sparsecode, solver)
+    whole = fn(X, D, k=6, gram=True)
+    store = small_store(D, rows, defer=True)
+    codes = fn(X, D, k=6, gram=store)
+    np.testing.assert_array_equal(codes.indices, whole.indices)
+    np.testing.assert_allclose(codes.values, whole.values, rtol=1e-4, atol=1e-5)
+    assert 0 < store.payments < 80 * 5 / 2
+    # the bound is exact about the error it allows: a coherence of 0 would claim
+    # every selection certain and take wrong atoms
+    store = small_store(D, rows, defer=True)
+    store.mu = np.zeros(256)
+    wrong = fn(X, D, k=6, gram=store)
+    assert store.payments == 0
+    assert not np.array_equal(wrong.indices, whole.indices)
+
+
+def test_coherence_bounds_each_row_of_the_gram_matrix(rng):
+    from sparsecode._parallel import coherence
+
+    D = rng.standard_normal((70, 12))
+    D[5] = D[40] + 0.01 * rng.standard_normal(12)  # a near duplicate, across blocks
+    D = (D / np.linalg.norm(D, axis=1, keepdims=True)).astype(np.float32)
+    ref = naive.coherence(D.astype(np.float64))
+    for block in (7, 70, 512):  # blocks that cut the atoms unevenly, one block, more
+        mu = coherence(D, block=block)
+        assert np.all(mu >= ref) and np.all(mu <= ref + 1e-3)
+    assert ref[5] > 0.99 and ref[40] > 0.99
+    store = GramRows(D, max_bytes=0)
+    np.testing.assert_array_equal(store.coherence(), coherence(D))
+
+
+def test_auto_defers_when_the_coherence_pays_for_itself(rng):
+    D = rng.standard_normal((1000, 16)).astype(np.float32)
+    store = GramRows(D, max_bytes=0)
+    assert store.defers(500, 1) and not store.defers(499, 1)  # 2 n k >= n_atoms
+    assert store.defers(63, 8) and not store.defers(62, 8)
+    store.coherence()
+    assert store.defers(1, 1)  # once known it is free
+    assert not GramRows(D, max_bytes=0, defer=False).defers(10**6, 64)
+    assert GramRows(D, max_bytes=0, defer=True).defers(1, 1)
+
+
+def test_atoms_taken_often_without_a_row_get_one(rng):
+    from sparsecode.pursuit._rows import HOT_MISSES
+
+    X, D, _ = planted(rng, 40, 64, 128, 3, noise=0.01, dtype=np.float32)
+    X = (X + 3.0 * D[7] + 2.0 * D[9]).astype(np.float32)  # every signal uses 7 and 9
+    store = small_store(D, 16, defer=True)
+    whole = sparsecode.mp(X, D, k=3, gram=True)
+    codes = sparsecode.mp(X, D, k=3, gram=store)
+    np.testing.assert_array_equal(codes.indices, whole.indices)
+    taken = np.bincount(whole.indices.ravel(), minlength=128)
+    assert taken[7] >= 30 and store.slot[7] >= 0  # its row was computed and kept
+    rare = np.flatnonzero((taken > 0) & (taken < HOT_MISSES))
+    assert rare.size and np.all(store.slot[rare] < 0)  # too rare for a row

@@ -104,3 +104,55 @@ def test_incremental_forward_and_back_substitution_solve_the_normal_equations(se
     out = np.empty(s)
     LA.back_solve(L, s, fw, out)
     np.testing.assert_allclose(gram @ out, b, rtol=1e-8, atol=1e-8)
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(2, 3 * K.SELECT_BLOCK + 5),
+    rule=st.sampled_from(list(RULES)),
+    n_pend=st.integers(0, 4),
+    cap=st.sampled_from([1, 4, 64]),
+    adversarial=st.booleans(),
+)
+def test_lazy_pick_is_the_selection_on_the_true_correlations(seed, n, rule, n_pend, cap,
+                                                             adversarial):
+    # the deferred selection sees c = t + D v - w (t the true correlations, w the offsets
+    # kept for the pending atoms) and a bound e on |D_x v| off the pending atoms; it must
+    # take the atom the exact selection takes on t, with its true value, or give up
+    from sparsecode.pursuit._defer_numba import lazy_pick
+
+    rng = np.random.default_rng(seed)
+    d = 16
+    D = rng.standard_normal((n, d))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    D = D.astype(np.float32)
+    t = rng.standard_normal(n)
+    v = 0.1 * rng.standard_normal(d)
+    pend = rng.choice(n, size=min(n_pend, n), replace=False).astype(np.int64)
+    t[pend] = rng.uniform(-3, 3, pend.size)  # pending atoms anywhere, the top included
+    Dv = D.astype(np.float64) @ v
+    off = np.setdiff1d(np.arange(n), pend)
+    e = float(np.abs(Dv[off]).max()) if off.size else 0.1
+    if adversarial and off.size >= 2:
+        # the atom whose c is most above its truth leads in c, while the one most below
+        # it is the true best, by e/2: only a margin of 2e keeps it a candidate
+        a, b = off[np.argmax(Dv[off])], off[np.argmin(Dv[off])]
+        t[a] = np.abs(t).max() + 4 * e + 1.0
+        t[b] = t[a] + (Dv[a] - Dv[b]) / 4
+    # a pending atom's offset is d_p . v of when it was taken: its c is off by the
+    # change of d_p . v since then, within the bound e like the others'
+    pw = Dv[pend] - rng.uniform(-e, e, pend.size)
+    w = np.zeros(n)
+    w[pend] = pw
+    c = (t + Dv - w).astype(np.float32)
+    t = c.astype(np.float64) - Dv + w  # the true values of the float32 c
+    it = np.int32
+    nb = (n + K.SELECT_BLOCK - 1) // K.SELECT_BLOCK
+    j, tj = lazy_pick(c, c.view(it), RULES[rule], it(np.iinfo(it).max), e * (1 + 1e-9), D,
+                      v, pend, pw, pend.size, np.empty(nb, dtype=it),
+                      np.empty(cap, dtype=np.int64))
+    if j < 0:
+        return  # too close to call within `cap` evaluations: the caller pays
+    score = {"abs": np.abs(t), "positive": t, "signed": t}[rule]
+    assert score[j] >= score.max() - 1e-6
+    np.testing.assert_allclose(tj, t[j], rtol=1e-6, atol=1e-6)

@@ -63,6 +63,7 @@ class Pursuit:
     k_may_exceed_atoms: bool = False  # k may exceed n_atoms (atoms are selected again)
     rows_block: Callable = None  # (Xb, store, prob, out): the cached-Gram path on one block
     rows_per_signal: Callable = _no_scratch  # (width) -> Gram rows one signal needs at once
+    defers: bool = False  # may defer missing rows (positive=False): then needs no rows
 
 
 def solve(X, D, pursuit, *, k, tol, gram, backend, rule, positive=False, acgp=False):
@@ -86,10 +87,16 @@ def solve(X, D, pursuit, *, k, tol, gram, backend, rule, positive=False, acgp=Fa
     -------
     codes : SparseCodes
     """
+    from sparsecode._gram_rows import GramRows
+
+    rows_per_signal = pursuit.rows_per_signal
+    if (pursuit.defers and not positive and isinstance(gram, GramRows)
+            and gram.defer is True):
+        rows_per_signal = _no_scratch  # a store that defers every missing row
     X, prob = prepare(X, D, k=k, tol=tol, gram=gram, backend=backend, rule=rule,
                       positive=positive, acgp=acgp, max_steps=pursuit.max_steps,
                       k_may_exceed_atoms=pursuit.k_may_exceed_atoms,
-                      rows_per_signal=pursuit.rows_per_signal)
+                      rows_per_signal=rows_per_signal)
     if prob.on_gpu:
         import sparsecode.gpu
 

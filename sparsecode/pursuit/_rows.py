@@ -6,12 +6,27 @@ then rounds until every signal is done.  After each round the rows the waiting s
 need are computed together (one product ``D[J] D^T``) and those signals go on.  A round
 serves at most as many waiting signals as the store can hold rows for (one row each for
 MP, a whole support for OMP and GP), so every round makes progress.
+
+MP and OMP (``positive=False``) may instead defer the rows a store lacks
+(:func:`deferred_rounds`, :mod:`sparsecode.pursuit._defer_numba`): a round runs every
+signal until it ends or must pay its deferred updates; the payers' ``V D^T`` is
+subtracted from their correlations (one GEMM per row group) and they go on in the next
+round.  Rows deferred by ``HOT_MISSES`` signals of a round or more are computed then and
+kept for the following rounds and calls.
 """
 
 import numpy as np
 
 from sparsecode import _config
+from sparsecode.pursuit._defer_numba import PAYING
 from sparsecode.pursuit._rows_numba import WAITING
+
+#: An atom taken this many times without a row gets its row computed and kept; once
+#: the store is full, ``EVICT_MISSES`` times (its row then replaces the least used).
+HOT_MISSES = 3
+EVICT_MISSES = 12
+#: Exact correlations a deferred selection may compute before the signal pays.
+MAX_CANDIDATES = 64
 
 
 def correlations(Xb, prob):
@@ -47,3 +62,70 @@ def rounds(store, out, run_round, needed, per_signal):
 def support_atoms(I):
     """The atoms of the supports ``I`` (rows -1 filled past their size)."""
     return I[I >= 0].astype(np.int64)
+
+
+class Deferred:
+    """Each signal's deferred updates: ``V`` (float64, (n, n_features)), the bound
+    ``ebound`` (n,), and for MP the atoms and offsets it kept (``pend``, ``pw``,
+    ``npend``)."""
+
+    def __init__(self, n, n_features, k):
+        self.V = np.zeros((n, n_features))
+        self.ebound = np.zeros(n)
+        self.pend = np.zeros((n, max(k, 1)), dtype=np.int64)
+        self.pw = np.zeros((n, max(k, 1)))
+        self.npend = np.zeros(n, dtype=np.int64)
+
+
+def pay(C, V, rows, prob):
+    """``C[rows] -= V[rows] D^T`` (in the dictionary's dtype), one GEMM per row group."""
+    from sparsecode._blas import one_blas_thread
+    from sparsecode._parallel import group_correlations
+    from sparsecode.pursuit._defer_numba import sub_gathered
+
+    g = prob.group
+    buf = np.empty((min(g, rows.size), prob.n_atoms), dtype=prob.dtype)
+    with one_blas_thread():
+        for p0 in range(0, rows.size, g):
+            part = rows[p0:p0 + g]
+            out = buf[:part.size]
+            group_correlations(np.ascontiguousarray(V[part], dtype=prob.dtype), prob.D,
+                               np.zeros(1, dtype=np.int64), part.size,
+                               int(_config.GEMM_COLS), out)
+            sub_gathered(C, part, out)
+
+
+def deferred_rounds(store, out, C, prob, state, run_round):
+    """Run rounds of ``run_round(todo, rnd)`` until no signal of the block pays, then
+    count the atoms the signals took without a row (``state.pend``) and compute the rows
+    of those taken ``HOT_MISSES`` times (in this call or earlier ones)."""
+    status = out.status
+    todo = np.arange(status.shape[0], dtype=np.int64)
+    while todo.size:
+        rnd = store.next_round()
+        run_round(todo, rnd)
+        store.end_round()
+        kept = np.arange(state.pend.shape[1]) < state.npend[todo][:, None]
+        _count_misses(store, state.pend[todo][kept])
+        todo = np.flatnonzero(status == PAYING)
+        if todo.size:
+            pay(C, state.V, todo, prob)
+            store.payments += todo.size
+
+
+def _count_misses(store, atoms):
+    """Add ``atoms`` (repeated once per miss) to the store's counts; compute the rows of
+    the atoms counted ``HOT_MISSES`` times, the most counted first."""
+    if atoms.size == 0 or store.capacity == 0:
+        return
+    store.misses += np.bincount(atoms, minlength=store.n_atoms)
+    hot = np.unique(atoms)
+    hot = hot[(store.misses[hot] >= HOT_MISSES) & (store.slot[hot] < 0)]
+    if hot.size == 0:
+        return
+    hot = hot[np.argsort(-store.misses[hot], kind="stable")[:store.capacity]]
+    free = store.capacity - store.filled
+    hot = np.concatenate([hot[:free], hot[free:][store.misses[hot[free:]] >= EVICT_MISSES]])
+    if hot.size:
+        store.misses[hot] = 0
+        store.ensure(np.sort(hot))

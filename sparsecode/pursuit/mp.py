@@ -31,7 +31,6 @@ def _nogram_block(Xb, p, out):
 
 def _rows_block(Xb, store, p, out):
     from sparsecode.pursuit import _rows
-    from sparsecode.pursuit._rows_numba import mp_rows_round
 
     if store.complete:  # a whole 16-bit Gram: the per-signal kernel
         _gram_block(np.ascontiguousarray(Xb), store.rows, p, out)
@@ -41,6 +40,11 @@ def _rows_block(Xb, store, p, out):
     ns = np.zeros(n, dtype=np.int64)
     energy = np.zeros(n)
     steps = np.zeros(n, dtype=np.int64)
+    if store.defers(n, p.k):
+        _deferred(C, Ci, store, p, out, ns, energy, steps)
+        return
+    from sparsecode.pursuit._rows_numba import mp_rows_round
+
     js = np.zeros(n, dtype=np.int64)
     coef = np.zeros(n)
 
@@ -52,13 +56,31 @@ def _rows_block(Xb, store, p, out):
     _rows.rounds(store, out, run_round, lambda serve: js[serve], 1)
 
 
+def _deferred(C, Ci, store, p, out, ns, energy, steps):
+    """The cached path deferring missing rows (:func:`sparsecode.pursuit._rows.deferred_rounds`)."""
+    from sparsecode.pursuit import _rows
+    from sparsecode.pursuit._defer_numba import mp_defer_round
+
+    mu = store.coherence()
+    st = _rows.Deferred(C.shape[0], p.D.shape[1], p.k)
+
+    def run_round(todo, rnd):
+        mp_defer_round(todo, C, Ci, p.int_view[1], store.rows, store.slot, store.used, rnd,
+                       p.D, mu, p.rule, p.k, out.xnorm2, out.tol2, out.thr, out.I, out.Z, ns,
+                       energy, steps, st.V, st.ebound, st.pend, st.pw, st.npend,
+                       _rows.MAX_CANDIDATES, out.status)
+
+    _rows.deferred_rounds(store, out, C, p, st, run_round)
+
+
 def _max_steps(k, width):
     return k  # an atom may be selected again
 
 
 MP = _driver.Pursuit(name="mp", gram_block=_gram_block, nogram_block=_nogram_block,
                      gpu="mp_gpu", max_steps=_max_steps, k_may_exceed_atoms=True,
-                     rows_block=_rows_block, rows_per_signal=lambda width: 1)
+                     rows_block=_rows_block, rows_per_signal=lambda width: 1,
+                     defers=True)
 
 
 def mp(X, D, *, k=None, tol=None, selection="abs", gram="auto", backend="auto"):

@@ -69,6 +69,9 @@ def _rows_block(Xb, store, p, out):
     ns = np.zeros(n, dtype=np.int64)
     scratch = np.empty((n, omp_scratch_size(k)))
     islots = np.empty((n, k), dtype=np.int64)
+    if not (p.positive or store.complete) and store.defers(n, k):
+        _deferred(C, Ci, store, p, out, ns, scratch)
+        return
 
     def run_round(todo, rnd):
         omp_rows_round(todo, C, Ci, p.int_view[1], store.rows, store.slot, store.used, rnd,
@@ -76,6 +79,23 @@ def _rows_block(Xb, store, p, out):
                        out.I, out.Z, ns, scratch, islots, out.status)
 
     _rows.rounds(store, out, run_round, lambda serve: _rows.support_atoms(out.I[serve]), k)
+
+
+def _deferred(C, Ci, store, p, out, ns, scratch):
+    """The cached path deferring missing rows (:func:`sparsecode.pursuit._rows.deferred_rounds`)."""
+    from sparsecode.pursuit import _rows
+    from sparsecode.pursuit._defer_numba import omp_defer_round
+
+    mu = store.coherence()
+    st = _rows.Deferred(C.shape[0], p.D.shape[1], p.width)
+
+    def run_round(todo, rnd):
+        omp_defer_round(todo, C, Ci, p.int_view[1], store.rows, store.slot, store.used, rnd,
+                        p.D, mu, p.rule, p.width, out.xnorm2, out.tol2, out.thr, p.rtol,
+                        out.I, out.Z, ns, scratch, st.V, st.pend,
+                        st.npend, _rows.MAX_CANDIDATES, out.status)
+
+    _rows.deferred_rounds(store, out, C, p, st, run_round)
 
 
 def _max_steps(k, width):
@@ -89,7 +109,7 @@ def _nogram_bytes_per_row(width):
 OMP = _driver.Pursuit(name="omp", gram_block=_gram_block, nogram_block=_nogram_block,
                       gpu="omp_gpu", max_steps=_max_steps,
                       nogram_bytes_per_row=_nogram_bytes_per_row, rows_block=_rows_block,
-                      rows_per_signal=lambda width: width)
+                      rows_per_signal=lambda width: width, defers=True)
 
 
 def omp(X, D, *, k=None, tol=None, positive=False, gram="auto", backend="auto"):
