@@ -24,6 +24,10 @@ CACHED_MIN_FEATURES = 128
 #: encoded block by block; a block is at least ``MIN_BLOCK_ROWS`` signals.
 BLOCK_BYTES = 128 << 20
 MIN_BLOCK_ROWS = 16
+#: The same on the cached Gram path (a GramRows store short of the whole matrix): signals
+#: that defer missing rows settle them with products of the block's payers with ``D``,
+#: each reading all of ``D``, so larger blocks make fewer and larger products.
+ROWS_BLOCK_BYTES = 512 << 20
 
 #: Rows per group of every correlation product ``X D^T`` on the CPU, and atoms per block
 #: of the no-Gram path's products (see :mod:`sparsecode._parallel`): each row's

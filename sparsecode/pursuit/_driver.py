@@ -369,12 +369,14 @@ def _checked_rows(store, norms2, dt, per_signal):
     return store
 
 
-def _rows_per_block(prob, extra_bytes_per_row=0):
-    """Signals per block: as many as the budget allows, cut at row-group bounds."""
+def _rows_per_block(prob, extra_bytes_per_row=0, budget=None):
+    """Signals per block: as many as the budget allows (``_config.BLOCK_BYTES`` by
+    default), cut at row-group bounds."""
     from sparsecode._parallel import block_rows
 
     per_row = prob.n_atoms * prob.dtype.itemsize + extra_bytes_per_row
-    return block_rows(max(_config.MIN_BLOCK_ROWS, _config.BLOCK_BYTES // max(per_row, 1)))
+    budget = _config.BLOCK_BYTES if budget is None else budget
+    return block_rows(max(_config.MIN_BLOCK_ROWS, budget // max(per_row, 1)))
 
 
 def run(X, prob, pursuit):
@@ -385,13 +387,16 @@ def run(X, prob, pursuit):
     I = np.full((n, prob.width), -1, dtype=np.int32)
     Z = np.zeros((n, prob.width), dtype=np.float64)
     status = np.zeros(n, dtype=np.int8)
+    budget = None
     if isinstance(prob.G, np.ndarray):
         extra = 0
-    elif prob.G is not None:  # cached rows: the step state and rows of the supports
-        extra = pursuit.nogram_bytes_per_row(prob.width) + 8 * prob.width
+    elif prob.G is not None:  # cached rows: the step state, the supports' rows, and the
+        # deferred updates (n_features and 2 width doubles)
+        extra = pursuit.nogram_bytes_per_row(prob.width) + 8 * (3 * prob.width + X.shape[1])
+        budget = None if prob.G.complete else _config.ROWS_BLOCK_BYTES
     else:
         extra = pursuit.nogram_bytes_per_row(prob.width) + X.shape[1] * prob.dtype.itemsize
-    B = _rows_per_block(prob, extra)
+    B = _rows_per_block(prob, extra, budget)
     # every GEMM is a single-threaded one in a kernel thread (see sparsecode._parallel), so
     # BLAS is held to one thread for the whole call (its idle threads would spin against
     # the kernel's)
