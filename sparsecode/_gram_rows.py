@@ -8,7 +8,9 @@ the missing ones are computed with one GEMM ``D[J] D^T`` for all of them (not on
 signal), and rows stay until the store is full, when the rows used in the fewest
 rounds give way (heavy-tailed atom usage, as in SAE codes, keeps the frequent atoms'
 rows resident).  Rows may be stored in float16 or bfloat16 (half the bytes; see
-:mod:`sparsecode._halves_numba`).
+:mod:`sparsecode._halves_numba`).  MP and OMP may instead defer the rows the store lacks
+(``defer``; :mod:`sparsecode.pursuit._defer_numba`): a rarely used atom then costs
+``n_features`` flops where its row costs ``n_atoms n_features``.
 
 Kept free of kernels of its own: the products are :func:`sparsecode._parallel.group_correlations`.
 """
@@ -63,6 +65,9 @@ class GramRows:
     payments : int
         Signals' deferred rows settled so far (one product of ``n_atoms n_features``
         each, like a row).
+    mu : ndarray of shape (n_atoms,) or None
+        The atoms' coherence once :meth:`coherence` has computed it (it depends on the
+        dictionary only: a store of the same atoms may be given it).
     """
 
     def __init__(self, D, *, max_bytes=None, dtype=None, defer="auto"):

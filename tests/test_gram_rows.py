@@ -286,3 +286,29 @@ def test_atoms_taken_often_without_a_row_get_one(rng):
     assert taken[7] >= 30 and store.slot[7] >= 0  # its row was computed and kept
     rare = np.flatnonzero((taken > 0) & (taken < HOT_MISSES))
     assert rare.size and np.all(store.slot[rare] < 0)  # too rare for a row
+
+
+@pytest.mark.parametrize("gram", [True, "cached"])
+def test_block_encoder_builds_its_gram_once(gram, rng, monkeypatch):
+    from sparsecode.distributed.encode import BlockEncoder
+    from tests.helpers import spy_gram_rows
+
+    X, D, _ = planted(rng, 96, 160, 300, 4, noise=0.01, dtype=np.float32)
+    D = D * rng.uniform(0.5, 2.0, (300, 1)).astype(np.float32)  # atoms of any norm
+    monkeypatch.setattr(_config, "GRAM_CACHE_BYTES", 50 * 300 * 4)  # "cached": 50 rows
+    whole = sparsecode.omp(X, D, k=4, gram=gram)  # one call on all the signals
+    made = spy_gram_rows(monkeypatch)
+    enc = BlockEncoder(D, solver="omp", k=4, tol=None, options={"gram": gram},
+                       n_samples=96, dtype=np.float32)
+    first, second = enc(X[:48]), enc(X[48:])
+    assert len(made) == 1 and made[0].complete == (gram is True)
+    # the same codes as the one call (for the store: the same exact selections)
+    np.testing.assert_array_equal(np.vstack([first.indices, second.indices]), whole.indices)
+    np.testing.assert_allclose(np.vstack([first.values, second.values]), whole.values,
+                               rtol=0 if gram is True else 1e-5)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(enc))  # sent to a worker: without the Gram
+    assert again._gram is None and len(made) == 1
+    np.testing.assert_array_equal(again(X[:48]).indices, first.indices)
+    assert len(made) == 2

@@ -4,6 +4,7 @@ written as one part per block and merged into place at the end."""
 import json
 import os
 import shutil
+import threading
 import uuid
 from pathlib import Path
 
@@ -25,7 +26,9 @@ class BlockEncoder:
 
     The choice between the Gram and the no-Gram path is made once, for the whole set of
     signals, so every block takes the path an in-process call on all of them takes and
-    the codes are identical.
+    the codes are identical.  The Gram it chose (the whole matrix or a
+    :class:`~sparsecode.GramRows` store) is built by the first block a process encodes
+    and kept for the next ones; it is not sent with the encoder.
     """
 
     def __init__(self, D, *, solver, k, tol, options, n_samples, dtype):
@@ -57,6 +60,32 @@ class BlockEncoder:
             self.options["gram"] = gram if want is None else want
         self.n_atoms, self.n_features = self.atoms.shape
         self.width = min(k_eff, self.n_atoms)
+        self._gram = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        state = dict(self.__dict__, _gram=None)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _solver_gram(self):
+        """The ``gram`` argument of this process's calls: the whole Gram matrix or a
+        store, built once (under the lock, whose holder also runs the call: a store is
+        not shared by concurrent calls), or the option as given."""
+        from sparsecode._gram_rows import GramRows
+
+        gram = self.options["gram"]
+        if self._gram is None and (gram is True or gram == "cached"):
+            atoms = self.atoms.astype(self.values_dtype, copy=False)
+            # gram=True: a store holding every row is the whole matrix the call would
+            # build (of the atoms normalised as the pursuits normalise them)
+            whole = self.n_atoms * self.n_atoms * atoms.dtype.itemsize
+            self._gram = GramRows(atoms, max_bytes=whole if gram is True else None)
+        return gram if self._gram is None else self._gram
 
     def settings(self):
         """JSON-serialisable description (stored with the codes)."""
@@ -73,7 +102,9 @@ class BlockEncoder:
                 codes = self.model.transform(X, k=self.k, tol=self.tol, solver=self.solver)
             else:
                 solve = getattr(sparsecode, self.solver)
-                codes = solve(X, self.atoms, k=self.k, tol=self.tol, **self.options)
+                with self._lock:
+                    options = dict(self.options, gram=self._solver_gram())
+                    codes = solve(X, self.atoms, k=self.k, tol=self.tol, **options)
         return pad_codes(codes, self.width)
 
     def error(self, X, codes):
