@@ -28,6 +28,10 @@ MIN_BLOCK_ROWS = 16
 #: that defer missing rows settle them with products of the block's payers with ``D``,
 #: each reading all of ``D``, so larger blocks make fewer and larger products.
 ROWS_BLOCK_BYTES = 512 << 20
+#: Atoms per group of the coherence bounds of a GramRows store (one float32 per atom and
+#: group): a deferred row's effect on each group of atoms is bounded by the largest
+#: ``|G|`` in that group, tighter than the largest over all atoms.
+COHERENCE_GROUP = 256
 
 #: Rows per group of every correlation product ``X D^T`` on the CPU, and atoms per block
 #: of the no-Gram path's products (see :mod:`sparsecode._parallel`): each row's

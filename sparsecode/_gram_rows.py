@@ -66,8 +66,9 @@ class GramRows:
         Signals' deferred rows settled so far (one product of ``n_atoms n_features``
         each, like a row).
     mu : ndarray of shape (n_atoms,) or None
-        The atoms' coherence once :meth:`coherence` has computed it (it depends on the
-        dictionary only: a store of the same atoms may be given it).
+        The atoms' coherence once :meth:`coherence` has computed it; ``mu_groups`` (float32,
+        (n_atoms, n_groups)) the same by group of ``mu_group`` atoms.  They depend on the
+        dictionary only: a store of the same atoms may be given them.
     """
 
     def __init__(self, D, *, max_bytes=None, dtype=None, defer="auto"):
@@ -96,6 +97,8 @@ class GramRows:
             raise ValueError(f"defer must be 'auto', True or False; got {defer!r}")
         self.defer = defer
         self.mu = None
+        self.mu_groups = None
+        self.mu_group = None
         self.payments = 0
         self.misses = np.zeros(D.shape[0], dtype=np.int64)  # atoms taken without a row
         store = STORAGE[dtype] if dtype in STORAGE else np.dtype(dtype)
@@ -153,11 +156,13 @@ class GramRows:
 
     def coherence(self):
         """The largest off-diagonal ``|G[a, x]|`` of each atom (float64, (n_atoms,)), an
-        upper bound computed once (:func:`sparsecode._parallel.coherence`)."""
+        upper bound computed once (:func:`sparsecode._parallel.coherence`), with the
+        same by group of ``_config.COHERENCE_GROUP`` atoms ``x`` in :attr:`mu_groups`."""
         if self.mu is None:
             from sparsecode._parallel import coherence
 
-            self.mu = coherence(self.D)
+            self.mu_group = int(_config.COHERENCE_GROUP)
+            self.mu, self.mu_groups = coherence(self.D, self.mu_group)
         return self.mu
 
     def defers(self, n_signals, k):

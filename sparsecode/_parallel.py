@@ -207,49 +207,63 @@ def gram_symmetric(D):
 
 
 @njit(parallel=True, cache=True)
-def fold_coherence(B, r0, mu):
-    """Fold the block ``B = D[r0:r0 + m] D[r0:]^T`` into ``mu`` (the largest off-diagonal
-    ``|G[a, x]|`` of each atom): its rows' maxima into ``mu[r0:r0 + m]``, its columns'
-    into ``mu[r0:]`` (``B`` holds both halves of the symmetric Gram's entries)."""
+def fold_coherence(B, r0, group, mub):
+    """Fold the block ``B = D[r0:r0 + m] D[r0:]^T`` into ``mub``: ``mub[a, g]`` is the
+    largest ``|G[a, x]|`` over the atoms ``x != a`` of group ``g`` (atoms
+    ``[g group, (g + 1) group)``).  Its rows' maxima go to the block's own atoms, its
+    columns' to the atoms after them (``B`` holds both halves of the symmetric Gram's
+    entries)."""
     m, w = B.shape
+    ng = mub.shape[1]
     for a in prange(m):
-        best = mu[r0 + a]
-        for x in range(w):
-            if x != a:
-                t = abs(np.float64(B[a, x]))
-                best = t if t > best else best
-        mu[r0 + a] = best
+        row = B[a]
+        for g in range(r0 // group, ng):
+            lo = max(g * group - r0, 0)
+            hi = min((g + 1) * group - r0, w)
+            best = mub[r0 + a, g]
+            for x in range(lo, hi):
+                t = abs(np.float64(row[x]))
+                best = t if (t > best and x != a) else best
+            mub[r0 + a, g] = best
     nch = 64
     for ch in prange(nch):
         x0 = max(m, ch * w // nch)  # columns of the block's own rows: done above
         x1 = (ch + 1) * w // nch
         if x1 <= x0:
             continue
-        best = mu[r0 + x0:r0 + x1].copy()
-        for a in range(m):
-            row = B[a]
-            for x in range(x0, x1):
-                t = abs(np.float64(row[x]))
-                best[x - x0] = t if t > best[x - x0] else best[x - x0]
-        mu[r0 + x0:r0 + x1] = best
+        for g in range(r0 // group, (r0 + m - 1) // group + 1):
+            best = mub[r0 + x0:r0 + x1, g].copy()
+            for a in range(max(g * group - r0, 0), min((g + 1) * group - r0, m)):
+                row = B[a]
+                for x in range(x0, x1):
+                    t = abs(np.float64(row[x]))
+                    best[x - x0] = t if t > best[x - x0] else best[x - x0]
+            mub[r0 + x0:r0 + x1, g] = best
 
 
-def coherence(D, block=512):
-    """The largest off-diagonal ``|G[a, x]|`` of each atom's row of ``G = D D^T``, from
-    products of ``block`` atoms with the atoms after them (half the flops of ``G``,
+def coherence(D, group=256, block=512):
+    """Bounds on the off-diagonal entries of ``G = D D^T``, by row and group of atoms,
+    from products of ``block`` atoms with the atoms after them (half the flops of ``G``,
     ``n_atoms^2 n_features``; ``block n_atoms`` entries held at a time), plus a margin
-    for the products' rounding (``16 eps sqrt(n_features)``): an upper bound.
+    for the products' rounding (``16 eps sqrt(n_features)``): upper bounds.
 
     Parameters
     ----------
     D : ndarray of shape (n_atoms, n_features), float32 or float64, unit-norm rows
+    group : int
+        Atoms per group.
 
     Returns
     -------
     mu : ndarray of shape (n_atoms,), float64
+        The largest ``|G[a, x]|``, ``x != a``, of each atom ``a``.
+    mub : ndarray of shape (n_atoms, ceil(n_atoms / group)), float32
+        The same over the atoms ``x`` of each group, rounded up.
     """
     K, d = D.shape
-    mu = np.zeros(K)
+    mub = np.zeros((K, (K + group - 1) // group))
     for r0 in range(0, K, block):
-        fold_coherence(D[r0:r0 + block] @ D[r0:].T, r0, mu)
-    return mu + 16.0 * np.finfo(D.dtype).eps * np.sqrt(d)
+        fold_coherence(D[r0:r0 + block] @ D[r0:].T, r0, group, mub)
+    mub += 16.0 * np.finfo(D.dtype).eps * np.sqrt(d)
+    mu = mub.max(axis=1)
+    return mu, np.nextafter(mub.astype(np.float32), np.float32(np.inf))

@@ -528,12 +528,13 @@ def least_squares_on_support(t, W_dec, support):
     return np.linalg.lstsq(A, np.asarray(t, dtype=np.float64), rcond=None)[0]
 
 
-def coherence(D):
-    """The largest ``|<d_a, d_x>|`` over ``x != a``, for each atom ``a`` (unit atoms)."""
+def coherence(D, group):
+    """``mub[a, g]``: the largest ``|<d_a, d_x>|`` over the atoms ``x != a`` of group
+    ``g`` (atoms ``g group`` to ``(g + 1) group - 1``), for unit atoms."""
     K = D.shape[0]
-    mu = np.zeros(K)
+    mub = np.zeros((K, -(-K // group)))
     for a in range(K):
         for x in range(K):
             if x != a:
-                mu[a] = max(mu[a], abs(float(np.dot(D[a], D[x]))))
-    return mu
+                mub[a, x // group] = max(mub[a, x // group], abs(float(np.dot(D[a], D[x]))))
+    return mub

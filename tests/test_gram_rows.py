@@ -225,12 +225,14 @@ def test_a_whole_16_bit_gram_runs_the_per_signal_kernels(storage, agree, rng):
 
 
 @pytest.mark.parametrize("solver", ["mp", "omp"])
-@pytest.mark.parametrize("rows", [0, 6])
-def test_deferred_rows_keep_the_codes_and_save_payments(solver, rows, rng):
+@pytest.mark.parametrize("rows, group", [(0, 256), (6, 256), (0, 32)])
+def test_deferred_rows_keep_the_codes_and_save_payments(solver, rows, group, rng,
+                                                         monkeypatch):
     # 256 atoms in 128 dimensions (coherence about 0.35): with no rows or six, every
     # missing row is deferred; the selections stay exact, and most steps go on without
     # paying (one product per payment), so payments are far fewer than missing rows
     X, D, _ = planted(rng, 80, 128, 256, 6, noise=0.01, dtype=np.float32)
+    monkeypatch.setattr(_config, "COHERENCE_GROUP", group)  # bounds by group of atoms
     fn = getattr(sparsecode, solver)
     whole = fn(X, D, k=6, gram=True)
     store = small_store(D, rows, defer=True)
@@ -241,25 +243,33 @@ def test_deferred_rows_keep_the_codes_and_save_payments(solver, rows, rng):
     # the bound is exact about the error it allows: a coherence of 0 would claim
     # every selection certain and take wrong atoms
     store = small_store(D, rows, defer=True)
-    store.mu = np.zeros(256)
+    store.coherence()
+    store.mu[:] = 0.0
+    store.mu_groups[:] = 0.0
     wrong = fn(X, D, k=6, gram=store)
     assert store.payments == 0
     assert not np.array_equal(wrong.indices, whole.indices)
 
 
-def test_coherence_bounds_each_row_of_the_gram_matrix(rng):
+@pytest.mark.parametrize("group", [6, 32, 256])
+def test_coherence_bounds_each_row_of_the_gram_matrix_by_group(group, rng, monkeypatch):
     from sparsecode._parallel import coherence
 
     D = rng.standard_normal((70, 12))
     D[5] = D[40] + 0.01 * rng.standard_normal(12)  # a near duplicate, across blocks
     D = (D / np.linalg.norm(D, axis=1, keepdims=True)).astype(np.float32)
-    ref = naive.coherence(D.astype(np.float64))
+    ref = naive.coherence(D.astype(np.float64), group)
+    assert ref.shape == (70, -(-70 // group))
     for block in (7, 70, 512):  # blocks that cut the atoms unevenly, one block, more
-        mu = coherence(D, block=block)
-        assert np.all(mu >= ref) and np.all(mu <= ref + 1e-3)
-    assert ref[5] > 0.99 and ref[40] > 0.99
+        mu, mub = coherence(D, group, block=block)
+        assert mub.dtype == np.float32 and mub.shape == ref.shape
+        assert np.all(mub >= ref) and np.all(mub <= ref + 1e-3)
+        np.testing.assert_allclose(mu, mub.max(axis=1), rtol=1e-6)
+    assert ref[5, 40 // group] > 0.99 and ref[40, 5 // group] > 0.99
+    monkeypatch.setattr(_config, "COHERENCE_GROUP", group)
     store = GramRows(D, max_bytes=0)
-    np.testing.assert_array_equal(store.coherence(), coherence(D))
+    np.testing.assert_array_equal(store.coherence(), coherence(D, group)[0])
+    np.testing.assert_array_equal(store.mu_groups, coherence(D, group)[1])
 
 
 def test_auto_defers_when_the_coherence_pays_for_itself(rng):

@@ -113,12 +113,14 @@ def test_incremental_forward_and_back_substitution_solve_the_normal_equations(se
     n_pend=st.integers(0, 4),
     cap=st.sampled_from([1, 4, 64]),
     adversarial=st.booleans(),
+    group=st.sampled_from([5, 128, 10**4]),
 )
 def test_lazy_pick_is_the_selection_on_the_true_correlations(seed, n, rule, n_pend, cap,
-                                                             adversarial):
+                                                             adversarial, group):
     # the deferred selection sees c = t + D v - w (t the true correlations, w the offsets
-    # kept for the pending atoms) and a bound e on |D_x v| off the pending atoms; it must
-    # take the atom the exact selection takes on t, with its true value, or give up
+    # kept for the pending atoms) and bounds eg[g] on |D_x v| for the atoms of each group
+    # of `group` atoms; it must take the atom the exact selection takes on t, with its
+    # true value, or give up
     from sparsecode.pursuit._defer_numba import lazy_pick
 
     rng = np.random.default_rng(seed)
@@ -133,6 +135,9 @@ def test_lazy_pick_is_the_selection_on_the_true_correlations(seed, n, rule, n_pe
     Dv = D.astype(np.float64) @ v
     off = np.setdiff1d(np.arange(n), pend)
     e = float(np.abs(Dv[off]).max()) if off.size else 0.1
+    ng = (n + group - 1) // group
+    eg = np.full(ng, 1e-3)
+    np.maximum.at(eg, off // group, np.abs(Dv[off]))
     if adversarial and off.size >= 2:
         # the atom whose c is most above its truth leads in c, while the one most below
         # it is the true best, by e/2: only a margin of 2e keeps it a candidate
@@ -141,15 +146,15 @@ def test_lazy_pick_is_the_selection_on_the_true_correlations(seed, n, rule, n_pe
         t[b] = t[a] + (Dv[a] - Dv[b]) / 4
     # a pending atom's offset is d_p . v of when it was taken: its c is off by the
     # change of d_p . v since then, within the bound e like the others'
-    pw = Dv[pend] - rng.uniform(-e, e, pend.size)
+    pw = Dv[pend] - rng.uniform(-1, 1, pend.size) * eg[pend // group]
     w = np.zeros(n)
     w[pend] = pw
     c = (t + Dv - w).astype(np.float32)
     t = c.astype(np.float64) - Dv + w  # the true values of the float32 c
     it = np.int32
     nb = (n + K.SELECT_BLOCK - 1) // K.SELECT_BLOCK
-    j, tj = lazy_pick(c, c.view(it), RULES[rule], it(np.iinfo(it).max), e * (1 + 1e-9), D,
-                      v, pend, pw, pend.size, np.empty(nb, dtype=it),
+    j, tj = lazy_pick(c, c.view(it), RULES[rule], it(np.iinfo(it).max), eg * (1 + 1e-9),
+                      group, D, v, pend, pw, pend.size, np.empty(nb, dtype=it),
                       np.empty(cap, dtype=np.int64))
     if j < 0:
         return  # too close to call within `cap` evaluations: the caller pays

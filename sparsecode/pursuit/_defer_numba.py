@@ -65,10 +65,24 @@ def _offset(x, pend, pw, npend):
 
 
 @njit(cache=True, inline="always")
-def lazy_pick(c, ci, rule, mask, e, D, v, pend, pw, npend, bm, cand):
-    """The selection of the step when ``c`` owes ``-D v`` (error at most ``e`` off the
-    kept atoms): returns ``(j, t_j)``, the atom and its true correlation, or ``(-1, 0)``
-    when the best is not within reach of ``len(cand)`` exact evaluations."""
+def _key_below(lim, c):
+    """The selection key of ``lim > 0`` rounded down (a relative 1e-6 below it, far
+    beyond float32 rounding) so that no candidate is lost; positive values' keys are
+    their bits for every rule."""
+    tmp = np.empty(1, dtype=c.dtype)
+    tmp[0] = lim * (1.0 - 1e-6)
+    return int_view(tmp)[0]
+
+
+@njit(cache=True, inline="always")
+def lazy_pick(c, ci, rule, mask, eg, group, D, v, pend, pw, npend, bm, cand):
+    """The selection of the step when ``c`` owes ``-D v``: off the kept atoms, the error
+    of the atoms of group ``g`` (``group`` atoms each) is at most ``eg[g]``.  Returns
+    ``(j, t_j)``, the atom and its true correlation, or ``(-1, 0)`` when the best is not
+    within reach of ``len(cand)`` exact evaluations.
+
+    The best ``c`` less its group's bound is a lower bound ``L`` on the best true value;
+    an atom of group ``g`` can reach it only if its ``c`` is at least ``L - eg[g]``."""
     n = c.shape[0]
     nb = bm.shape[0]
     for b in range(nb):
@@ -82,20 +96,24 @@ def lazy_pick(c, ci, rule, mask, e, D, v, pend, pw, npend, bm, cand):
             tb = b
     b0 = tb * SELECT_BLOCK
     x = b0 + first_key(ci[b0:min(b0 + SELECT_BLOCK, n)], top, rule, mask)
-    lim = _value_key(np.float64(c[x]), rule) - 2.0 * e
-    if lim <= 0.0:
+    low = _value_key(np.float64(c[x]), rule) - eg[x // group]
+    emax = 0.0
+    for g in range(eg.shape[0]):
+        emax = max(emax, eg[g])
+    if low - emax <= 0.0:
         return -1, 0.0
-    # the key of lim, rounded down (a relative 1e-6 below it, far beyond float32
-    # rounding) so that no candidate is lost; positive values' keys are their bits
-    tmp = np.empty(1, dtype=c.dtype)
-    tmp[0] = lim * (1.0 - 1e-6)
-    lim_key = int_view(tmp)[0]
+    least = _key_below(low - emax, c)  # no candidate below it in any group
     nc = 0
     for b in range(nb):
-        if bm[b] < lim_key:
+        if bm[b] < least:
             continue
         b0 = b * SELECT_BLOCK
+        g = -1
+        lim_key = least
         for x in range(b0, min(b0 + SELECT_BLOCK, n)):
+            if x // group != g:
+                g = x // group
+                lim_key = _key_below(low - eg[g], c)
             if key_of(ci[x], rule, mask) >= lim_key:
                 if nc == cand.shape[0]:
                     return -1, 0.0
@@ -113,6 +131,15 @@ def lazy_pick(c, ci, rule, mask, e, D, v, pend, pw, npend, bm, cand):
             bj = x
             bv = t
     return bj, bv
+
+
+@njit(cache=True, inline="always")
+def _add_bound(eg, mub, j, coef):
+    """``eg += |coef| mub[j]``: the bounds of atom ``j``'s deferred change by group."""
+    a = abs(coef)
+    row = mub[j]
+    for g in range(eg.shape[0]):
+        eg[g] += a * np.float64(row[g])
 
 
 @njit(cache=True, inline="always")
@@ -135,16 +162,26 @@ def _resume(c, v, I, s, pend, pw, npend, zero_support):
     v[:] = 0.0
 
 
+@njit(cache=True, inline="always")
+def _pick(c, ci, rule, mask, owed, eg, group, D, v, pend, pw, npend, bm, cand):
+    """The step's selection: exact when nothing is owed, else :func:`lazy_pick`."""
+    if not owed:
+        j = select(ci, rule, mask)
+        return j, np.float64(c[j])
+    return lazy_pick(c, ci, rule, mask, eg, group, D, v, pend, pw, npend, bm, cand)
+
+
 @njit(parallel=True, cache=True)
-def mp_defer_round(todo, C, Ci, mask, rows, slot, used, rnd, D, mu, rule, k, xnorm2, tol2,
-                   thr, I, Z, ns, energy, steps, V, ebound, pend, pw, npend, max_candidates,
+def mp_defer_round(todo, C, Ci, mask, rows, slot, used, rnd, D, mub, group, rule, k, xnorm2,
+                   tol2, thr, I, Z, ns, energy, steps, V, pend, pw, npend, max_candidates,
                    status):
     """One round of MP for the signals ``todo`` (block rows), deferring missing rows.
 
-    ``V`` (float64, (n, n_features)), ``ebound`` (float64, (n,)), ``pend``/``pw``
-    ((n, k): atoms and offsets) and ``npend`` ((n,)) are each signal's deferred state;
-    a signal found PAYING had ``V`` subtracted from ``C`` by the caller.  Leaves
-    ``status`` DONE or PAYING.
+    ``mub`` (float32, (n_atoms, n_groups)): the coherence bounds by group of ``group``
+    atoms (:func:`sparsecode._parallel.coherence`).  ``V`` (float64, (n, n_features)),
+    ``pend``/``pw`` ((n, k): atoms and offsets) and ``npend`` ((n,)) are each signal's
+    deferred state; a signal found PAYING had ``V`` subtracted from ``C`` by the caller.
+    Leaves ``status`` DONE or PAYING.
     """
     nb = (C.shape[1] + SELECT_BLOCK - 1) // SELECT_BLOCK
     for a in prange(todo.shape[0]):
@@ -154,10 +191,11 @@ def mp_defer_round(todo, C, Ci, mask, rows, slot, used, rnd, D, mu, rule, k, xno
         v = V[i]
         bm = np.empty(nb, dtype=ci.dtype)
         cand = np.empty(max(max_candidates, 1), dtype=np.int64)
+        eg = np.zeros(mub.shape[1])  # the bounds by group (nothing owed at a round's start)
+        owed = False
         if status[i] == PAYING:
             _resume(c, v, I[i], 0, pend[i], pw[i], npend[i], False)
             npend[i] = 0
-            ebound[i] = 0.0
         elif steps[i] == 0:
             energy[i] = xnorm2[i]
             if k <= 0 or xnorm2[i] <= tol2[i]:
@@ -165,15 +203,11 @@ def mp_defer_round(todo, C, Ci, mask, rows, slot, used, rnd, D, mu, rule, k, xno
                 continue
         st = DONE
         while True:
-            if ebound[i] == 0.0:
-                j = select(ci, rule, mask)
-                t = np.float64(c[j])
-            else:
-                j, t = lazy_pick(c, ci, rule, mask, ebound[i], D, v, pend[i], pw[i],
-                                 npend[i], bm, cand)
-                if j < 0:
-                    st = PAYING
-                    break
+            j, t = _pick(c, ci, rule, mask, owed, eg, group, D, v, pend[i], pw[i], npend[i],
+                         bm, cand)
+            if j < 0:
+                st = PAYING
+                break
             if vanished(t, thr[i], rule):
                 break
             s, again = add_to_code(I[i], Z[i], ns[i], j, t)
@@ -188,7 +222,8 @@ def mp_defer_round(todo, C, Ci, mask, rows, slot, used, rnd, D, mu, rule, k, xno
                 axpy(c, rows[sl], c.dtype.type(t))
                 continue
             _defer(v, D, j, t)
-            ebound[i] += abs(t) * mu[j]
+            _add_bound(eg, mub, j, t)
+            owed = True
             m = 0
             while m < npend[i] and pend[i, m] != j:
                 m += 1
@@ -201,22 +236,16 @@ def mp_defer_round(todo, C, Ci, mask, rows, slot, used, rnd, D, mu, rule, k, xno
 
 
 @njit(cache=True, inline="always")
-def _pick(c, ci, rule, mask, e, D, v, pend, pw, npend, bm, cand):
-    """The step's selection: exact when nothing is owed (``e == 0``), else
-    :func:`lazy_pick`."""
-    if e == 0.0:
-        j = select(ci, rule, mask)
-        return j, np.float64(c[j])
-    return lazy_pick(c, ci, rule, mask, e, D, v, pend, pw, npend, bm, cand)
-
-
-@njit(cache=True, inline="always")
-def _owed(pd, mu, I, s):
-    """The bound ``sum |pd_m| mu[I_m]`` of the error the owed changes ``pd`` leave."""
-    e = 0.0
+def _owed(pd, mub, I, s, eg):
+    """``eg``: the bounds by group of the error the owed changes ``pd`` leave,
+    ``sum |pd_m| mub[I_m]``; True when any is owed."""
+    eg[:] = 0.0
+    owed = False
     for m in range(s):
-        e += abs(pd[m]) * mu[I[m]]
-    return e
+        if pd[m] != 0.0:
+            _add_bound(eg, mub, I[m], pd[m])
+            owed = True
+    return owed
 
 
 @njit(cache=True, inline="always")
@@ -244,8 +273,9 @@ def _pay_rows(c, rows, slot, used, rnd, D, v, I, s, pd, mu, islots, coef, share)
 
 
 @njit(parallel=True, cache=True)
-def omp_defer_round(todo, C, Ci, mask, rows, slot, used, rnd, D, mu, rule, k, xnorm2, tol2,
-                    thr, rtol, I, Z, ns, scratch, V, pend, npend, max_candidates, status):
+def omp_defer_round(todo, C, Ci, mask, rows, slot, used, rnd, D, mu, mub, group, rule, k,
+                    xnorm2, tol2, thr, rtol, I, Z, ns, scratch, V, pend, npend,
+                    max_candidates, status):
     """One round of Batch-OMP (``positive=False``) for the signals ``todo``, deferring
     missing rows (see :func:`mp_defer_round`; ``scratch`` as
     :func:`~sparsecode.pursuit._rows_numba.omp_rows_round`'s).
@@ -255,8 +285,9 @@ def omp_defer_round(todo, C, Ci, mask, rows, slot, used, rnd, D, mu, rule, k, xn
     older atoms' small changes: ``pd`` sums them per support atom and ``v = D[I]^T pd``.
     When the selection cannot be decided, the owed changes with rows in the store are
     paid by those rows (the largest first, as :func:`omp_gram_lazy` does); when that is
-    not enough the signal pays with the caller's product.  ``pend`` and ``npend``
-    receive the atoms taken without a row since the last payment."""
+    not enough the signal pays with the caller's product.  ``mu``/``mub``/``group``: the
+    coherence and its bounds by group (:func:`sparsecode._parallel.coherence`).  ``pend``
+    and ``npend`` receive the atoms taken without a row since the last payment."""
     nb = (C.shape[1] + SELECT_BLOCK - 1) // SELECT_BLOCK
     for a in prange(todo.shape[0]):
         i = todo[a]
@@ -281,15 +312,17 @@ def omp_defer_round(todo, C, Ci, mask, rows, slot, used, rnd, D, mu, rule, k, xn
             status[i] = DONE
             continue
         st = DONE
-        e = 0.0
+        eg = np.zeros(mub.shape[1])
+        owed = False
         while True:
-            j, cj = _pick(c, ci, rule, mask, e, D, v, nopend, nopw, 0, bm, cand)
+            j, cj = _pick(c, ci, rule, mask, owed, eg, group, D, v, nopend, nopw, 0, bm, cand)
             for share in (0.25, 0.0):  # too close to call: pay by rows what the store has
                 if j >= 0:
                     break
                 _pay_rows(c, rows, slot, used, rnd, D, v, Ii, s, pd, mu, islots, coef, share)
-                e = _owed(pd, mu, Ii, s)
-                j, cj = _pick(c, ci, rule, mask, e, D, v, nopend, nopw, 0, bm, cand)
+                owed = _owed(pd, mub, Ii, s, eg)
+                j, cj = _pick(c, ci, rule, mask, owed, eg, group, D, v, nopend, nopw, 0, bm,
+                              cand)
             if j < 0:
                 st = PAYING
                 break
@@ -315,7 +348,7 @@ def omp_defer_round(todo, C, Ci, mask, rows, slot, used, rnd, D, mu, rule, k, xn
                 _defer(v, D, Ii[m], delta[m])
             for m in range(s):
                 c[Ii[m]] = 0.0  # the residual is orthogonal to the support
-            e = _owed(pd, mu, Ii, s)
+            owed = _owed(pd, mub, Ii, s, eg)
         ns[i] = s
         status[i] = st
 

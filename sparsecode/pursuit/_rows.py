@@ -65,13 +65,11 @@ def support_atoms(I):
 
 
 class Deferred:
-    """Each signal's deferred updates: ``V`` (float64, (n, n_features)), the bound
-    ``ebound`` (n,), and for MP the atoms and offsets it kept (``pend``, ``pw``,
-    ``npend``)."""
+    """Each signal's deferred updates: ``V`` (float64, (n, n_features)), and the atoms
+    taken without a row (``pend``, ``npend``) with, for MP, their offsets ``pw``."""
 
     def __init__(self, n, n_features, k):
         self.V = np.zeros((n, n_features))
-        self.ebound = np.zeros(n)
         self.pend = np.zeros((n, max(k, 1)), dtype=np.int64)
         self.pw = np.zeros((n, max(k, 1)))
         self.npend = np.zeros(n, dtype=np.int64)

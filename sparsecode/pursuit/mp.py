@@ -61,14 +61,14 @@ def _deferred(C, Ci, store, p, out, ns, energy, steps):
     from sparsecode.pursuit import _rows
     from sparsecode.pursuit._defer_numba import mp_defer_round
 
-    mu = store.coherence()
+    store.coherence()
     st = _rows.Deferred(C.shape[0], p.D.shape[1], p.k)
 
     def run_round(todo, rnd):
         mp_defer_round(todo, C, Ci, p.int_view[1], store.rows, store.slot, store.used, rnd,
-                       p.D, mu, p.rule, p.k, out.xnorm2, out.tol2, out.thr, out.I, out.Z, ns,
-                       energy, steps, st.V, st.ebound, st.pend, st.pw, st.npend,
-                       _rows.MAX_CANDIDATES, out.status)
+                       p.D, store.mu_groups, store.mu_group, p.rule, p.k, out.xnorm2,
+                       out.tol2, out.thr, out.I, out.Z, ns, energy, steps, st.V, st.pend,
+                       st.pw, st.npend, _rows.MAX_CANDIDATES, out.status)
 
     _rows.deferred_rounds(store, out, C, p, st, run_round)
 

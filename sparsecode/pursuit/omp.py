@@ -91,7 +91,8 @@ def _deferred(C, Ci, store, p, out, ns, scratch):
 
     def run_round(todo, rnd):
         omp_defer_round(todo, C, Ci, p.int_view[1], store.rows, store.slot, store.used, rnd,
-                        p.D, mu, p.rule, p.width, out.xnorm2, out.tol2, out.thr, p.rtol,
+                        p.D, mu, store.mu_groups, store.mu_group, p.rule, p.width,
+                        out.xnorm2, out.tol2, out.thr, p.rtol,
                         out.I, out.Z, ns, scratch, st.V, st.pend,
                         st.npend, _rows.MAX_CANDIDATES, out.status)
 
