@@ -89,18 +89,19 @@ def bench_wide(name, usage_kind, emit, with_anchors=True, solvers=("mp", "omp"),
                 distinct_atoms=int(np.unique(true_rows.indices).size))
     floor = min(timed(lambda: X @ D.T)[0] for _ in range(3))
     emit(**base, solver="gemm X D^T", seconds=floor)
-    mu = None
+    shared = None  # the coherence, shared by the stores of the same atoms
     for storage in storages:
         t_build, store, _ = timed(lambda s=storage: sparsecode.GramRows(D, dtype=s))
         emit(**base, solver=f"gram rows {storage}", seconds=t_build,
              rows_held=store.capacity, complete=store.complete,
              ratio_time_vs_gemm=t_build / floor)
         if not store.complete:  # once per model, as the rows: the deferred path's bound
-            if mu is None:
-                t_mu, mu, _ = timed(store.coherence)
+            if shared is None:
+                t_mu, _, _ = timed(store.coherence)
                 emit(**base, solver="coherence (once per model)", seconds=t_mu,
                      ratio_time_vs_gemm=t_mu / floor)
-            store.mu = mu
+                shared = store.mu, store.mu_groups, store.mu_group
+            store.mu, store.mu_groups, store.mu_group = shared
         for solver in solvers:
             fn = getattr(sparsecode, solver)
             fn(warm, D, k=k, gram=store)  # the rows of the frequent atoms
@@ -110,7 +111,7 @@ def bench_wide(name, usage_kind, emit, with_anchors=True, solvers=("mp", "omp"),
                  ratio_time_vs_gemm=t / floor, rows_computed=store.rows_computed - before,
                  payments=store.payments - paid, peak_bytes_beyond_inputs=peak,
                  support_recovery=support_recovery(codes, true_rows))
-        del store
+        store = None
     if not with_anchors:
         return
     m = SUBSET["numpy_mp"]

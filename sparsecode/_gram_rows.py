@@ -158,7 +158,7 @@ class GramRows:
         """The largest off-diagonal ``|G[a, x]|`` of each atom (float64, (n_atoms,)), an
         upper bound computed once (:func:`sparsecode._parallel.coherence`), with the
         same by group of ``_config.COHERENCE_GROUP`` atoms ``x`` in :attr:`mu_groups`."""
-        if self.mu is None:
+        if self.mu is None or self.mu_groups is None:
             from sparsecode._parallel import coherence
 
             self.mu_group = int(_config.COHERENCE_GROUP)
