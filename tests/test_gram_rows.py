@@ -270,6 +270,10 @@ def test_coherence_bounds_each_row_of_the_gram_matrix_by_group(group, rng, monke
     store = GramRows(D, max_bytes=0)
     np.testing.assert_array_equal(store.coherence(), coherence(D, group)[0])
     np.testing.assert_array_equal(store.mu_groups, coherence(D, group)[1])
+    given = GramRows(D, max_bytes=0)
+    given.mu = store.mu  # the bound by atom alone: the groups' are computed when needed
+    given.coherence()
+    np.testing.assert_array_equal(given.mu_groups, store.mu_groups)
 
 
 def test_auto_defers_when_the_coherence_pays_for_itself(rng):
