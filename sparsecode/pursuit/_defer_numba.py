@@ -74,7 +74,7 @@ def _key_below(lim, c):
     return int_view(tmp)[0]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def lazy_pick(c, ci, rule, mask, eg, group, D, v, pend, pw, npend, bm, cand):
     """The selection of the step when ``c`` owes ``-D v``: off the kept atoms, the error
     of the atoms of group ``g`` (``group`` atoms each) is at most ``eg[g]``.  Returns
@@ -162,7 +162,7 @@ def _resume(c, v, I, s, pend, pw, npend, zero_support):
     v[:] = 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pick(c, ci, rule, mask, owed, eg, group, D, v, pend, pw, npend, bm, cand):
     """The step's selection: exact when nothing is owed, else :func:`lazy_pick`."""
     if not owed:
@@ -248,7 +248,7 @@ def _owed(pd, mub, I, s, eg):
     return owed
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pay_rows(c, rows, slot, used, rnd, D, v, I, s, pd, mu, islots, coef, share):
     """Pay the owed changes ``pd`` whose rows the store has and whose bound is at least
     ``share`` of the largest: ``c -= G[I]^T pd`` on those (reading their rows),
