@@ -68,10 +68,10 @@ def _rows_block(Xb, store, p, out):
     C, Ci = _rows.correlations(Xb, p)
     ns = np.zeros(n, dtype=np.int64)
     scratch = np.empty((n, omp_scratch_size(k)))
-    islots = np.empty((n, k), dtype=np.int64)
     if not (p.positive or store.complete) and store.defers(n, k):
         _deferred(C, Ci, store, p, out, ns, scratch)
         return
+    islots = np.empty((n, k), dtype=np.int64)  # the waiting path's support rows
 
     def run_round(todo, rnd):
         omp_rows_round(todo, C, Ci, p.int_view[1], store.rows, store.slot, store.used, rnd,
