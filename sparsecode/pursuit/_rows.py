@@ -11,8 +11,9 @@ MP and OMP (``positive=False``) may instead defer the rows a store lacks
 (:func:`deferred_rounds`, :mod:`sparsecode.pursuit._defer_numba`): a round runs every
 signal until it ends or must pay its deferred updates; the payers' ``V D^T`` is
 subtracted from their correlations (one GEMM per row group) and they go on in the next
-round.  Rows deferred by ``HOT_MISSES`` signals of a round or more are computed then and
-kept for the following rounds and calls.
+round.  The store counts the atoms taken without a row, across rounds and calls: an atom
+counted ``HOT_MISSES`` times gets its row computed between rounds and kept
+(``EVICT_MISSES`` once the store is full).
 """
 
 import numpy as np
@@ -94,9 +95,9 @@ def pay(C, V, rows, prob):
 
 
 def deferred_rounds(store, out, C, prob, state, run_round):
-    """Run rounds of ``run_round(todo, rnd)`` until no signal of the block pays, then
-    count the atoms the signals took without a row (``state.pend``) and compute the rows
-    of those taken ``HOT_MISSES`` times (in this call or earlier ones)."""
+    """Run rounds of ``run_round(todo, rnd)`` until no signal of the block pays.  After
+    each round, count the atoms its signals took without a row (``state.pend``; see
+    :func:`_count_misses`), then settle the payers' deferred updates."""
     status = out.status
     todo = np.arange(status.shape[0], dtype=np.int64)
     while todo.size:
