@@ -79,6 +79,9 @@ def test_gradient_equals_central_differences(seed, n, nf, K, k, rule, bias, topk
     g = mpsae_grad(X, D, b, k=k, selection=rule, encoder="topk" if topk else "mp")
     loss, _ = naive.mpsae_loss(X, D, b, k, rule, topk)
     assert g.loss == pytest.approx(loss, rel=1e-12, abs=1e-14)
+    # signals reconstructed to rounding (k steps in nf <= k dimensions) leave a gradient
+    # of rounding noise, which no relative tolerance can compare
+    assume(loss > 1e-12 * float(np.sum(X * X)))
     assert _rel(g.grad_D, fd[0]) < 1e-6
     if bias:
         assert _rel(g.grad_b, fd[1]) < 1e-6
