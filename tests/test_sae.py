@@ -63,13 +63,17 @@ def _toy_model(seed, solver="mp"):
 
 @pytest.mark.parametrize("correlation", [0.0, 0.1, 0.3])
 def test_hierarchical_toy_recovered(correlation):
-    hits = 0
+    # At least 8 of seeds 0-9 recover all 20 features: stop once 8 have, or 3 have not.
+    hits = misses = 0
     for seed in range(10):
         X, F, _ = make_hierarchical(5000 * 200, correlation=correlation, random_state=seed)
         m = _toy_model(seed).fit(X)
         _, _, cos = match_atoms(m.components_, F)
-        hits += bool((cos > 0.99).all())
-    assert hits >= 8
+        recovered = bool((cos > 0.99).all())
+        hits, misses = hits + recovered, misses + (not recovered)
+        if hits == 8 or misses == 3:
+            break
+    assert hits >= 8, f"{hits} of {hits + misses} seeds recovered the toy"
 
 
 def test_hierarchical_toy_topk_absorbs():
