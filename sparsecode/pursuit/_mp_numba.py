@@ -29,7 +29,7 @@ from sparsecode._pursuit_numba import (
 )
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _start(u, nxt, hi, lo, Ci, rule, mask, k, xnorm2, tol2, sig, js, ss, ts, en):
     """Give lane ``u`` the next signal from ``nxt`` on that needs a step (``sig[u] = -1``
     when none is left); returns the new ``nxt``."""
@@ -78,12 +78,9 @@ def _mp_two_lanes(C, Ci, lo, hi, G, rule, mask, k, xnorm2, tol2, thr, I, Z):
 
 
 @njit(parallel=True, cache=True)
-def mp_gram(nch, group, X, DT, mask, G, rule, k, xnorm2, tol2, thr, I, Z, lanes):
-    """Run up to ``k`` MP steps for every row of ``X`` on the Gram path.
-
-    With ``lanes`` (for Gram matrices too large for the caches), signals go two at a time
-    so one's Gram row is fetched from memory while the other computes (see
-    :func:`update_select`); the results are the same either way.
+def mp_gram(nch, group, X, DT, mask, G, rule, k, xnorm2, tol2, thr, I, Z):
+    """Run up to ``k`` MP steps for every row of ``X`` on the Gram path, one signal after
+    another (:func:`mp_gram_lanes` for Gram matrices too large for the caches).
 
     Parameters
     ----------
@@ -110,19 +107,26 @@ def mp_gram(nch, group, X, DT, mask, G, rule, k, xnorm2, tol2, thr, I, Z, lanes)
         Output support, pre-filled with -1.
     Z : ndarray of shape (n, k_max), float64
         Output coefficients, pre-filled with 0.
-    lanes : bool
-        Take signals two at a time and prefetch Gram rows.
     """
     n = X.shape[0]
     for ch in prange(nch):
         lo, hi = group_bounds(ch, nch, n, group)
         C, Ci = correlations(X, DT, lo, hi, group)
-        if lanes:
-            _mp_two_lanes(C, Ci, lo, hi, G, rule, mask, k, xnorm2, tol2, thr, I, Z)
-        else:
-            for i in range(lo, hi):
-                mp_one(C[i - lo], Ci[i - lo], G, rule, mask, k, xnorm2[i], tol2[i], thr[i],
-                        I[i], Z[i])
+        for i in range(lo, hi):
+            mp_one(C[i - lo], Ci[i - lo], G, rule, mask, k, xnorm2[i], tol2[i], thr[i], I[i],
+                   Z[i])
+
+
+@njit(parallel=True, cache=True)
+def mp_gram_lanes(nch, group, X, DT, mask, G, rule, k, xnorm2, tol2, thr, I, Z):
+    """:func:`mp_gram` two signals at a time: one's next Gram row is fetched from memory
+    while the other computes (see :func:`update_select`); the codes are the same, bit for
+    bit.  Arguments as :func:`mp_gram`."""
+    n = X.shape[0]
+    for ch in prange(nch):
+        lo, hi = group_bounds(ch, nch, n, group)
+        C, Ci = correlations(X, DT, lo, hi, group)
+        _mp_two_lanes(C, Ci, lo, hi, G, rule, mask, k, xnorm2, tol2, thr, I, Z)
 
 
 @njit(parallel=True, cache=True)

@@ -194,7 +194,7 @@ def _block_keys(ci, mask, bm):
         bm[b] = best_key(ci[b0:min(b0 + SELECT_BLOCK, n)], ABS, mask)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def lazy_select(c, ci, mask, G, I, s, pend, mu, bm, cand):
     """OMP's selection (``argmax |c_j|``) when the correlations ``c`` still owe the
     deferred update ``-G[I]^T pend``.
@@ -257,7 +257,7 @@ def lazy_select(c, ci, mask, G, I, s, pend, mu, bm, cand):
     return bj, bv
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pay(c, G, I, s, pend, mu, work, share):
     """Apply the deferred changes whose bound ``|pend_m| mu[I_m]`` is at least ``share``
     of the largest (all of them for 0): ``c -= G[I]^T pend`` on those, then zero them

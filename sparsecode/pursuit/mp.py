@@ -10,11 +10,12 @@ from sparsecode.pursuit import _driver
 
 def _gram_block(Xb, G, p, out):
     from sparsecode._parallel import n_group_chunks
-    from sparsecode.pursuit._mp_numba import mp_gram
+    from sparsecode.pursuit._mp_numba import mp_gram, mp_gram_lanes
 
-    mp_gram(n_group_chunks(Xb.shape[0], p.group), p.group, Xb, p.D.T, p.int_view[1], G,
-            p.rule, p.k, out.xnorm2, out.tol2, out.thr, out.I, out.Z,
-            G.nbytes > _config.PREFETCH_GRAM_BYTES)
+    # two kernels, not one with a flag: each compiles only when its case comes up
+    kernel = mp_gram_lanes if G.nbytes > _config.PREFETCH_GRAM_BYTES else mp_gram
+    kernel(n_group_chunks(Xb.shape[0], p.group), p.group, Xb, p.D.T, p.int_view[1], G,
+           p.rule, p.k, out.xnorm2, out.tol2, out.thr, out.I, out.Z)
 
 
 def _nogram_block(Xb, p, out):
