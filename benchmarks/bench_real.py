@@ -25,7 +25,8 @@ Anchors (each trained until ``--anchor-time`` seconds or ``--anchor-epochs`` pas
                     batches of 256) on the centred rows, encoding with its OMP at k
 
 ``--lr-scales 0.33 3`` also trains each method at its default learning rate times each
-factor, to place the defaults against tuned rates.
+factor, and ``--batch-scales 0.25 4`` at its default batch size times each, to place the
+defaults against tuned settings.
 
 Curves (test FVU against samples and against training seconds, evaluation time left out)
 are written with each row; ``--plot`` draws FVU against time (``--plot-from RESULTS``
@@ -80,14 +81,16 @@ class Clock:
             self.paused += time.perf_counter() - t
 
 
-def run_sparsecode(name, X, T, k, atoms, max_time, seed, lr_scale=None):
+def run_sparsecode(name, X, T, k, atoms, max_time, seed, lr_scale=None, batch_scale=None):
     from sparsecode.sae import MPSAE, TrainConfig
 
     clock, curve = Clock(), []
     model = MPSAE(atoms, k, random_state=seed, **SPARSECODE[name])
+    auto = TrainConfig.from_params(model.get_params()).resolve(len(X))
     if lr_scale is not None:  # a tuned rate: the default's times lr_scale
-        auto = TrainConfig.from_params(model.get_params()).resolve(len(X)).lr
-        model.set_params(lr=auto * lr_scale)
+        model.set_params(lr=auto.lr * lr_scale)
+    if batch_scale is not None:  # a tuned batch: the default's times batch_scale
+        model.set_params(batch_size=max(1, int(round(auto.batch_size * batch_scale))))
 
     def point(record):  # at each check of the stopping rule
         if np.isnan(record["validation_fvu"]):
@@ -243,6 +246,8 @@ def main():
     parser.add_argument("--lr-scales", type=float, nargs="*", default=[],
                         help="also train each method at its default lr times these "
                         "(the defaults against tuned rates)")
+    parser.add_argument("--batch-scales", type=float, nargs="*", default=[],
+                        help="also train each method at its default batch size times these")
     parser.add_argument("--max-time", type=float, default=300.0,
                         help="cap on each sparsecode fit (seconds)")
     parser.add_argument("--anchor-time", type=float, default=600.0,
@@ -293,6 +298,9 @@ def main():
             jobs += [(f"{m}, lr x{f:g}", lambda m=m, k=k, f=f: run_sparsecode(
                 m, X, T, k, args.atoms, args.max_time, args.seed, lr_scale=f))
                 for m in args.methods for f in args.lr_scales]
+            jobs += [(f"{m}, batch x{f:g}", lambda m=m, k=k, f=f: run_sparsecode(
+                m, X, T, k, args.atoms, args.max_time, args.seed, batch_scale=f))
+                for m in args.methods for f in args.batch_scales]
             jobs += [(f"anchor:{name}", fn) for name, fn in (
                 ("sparsify", lambda a=a: run_sparsify(*a, args.batch_size, args.seed)),
                 ("overcomplete", lambda a=a: run_overcomplete(*a, args.batch_size, args.seed)),
@@ -315,7 +323,7 @@ def main():
 
 def summary(rows, k):
     here = [r for r in rows if r["k"] == k]
-    ours = [r for r in here if not r["method"].startswith("anchor:") and ", lr x" not in
+    ours = [r for r in here if not r["method"].startswith("anchor:") and ", " not in
             r["method"]]
     theirs = [r for r in here if r["method"].startswith("anchor:")]
     if not ours or not theirs:
