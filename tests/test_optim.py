@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from sparsecode.sae.optim import Adam, clip_grad_norm, learning_rate
+from sparsecode.sae.optim import Adam, clip_grad_norm, learning_rate, time_decay
 
 
 def _adam_reference(p, grads, lr, b1, b2, eps, wd):
@@ -69,6 +69,19 @@ def test_schedules():
     # unknown length: hold the peak after warmup
     assert learning_rate(10**6, lr=2.0, schedule="cosine", warmup_steps=10) == 2.0
 
+
+
+def test_time_decay():
+    # flat for the first 80% of the time, then linear to 0.1 at the cap, and held there
+    kw = dict(cooldown=0.2, final_ratio=0.1)
+    assert time_decay(0.0, 10.0, **kw) == 1.0
+    assert time_decay(8.0, 10.0, **kw) == 1.0
+    assert time_decay(9.0, 10.0, **kw) == pytest.approx(0.55)
+    assert time_decay(10.0, 10.0, **kw) == pytest.approx(0.1)
+    assert time_decay(25.0, 10.0, **kw) == pytest.approx(0.1)
+    assert time_decay(9.99, 10.0, cooldown=0.0, final_ratio=0.1) == 1.0
+    ramp = [time_decay(t, 10.0, **kw) for t in np.linspace(7.0, 11.0, 41)]
+    assert all(a >= b for a, b in zip(ramp[:-1], ramp[1:], strict=True))
 
 def test_clip_grad_norm(rng):
     g = [rng.standard_normal(5), rng.standard_normal((2, 3))]

@@ -106,6 +106,40 @@ def test_plateau_halves_the_learning_rate_after_each_check_without_improvement()
     assert m.history_[-1]["lr"] == pytest.approx(m.engine_.config.lr * 0.5**(bad - 1))
 
 
+
+@pytest.mark.parametrize("schedule", ["plateau", "cosine", "constant"])
+def test_a_time_cap_decays_the_rate_over_its_last_cooldown(schedule):
+    import time
+
+    X, _, _ = _data(1000)
+    m = MPSAE(32, 3, progress=False, random_state=0, max_steps=2, schedule=schedule,
+              max_time=1000.0, cooldown=0.2, final_lr_ratio=0.1)
+    with pytest.warns(ConvergenceWarning):
+        m.fit(X)
+    engine, lr = m.engine_, m.engine_.config.lr
+    steps = engine.learning_rate()  # 2 of 2 steps: the cosine has reached its end
+    assert steps == pytest.approx(lr * (0.1 if schedule == "cosine" else 1.0))
+    for seconds, factor in [(100.0, 1.0), (900.0, 0.55), (1500.0, 0.1)]:
+        engine._t0 = time.perf_counter() - seconds  # as if trained that long
+        want = steps if schedule == "constant" else min(steps, lr * factor)
+        assert engine.learning_rate() == pytest.approx(want, rel=1e-4)
+
+
+def test_auto_rate_doubles_in_a_run_that_decays_over_its_time_cap():
+    from sparsecode.sae import TrainConfig
+
+    base = 1e-2 * math.sqrt(256 / 1024)
+
+    def lr(**kw):
+        params = MPSAE(1024, 8, **kw).get_params()
+        return TrainConfig.from_params(params).resolve(10_000, held_out=True).lr
+
+    assert lr() == pytest.approx(base)
+    assert lr(max_time=60.0) == pytest.approx(2 * base)
+    assert lr(max_time=60.0, cooldown=0.0) == pytest.approx(base)  # no decay: no boost
+    assert lr(max_time=60.0, schedule="constant") == pytest.approx(base)
+    assert lr(max_time=60.0, lr=3e-3) == 3e-3  # a given rate is kept
+
 @pytest.mark.parametrize("cap,value", [("max_epochs", 1), ("max_steps", 3), ("max_time", 1e-9)])
 def test_a_cap_before_converging_warns_and_says_which(cap, value):
     X, _, _ = _data()

@@ -21,6 +21,10 @@ from sparsecode.sae import optim
 SOLVERS = ("mp", "topk", "omp", "gp")
 UPDATES = ("adam", "mod", "ksvd", "online")
 
+#: ``lr="auto"`` is this many times higher in a run given ``max_time``, which decays over
+#: the last ``cooldown`` of its seconds (see :meth:`TrainConfig.resolve`).
+TIMED_LR_FACTOR = 2.0
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -44,7 +48,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple = (0.9, 0.999)
     schedule: str = "auto"
-    warmup_steps: int = 100
+    warmup_steps: int = 0
     cooldown: float = 0.2
     final_lr_ratio: float = 0.1
     max_steps: int | None = None
@@ -152,7 +156,9 @@ class TrainConfig:
           as their least-squares updates need several signals per atom.
         - ``lr="auto"``: ``1e-2 sqrt(256 / n_atoms)`` within [3e-4, 1e-2] (Adam's step on
           atoms of unit norm; a wider dictionary gets fewer signals per atom a step, hence
-          noisier gradients).
+          noisier gradients), times :data:`TIMED_LR_FACTOR` when ``max_time`` is set and
+          the run decays over its last seconds (``cooldown > 0``, a schedule other than
+          ``"constant"``): a run that ends on a low rate can start higher.
         - ``schedule="auto"``: ``"plateau"`` when the run stops on held-out rows, else
           ``"cosine"``.
         - ``init="auto"``: random unit vectors for ``solver="topk"`` (atoms drawn from
@@ -180,15 +186,23 @@ class TrainConfig:
                 bs = 1 << int(round(math.log2(max(n_samples / 32, 1))))
                 bs = min(max(bs, 256), 4096)
         lr = self.lr
-        if lr == "auto":
-            lr = min(max(1e-2 * math.sqrt(256 / self.n_atoms), 3e-4), 1e-2)
         schedule = self.schedule
         if schedule == "auto":
             schedule = "plateau" if held_out else "cosine"
+        if lr == "auto":
+            lr = min(max(1e-2 * math.sqrt(256 / self.n_atoms), 3e-4), 1e-2)
+            if self.decays_in_time(schedule):
+                lr *= TIMED_LR_FACTOR
         init = self.init
         if isinstance(init, str) and init == "auto":
             init = "random" if self.solver == "topk" else "signals"
         return replace(self, batch_size=bs, lr=float(lr), schedule=schedule, init=init)
+
+    def decays_in_time(self, schedule=None):
+        """True when the learning rate decays over the last ``cooldown`` of ``max_time``
+        (``schedule``: the resolved schedule, default this configuration's)."""
+        schedule = self.schedule if schedule is None else schedule
+        return self.max_time is not None and self.cooldown > 0 and schedule != "constant"
 
     def batch_rows(self, n_samples):
         """Signals per step when fitting an array of ``n_samples`` rows."""

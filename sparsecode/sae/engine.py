@@ -223,12 +223,20 @@ class Engine(SavedState):
     # ------------------------------------------------------------------ the step
 
     def learning_rate(self):
-        """The learning rate of the next step."""
+        """The learning rate of the next step: the schedule's, and with ``max_time`` set
+        (and a schedule other than ``"constant"``) at most the peak rate times
+        :func:`~sparsecode.sae.optim.time_decay`, so a run that ends on its time cap ends
+        on a decayed rate."""
         c = self.config
-        return self.lr_factor * optim.learning_rate(
+        rate = self.lr_factor * optim.learning_rate(
             self.n_steps, lr=c.lr, schedule=c.schedule, total_steps=self.total_steps,
             warmup_steps=c.warmup_steps, cooldown=c.cooldown, final_ratio=c.final_lr_ratio,
         )
+        if c.decays_in_time():
+            rate = min(rate, c.lr * optim.time_decay(self.seconds, c.max_time,
+                                                     cooldown=c.cooldown,
+                                                     final_ratio=c.final_lr_ratio))
+        return rate
 
     def step(self, X):
         """One whole training step on the batch ``X`` (in the model's dtype and device).

@@ -67,7 +67,8 @@ class MPSAE(ParamsMixin):
         Stop after this many steps; also the schedule's length when fitting an iterable
         of unknown length.
     max_time : float, optional
-        Stop after this many seconds of training.
+        Stop after this many seconds of training; the learning rate decays over the last
+        ``cooldown`` fraction of them.
     validation_fraction : float
         In (0, 1): the rows of an array held out for the stopping rule (at most 32,768)
         when ``n_epochs`` is None; they are not trained on.
@@ -79,9 +80,10 @@ class MPSAE(ParamsMixin):
         ``tol``).
     lr : float or "auto"
         Peak learning rate (``update="adam"``).  ``"auto"``: ``1e-2 sqrt(256 / n_atoms)``
-        within [3e-4, 1e-2].  Adam steps as if the data had unit root mean square entry
-        (the scale is measured on the first rows and kept in the model), so one rate
-        serves data of any scale.
+        within [3e-4, 1e-2], twice that in a run given ``max_time`` (it decays over the
+        last ``cooldown`` of its seconds, so it can start higher).  Adam steps as if the
+        data had unit root mean square entry (the scale is measured on the first rows and
+        kept in the model), so one rate serves data of any scale.
     weight_decay : float
         AdamW's decoupled weight decay (0: Adam).
     betas : tuple of float
@@ -92,8 +94,16 @@ class MPSAE(ParamsMixin):
         halves it after each held-out check that brings no improvement.  ``"auto"``:
         ``"plateau"`` when the run stops on held-out rows, else ``"cosine"``.
     warmup_steps : int
+        Steps of linear warmup from ``lr / warmup_steps`` to ``lr``.  Default none: Adam's
+        bias correction already sizes its first steps, the atoms start as signals, and a
+        short run (a ``max_time`` of seconds is a few dozen steps at the default batch)
+        would spend most of itself warming up.
     cooldown : float
-        Fraction of the run spent decaying with ``schedule="wsd"``.
+        Fraction of the run spent decaying with ``schedule="wsd"``; with ``max_time`` set,
+        also the fraction of ``max_time`` over which every schedule but ``"constant"``
+        decays to ``final_lr_ratio`` (whichever rate is lower applies; see
+        :func:`sparsecode.sae.optim.time_decay`), so a run that ends on its time cap ends
+        on a decayed rate.
     final_lr_ratio : float
         Learning rate at the end of the decay, as a fraction of ``lr``.
     clip_grad : float or None
@@ -174,7 +184,7 @@ class MPSAE(ParamsMixin):
                  batch_size="auto", n_epochs=None, max_epochs=100, max_steps=None,
                  max_time=None, validation_fraction=0.1, n_iter_no_change=3, stop_tol=1e-3,
                  lr="auto", weight_decay=0.0, betas=(0.9, 0.999),
-                 schedule="auto", warmup_steps=100, cooldown=0.2, final_lr_ratio=0.1,
+                 schedule="auto", warmup_steps=0, cooldown=0.2, final_lr_ratio=0.1,
                  clip_grad=1.0, pre_bias=True, unit_atoms=False, forget=None,
                  init="auto",
                  resample_dead=True, dead_window=None, log_every=50, callback=None,

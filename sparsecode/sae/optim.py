@@ -58,6 +58,35 @@ def learning_rate(step, *, lr, schedule="cosine", total_steps=None, warmup_steps
     return lr * (1 - (1 - final_ratio) * frac)
 
 
+
+def time_decay(seconds, max_time, *, cooldown=0.2, final_ratio=0.1):
+    """Fraction of the peak learning rate a run capped at ``max_time`` seconds takes after
+    ``seconds`` of training: 1, then linearly down to ``final_ratio`` over the last
+    ``cooldown`` fraction of the time (the ``"wsd"`` cooldown, in seconds).
+
+    Parameters
+    ----------
+    seconds : float
+        Training time so far.
+    max_time : float
+        The run's time cap.
+    cooldown : float
+        Fraction of ``max_time`` spent decaying (0: no decay).
+    final_ratio : float
+        Fraction of the peak rate at ``max_time`` and after.
+
+    Returns
+    -------
+    float
+    """
+    if cooldown <= 0:
+        return 1.0
+    start = (1.0 - cooldown) * max_time
+    if seconds <= start:
+        return 1.0
+    frac = min((seconds - start) / (cooldown * max_time), 1.0)
+    return 1.0 - (1.0 - final_ratio) * frac
+
 def clip_grad_norm(grads, max_norm):
     """Scale ``grads`` in place so their joint 2-norm is at most ``max_norm``.
 
