@@ -369,7 +369,8 @@ def _diverging(rng, **kw):
 
 def test_a_huge_learning_rate_raises_and_keeps_the_initial_state(rng):
     X = rng.standard_normal((64, 8)).astype(np.float32)
-    m = MPSAE(12, 3, lr=1e30, batch_size=16, progress=False, random_state=0)
+    m = MPSAE(12, 3, lr=1e30, batch_size=16, warmup_steps=100, progress=False,
+              random_state=0)
     with pytest.raises(sparsecode.sae.TrainingDivergedError) as info:
         m.fit(X)  # the warmup's first rate, 1e28, already moves the atoms out of range
     assert isinstance(info.value, FloatingPointError) and info.value.step == 1
@@ -397,7 +398,8 @@ def test_the_divergence_message_names_the_step_and_the_learning_rate(rng):
     import pickle
 
     X = rng.standard_normal((64, 8)).astype(np.float32)
-    m = MPSAE(12, 3, lr=1e30, batch_size=16, progress=False, random_state=0)
+    m = MPSAE(12, 3, lr=1e30, batch_size=16, warmup_steps=100, progress=False,
+              random_state=0)
     with pytest.raises(sparsecode.TrainingDivergedError,
                        match=r"at step 1: the updated atoms .*keeps its state from before "
                              r"that step.* lr=1e\+30 \(1e\+28 at this step of the "
