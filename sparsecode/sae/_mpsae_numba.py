@@ -39,6 +39,7 @@ from sparsecode._pursuit_numba import (
     ABS,
     POSITIVE,
     add_to_code,
+    atom_dot,
     correlations,
     select,
     update_select,
@@ -90,10 +91,7 @@ def _residual(x, D, J, Cs, T, r):
         d = D[J[t]]
         for q in range(nf):
             r[q] -= Cs[t] * d[q]
-    loss = 0.0
-    for q in range(nf):
-        loss += r[q] * r[q]
-    return loss
+    return atom_dot(r, r)
 
 
 @njit(cache=True, inline="always")
@@ -106,10 +104,9 @@ def _mp_backward(x, D, J, Cs, T, gscale, r, g, gD):
     for t in range(T - 1, -1, -1):
         d = D[J[t]]
         cj = Cs[t]
-        gd = 0.0
         for q in range(nf):
             r[q] += cj * d[q]  # r is now r_{t-1}
-            gd += g[q] * d[q]
+        gd = atom_dot(g, d)
         gj = gD[J[t]]
         for q in range(nf):
             gj[q] -= gd * r[q] + cj * g[q]
@@ -129,9 +126,7 @@ def _topk_backward(x, D, J, Cs, T, gscale, r, g, gD):
     for t in range(T):
         d = D[J[t]]
         cj = Cs[t]
-        gd = 0.0
-        for q in range(nf):
-            gd += r[q] * d[q]
+        gd = atom_dot(r, d)
         gj = gD[J[t]]
         for q in range(nf):
             gj[q] -= gd * x[q] + cj * r[q]
@@ -194,9 +189,7 @@ def mp_train(nch, group, X, DT, D, G, rule, mask, k, tol2, thr, topk, gscale, I,
             C, Ci = correlations(X, DT, lo2, hi2, group)
             for i in range(lo2, hi2):
                 x = X[i]
-                energy = 0.0
-                for q in range(nf):
-                    energy += np.float64(x[q]) * np.float64(x[q])
+                energy = atom_dot(x, x)
                 T = _mp_forward(C[i - lo2], Ci[i - lo2], G, rule, mask, k, energy, tol2[i],
                                 thr[i], topk, J, Cs, I[i], Z[i])
                 if not backward:
