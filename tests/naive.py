@@ -538,3 +538,18 @@ def coherence(D, group):
             if x != a:
                 mub[a, x // group] = max(mub[a, x // group], abs(float(np.dot(D[a], D[x]))))
     return mub
+
+
+def coherent_pairs(G, threshold):
+    """Pairs ``a < b`` with ``|G[a, b]| > threshold`` in row-major order, and their
+    ``|G[a, b]|``: one entry at a time (``threshold`` compared in ``G``'s dtype)."""
+    t = G.dtype.type(threshold)
+    first, second, coh = [], [], []
+    for a in range(G.shape[0]):
+        for b in range(a + 1, G.shape[0]):
+            if G[a, b] > t or G[a, b] < -t:
+                first.append(a)
+                second.append(b)
+                coh.append(abs(G[a, b]))
+    return np.array(first, dtype=np.int64), np.array(second, dtype=np.int64), np.array(
+        coh, dtype=G.dtype)

@@ -449,6 +449,24 @@ def test_coherent_atoms_marks_one_of_each_near_copy(rng):
     assert coherent_atoms(D, threshold=0.9999)[[0, 2, 3]].sum() == 1  # only the exact copy
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_coherent_pairs_against_the_loop(rng, dtype):
+    from sparsecode.dictionary._common_numba import coherent_pairs
+
+    G = rng.uniform(-1.0, 1.0, (40, 40)).astype(dtype)
+    G = (G + G.T) / 2
+    t = dtype(0.9)
+    # entries at the threshold and one step past it, of both signs
+    G[1, 7] = G[7, 1] = t
+    G[2, 9] = G[9, 2] = np.nextafter(t, dtype(2))
+    G[3, 4] = G[4, 3] = -np.nextafter(t, dtype(2))
+    got = coherent_pairs(G, t)
+    want = naive.coherent_pairs(G, 0.9)
+    assert want[0].size > 3
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
 def test_online_stats_forget_atoms(rng):
     codes = random_codes(rng, 30, 5, 3, np.float64)
     X = rng.standard_normal((30, 4))

@@ -119,3 +119,30 @@ def residual_energy(nch, X, indices, values, D):
                 acc += r[q] * r[q]
         energy[ch] = acc
     return energy.sum()
+
+
+@njit(cache=True)
+def coherent_pairs(G, threshold):
+    """The pairs ``a < b`` with ``|G[a, b]| > threshold``, in row-major order (by ``a``,
+    then ``b``), and their ``|G[a, b]|``: one read of the upper triangle.  ``threshold``
+    in ``G``'s dtype, so the comparison is NumPy's ``G > threshold``."""
+    n = G.shape[0]
+    count = 0
+    for a in range(n):
+        for b in range(a + 1, n):
+            v = G[a, b]
+            if v > threshold or v < -threshold:
+                count += 1
+    first = np.empty(count, dtype=np.int64)
+    second = np.empty(count, dtype=np.int64)
+    coh = np.empty(count, dtype=G.dtype)
+    p = 0
+    for a in range(n):
+        for b in range(a + 1, n):
+            v = G[a, b]
+            if v > threshold or v < -threshold:
+                first[p] = a
+                second[p] = b
+                coh[p] = abs(v)
+                p += 1
+    return first, second, coh

@@ -9,7 +9,6 @@ from sparsecode._backend import is_cupy
 from sparsecode._validation import check_array, check_count, describe, float_dtype
 from sparsecode.codes import SparseCodes
 from sparsecode.dictionary._common import (
-    blas_for,
     check_atoms,
     check_codes,
     check_dictionary,
@@ -352,7 +351,7 @@ def coherent_atoms(D, threshold=0.99, usage=None):
     Notes
     -----
     Forms the ``n_atoms x n_atoms`` Gram matrix of the normalised atoms
-    (``n_atoms^2 n_features`` flops).
+    (``n_atoms^2 n_features`` flops, its lower half) and reads its upper triangle once.
     """
     D = check_dictionary(D)
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
@@ -369,12 +368,11 @@ def coherent_atoms(D, threshold=0.99, usage=None):
     # in the atoms' own float dtype: float32 resolves a 0.99 threshold, and the
     # n_atoms x n_atoms work (a product and one comparison pass) halves
     U, _ = _unit_rows(D.astype(float_dtype(D), copy=False))
-    with blas_for(n_atoms * n_atoms * D.shape[1]):
-        G = U @ U.T
-    a, b = np.nonzero((G > threshold) | (G < -threshold))
-    upper = a < b
-    a, b = a[upper], b[upper]
-    coh = np.abs(G[a, b])
+    from sparsecode._parallel import gram_symmetric
+    from sparsecode.dictionary._common_numba import coherent_pairs
+
+    G = gram_symmetric(U)  # half a general product's flops, the same bits on any BLAS
+    a, b, coh = coherent_pairs(G, G.dtype.type(threshold))
     mask = np.zeros(n_atoms, dtype=bool)
     for e in np.argsort(-coh, kind="stable"):
         i, j = a[e], b[e]
