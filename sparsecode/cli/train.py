@@ -56,7 +56,9 @@ def add_parser(sub):
                    help="passes at most when --epochs is not given")
     p.add_argument("--max-steps", type=count(), default=None, help="stop after this many steps")
     p.add_argument("--max-time", type=positive_number, default=None,
-                   help="stop after this many seconds of training (counted across resumes)")
+                   help="stop after this many seconds of training (counted across "
+                   "resumes); the default Adam rate doubles, and the rate decays over the "
+                   "last 20%% of them")
     p.add_argument("--patience", type=count(), default=3,
                    help="stop once this many held-out checks in a row (one per epoch, or per "
                    "2^20 rows) brought no improvement of more than 0.1%%")
