@@ -69,6 +69,10 @@ class GramRows:
         The atoms' coherence once :meth:`coherence` has computed it; ``mu_groups`` (float32,
         (n_atoms, n_groups)) the same by group of ``mu_group`` atoms.  They depend on the
         dictionary only: a store of the same atoms may be given them.
+    derived : dict
+        What the pursuits derive from the rows of a complete store (the largest
+        off-diagonal ``|G[a, x]|`` of each row as stored, for OMP's deferred updates),
+        computed by the first call that needs it and kept for the next ones.
     """
 
     def __init__(self, D, *, max_bytes=None, dtype=None, defer="auto"):
@@ -99,6 +103,7 @@ class GramRows:
         self.mu = None
         self.mu_groups = None
         self.mu_group = None
+        self.derived = {}  # what the kernels derive from whole rows, computed once
         self.payments = 0
         self.misses = np.zeros(D.shape[0], dtype=np.int64)  # atoms taken without a row
         store = STORAGE[dtype] if dtype in STORAGE else np.dtype(dtype)

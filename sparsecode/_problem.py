@@ -8,7 +8,7 @@ so neither imports the other's private modules.  Kept free of Numba and CuPy.
 """
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,6 +39,9 @@ class Problem:
     on_gpu: bool = False  # the arrays are CuPy arrays and the GPU kernels run
     cupy_out: bool = False  # return CuPy codes (X was a CuPy array)
     group: int = 256  # rows per group of the correlation GEMMs (sparsecode._parallel)
+    # what a kernel derives from a whole Gram ``G`` (its rows' coherence), by name: kept
+    # for the call's blocks, and by a GramRows store for every call on its rows
+    derived: dict = field(default_factory=dict, compare=False)
 
     @property
     def dtype(self):

@@ -553,3 +553,14 @@ def coherent_pairs(G, threshold):
                 coh.append(abs(G[a, b]))
     return np.array(first, dtype=np.int64), np.array(second, dtype=np.int64), np.array(
         coh, dtype=G.dtype)
+
+
+def row_coherence(G):
+    """``mu[a]``: the largest ``|G[a, x]|`` over ``x != a``, one entry at a time (float64)."""
+    K = G.shape[0]
+    mu = np.zeros(K)
+    for a in range(K):
+        for x in range(K):
+            if x != a:
+                mu[a] = max(mu[a], abs(float(G[a, x])))
+    return mu

@@ -189,3 +189,45 @@ def test_omp_deferred_updates_give_the_plain_kernels_codes(candidates, rng, monk
     lazy = sparsecode.omp(X, D, k=24, gram=True)
     np.testing.assert_array_equal(lazy.indices, plain.indices)
     np.testing.assert_allclose(lazy.values, plain.values, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("storage", ["float32", "float64", "float16", "bfloat16"])
+def test_row_coherence_equals_a_loop_over_each_row(storage, rng):
+    # the deferred updates' bound, read from the rows as stored (16-bit rows as their bits)
+    from sparsecode._halves_numba import STORAGE, narrow, widen
+    from sparsecode.pursuit.omp import row_coherence
+
+    G = rng.standard_normal((70, 70))
+    G = G + G.T
+    np.fill_diagonal(G, 9.0)  # the largest entries: never part of the bound
+    G[5, 6] = G[6, 5] = -7.5  # a negative largest off-diagonal entry
+    if storage in STORAGE:
+        rows = narrow(G.astype(np.float32), storage)
+        values = widen(rows)
+    else:
+        rows = values = G.astype(storage)
+    np.testing.assert_array_equal(row_coherence(rows), naive.row_coherence(values))
+
+
+def test_row_coherence_is_computed_once_per_store(rng, monkeypatch):
+    # a whole Gram's coherence: once for a call's blocks, and kept by the GramRows store
+    import importlib
+
+    from sparsecode import _config
+
+    omp_module = importlib.import_module("sparsecode.pursuit.omp")  # not the function
+    X, D, _ = planted(rng, 64, 96, 2048, 16, noise=0.02, dtype=np.float32)
+    calls = []
+    real = omp_module.row_coherence
+    monkeypatch.setattr(omp_module, "row_coherence", lambda G: calls.append(1) or real(G))
+    monkeypatch.setattr(_config, "LAZY_OMP_MIN_ATOMS", 1024)
+    monkeypatch.setattr(_config, "BLOCK_BYTES", 16 * 2048 * 4)  # blocks of 16 signals
+    plain = sparsecode.omp(X, D, k=16, gram=True)
+    assert len(calls) == 1
+    store = sparsecode.GramRows(D)
+    first = sparsecode.omp(X, D, k=16, gram=store)
+    second = sparsecode.omp(X[::-1], D, k=16, gram=store)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(store.derived["row_coherence"], real(store.rows))
+    np.testing.assert_array_equal(first.indices, plain.indices)
+    np.testing.assert_array_equal(second.indices[::-1], plain.indices)

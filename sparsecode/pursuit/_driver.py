@@ -314,8 +314,10 @@ def prepare(X, D, *, k, tol, gram, backend, rule, positive=False, acgp=False,
     width = min(k, K)
     per_signal = width if rows_per_signal is None else rows_per_signal(width)
     want = decide_gram(gram, n, k, D, per_signal)
+    derived = {}
     if isinstance(gram, GramRows):
         G = _checked_rows(gram, norms2, dt, per_signal)
+        derived = gram.derived
     elif want is None:
         G = check_gram(gram, norms2, dt)
         if scale is not None:
@@ -350,6 +352,7 @@ def prepare(X, D, *, k, tol, gram, backend, rule, positive=False, acgp=False,
         on_gpu=on_gpu,
         cupy_out=cupy_out,
         group=int(_config.ROW_GROUP),
+        derived=derived,
     )
     return X, prob
 

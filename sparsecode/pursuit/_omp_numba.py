@@ -339,15 +339,25 @@ def omp_gram_lazy(nch, group, X, D, mask, G, S, is_gram, mu, rule, k, xnorm2, to
 
 
 @njit(parallel=True, cache=True)
-def row_coherence(G):
-    """``mu[a]``: the largest ``|G[a, x]|`` over ``x != a`` (float64, (n_atoms,))."""
-    K = G.shape[0]
-    mu = np.zeros(K)
+def row_coherence_keys(Gi, mask):
+    """``key[a]``: the largest ``Gi[a, x] & mask`` over ``x != a``.
+
+    ``Gi`` is the integer view of the Gram rows (int32 or int64 for float32 or float64
+    rows, the 16-bit patterns themselves for 16-bit rows) and ``mask`` clears the sign
+    bit, so keys are ordered like ``|G|``.  Integer max reductions either side of the
+    diagonal vectorise: one read of ``G`` at memory speed.
+    """
+    K = Gi.shape[0]
+    keys = np.zeros(K, dtype=Gi.dtype)
     for a in prange(K):
-        row = G[a]
-        m = 0.0
-        for x in range(K):
-            v = abs(np.float64(wide(row[x])))
-            m = v if (x != a and v > m) else m
-        mu[a] = m
-    return mu
+        row = Gi[a]
+        T = type(mask)
+        m = T(0)
+        for x in range(a):
+            v = T(row[x] & mask)
+            m = v if v > m else m
+        for x in range(a + 1, K):
+            v = T(row[x] & mask)
+            m = v if v > m else m
+        keys[a] = m
+    return keys

@@ -15,15 +15,31 @@ def _lazy(p):
             and p.width >= _config.LAZY_OMP_MIN_K)
 
 
+def row_coherence(G):
+    """The largest off-diagonal ``|G[a, x]|`` of each row of a whole Gram matrix, as the
+    rows store it (float32/float64, or the bits of 16-bit rows): float64, (n_atoms,)."""
+    from sparsecode._halves_numba import STORAGE, widen
+    from sparsecode.pursuit._omp_numba import row_coherence_keys
+
+    if G.dtype in STORAGE.values():
+        return widen(row_coherence_keys(G, G.dtype.type(0x7FFF))).astype(np.float64)
+    it = np.dtype(np.int32 if G.dtype == np.float32 else np.int64)
+    keys = row_coherence_keys(G.view(it), it.type(np.iinfo(it).max))
+    return keys.view(G.dtype).astype(np.float64)
+
+
 def _lazy_block(Xb, G, p, out, exact_support):
     from sparsecode import _config
     from sparsecode._parallel import n_group_chunks
-    from sparsecode.pursuit._omp_numba import omp_gram_lazy, row_coherence
+    from sparsecode.pursuit._omp_numba import omp_gram_lazy
 
+    if "row_coherence" not in p.derived:  # once per Gram matrix
+        p.derived["row_coherence"] = row_coherence(G)
     S, is_gram = (p.D, False) if exact_support else (G, True)
     omp_gram_lazy(n_group_chunks(Xb.shape[0], p.group), p.group, Xb, p.D, p.int_view[1], G,
-                  S, is_gram, row_coherence(G), p.rule, p.width, out.xnorm2, out.tol2,
-                  out.thr, p.rtol, out.I, out.Z, out.status, int(_config.LAZY_OMP_CANDIDATES))
+                  S, is_gram, p.derived["row_coherence"], p.rule, p.width, out.xnorm2,
+                  out.tol2, out.thr, p.rtol, out.I, out.Z, out.status,
+                  int(_config.LAZY_OMP_CANDIDATES))
 
 
 def _gram_block(Xb, G, p, out):
