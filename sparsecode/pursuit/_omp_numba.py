@@ -28,6 +28,7 @@ from sparsecode._pursuit_numba import (
     correlations,
     first_key,
     int_view,
+    prefetch_l2,
     select,
     sub_rows,
     update_residual,
@@ -186,31 +187,40 @@ def omp_nogram_step(C, Ci, mask, rows, R, D, rule, positive, k, tol2, thr, rtol,
 
 
 @njit(cache=True, inline="always")
-def _block_keys(ci, mask, bm):
-    """``bm[b]``: the largest ``|c|`` key of block ``b`` of ``SELECT_BLOCK`` entries."""
+def _block_keys(ci, mask, bm, ahead):
+    """``bm[b]``: the largest ``|c|`` key of block ``b`` of ``SELECT_BLOCK`` entries; with
+    ``ahead`` as long as ``ci``, the same block of ``ahead`` is prefetched into L2 (see
+    :func:`sparsecode._pursuit_numba.update_select`)."""
     n = ci.shape[0]
+    pf = ahead.shape[0] == n
+    line = max(1, 64 // ahead.itemsize)  # entries per 64-byte cache line
     for b in range(bm.shape[0]):
         b0 = b * SELECT_BLOCK
-        bm[b] = best_key(ci[b0:min(b0 + SELECT_BLOCK, n)], ABS, mask)
+        b1 = min(b0 + SELECT_BLOCK, n)
+        if pf:
+            for q in range(b0, b1, line):
+                prefetch_l2(ahead, q)
+        bm[b] = best_key(ci[b0:b1], ABS, mask)
 
 
 @njit(cache=True)
-def lazy_select(c, ci, mask, G, I, s, pend, mu, bm, cand):
+def lazy_select(c, ci, mask, G, I, s, pend, mu, bm, cand, ahead):
     """OMP's selection (``argmax |c_j|``) when the correlations ``c`` still owe the
     deferred update ``-G[I]^T pend``.
 
     Every atom off the support differs from its owed value by at most
     ``e = sum_m |pend_m| mu[I_m]`` (``mu[a]``: the largest ``|G[a, x]|``, ``x != a``),
     so only atoms within ``2 e`` of the largest ``|c|`` can win; their exact
-    correlations ``c_x - sum_m pend_m G[x, I_m]`` are computed (``s`` entries of row
-    ``x``) and the best taken, ties to the lowest index.  Returns ``(j, c_j)``, or
+    correlations ``c_x - sum_m pend_m G[I_m, x]`` are computed (an entry of each support
+    row, as the update would subtract it) and the best taken, ties to the lowest index.
+    ``ahead`` (a Gram row or empty) is prefetched meanwhile.  Returns ``(j, c_j)``, or
     ``(-1, 0)`` when more than ``len(cand)`` atoms are that close (the caller then
     applies the update).
     """
     e = 0.0
     for m in range(s):
         e += abs(pend[m]) * mu[I[m]]
-    _block_keys(ci, mask, bm)
+    _block_keys(ci, mask, bm, ahead)
     top = bm[0]
     for b in range(bm.shape[0]):
         top = bm[b] if bm[b] > top else top
@@ -241,16 +251,29 @@ def lazy_select(c, ci, mask, G, I, s, pend, mu, bm, cand):
                     return -1, 0.0
                 cand[nc] = x
                 nc += 1
+    # largest |c| first (insertion sort; ties by index): the exact value of an atom is
+    # within e of its |c|, so once |c_x| + e is below the best exact value found, no
+    # later candidate can win and their support entries are never read
+    for q in range(1, nc):
+        x = cand[q]
+        ax = abs(c[x])
+        p = q
+        while p > 0 and (abs(c[cand[p - 1]]) < ax
+                         or (abs(c[cand[p - 1]]) == ax and cand[p - 1] > x)):
+            cand[p] = cand[p - 1]
+            p -= 1
+        cand[p] = x
     bj = -1
     bk = -1.0
     bv = 0.0
     for q in range(nc):
         x = cand[q]
-        row = G[x]  # G[I_m, x] = G[x, I_m]: s entries of one row
+        if (np.float64(abs(c[x])) + e) * (1.0 + 1e-9) < bk:
+            break
         v = np.float64(c[x])
         for m in range(s):
-            v -= pend[m] * np.float64(wide(row[I[m]]))
-        if abs(v) > bk:
+            v -= pend[m] * np.float64(wide(G[I[m], x]))
+        if abs(v) > bk or (abs(v) == bk and x < bj):
             bk = abs(v)
             bj = x
             bv = v
@@ -274,6 +297,31 @@ def _pay(c, G, I, s, pend, mu, work, share):
         c[I[m]] = 0.0
 
 
+#: Deferred changes :func:`_lazy_next` pays one at a time, the one of largest bound
+#: first, before it pays all of them (at P4, 9.5 Gram rows per signal of 64 steps, where
+#: paying every change within a quarter of the largest bound read 30).
+PAY_ONE_ROUNDS = 8
+
+
+@njit(cache=True)
+def _lazy_next(c, ci, mask, G, I, s, pend, mu, bm, cand, work, ahead):
+    """The next atom of one signal of :func:`omp_gram_lazy` and its exact correlation:
+    :func:`lazy_select`; when it cannot decide, the deferred change of largest bound is
+    paid (one Gram row) and the selection tried again, up to ``PAY_ONE_ROUNDS`` times,
+    then all of them are paid."""
+    j, cj = lazy_select(c, ci, mask, G, I, s, pend, mu, bm, cand, ahead)
+    for _ in range(PAY_ONE_ROUNDS):
+        if j >= 0:
+            break
+        _pay(c, G, I, s, pend, mu, work, 1.0)
+        j, cj = lazy_select(c, ci, mask, G, I, s, pend, mu, bm, cand, G[0, :0])
+    if j < 0:  # still: pay all of it
+        _pay(c, G, I, s, pend, mu, work, 0.0)
+        j = select(ci, ABS, mask)
+        cj = np.float64(c[j])
+    return j, cj
+
+
 @njit(parallel=True, cache=True)
 def omp_gram_lazy(nch, group, X, D, mask, G, S, is_gram, mu, rule, k, xnorm2, tol2, thr,
                   rtol, I, Z, status, max_candidates):
@@ -284,58 +332,88 @@ def omp_gram_lazy(nch, group, X, D, mask, G, S, is_gram, mu, rule, k, xnorm2, to
     exact through :func:`lazy_select`, and the deferred rows are subtracted only when it
     can no longer decide among ``max_candidates`` atoms (then ``s`` rows, as every step
     of :func:`omp_gram` reads).  Support atoms' correlations are kept at 0 (the residual
-    is orthogonal to them).  Arguments as :func:`omp_gram`, but ``D`` is the dictionary
-    itself (unit-norm rows, C-contiguous), plus ``mu`` (float64, (n_atoms,)): the
-    largest off-diagonal ``|G[a, x]|`` of each row, and ``S, is_gram``: where the
-    support Gram entries come from (``G, True``, or ``D, False`` for 16-bit rows: exact
-    dot products).
+    is orthogonal to them).  Two signals run at a time, as in MP's
+    :func:`~sparsecode.pursuit._mp_numba.mp_gram_lanes`: while one selects, the other's
+    next Gram row is prefetched; each signal's arithmetic is that of one signal alone.
+    Arguments as :func:`omp_gram`, but ``D`` is the dictionary itself (unit-norm rows,
+    C-contiguous), plus ``mu`` (float64, (n_atoms,)): the largest off-diagonal
+    ``|G[a, x]|`` of each row, and ``S, is_gram``: where the support Gram entries come
+    from (``G, True``, or ``D, False`` for 16-bit rows: exact dot products).
     """
     n = X.shape[0]
     DT = D.T
     nb = (G.shape[0] + SELECT_BLOCK - 1) // SELECT_BLOCK
     for ch in prange(nch):
-        L = np.empty((k, k))
-        GII = np.empty((k, k))
-        a0 = np.empty(k)
-        fw = np.empty(k)
-        work = np.empty(k)
-        delta = np.empty(k)
-        pend = np.zeros(k)
+        L = np.empty((2, k, k))
+        GII = np.empty((2, k, k))
+        a0 = np.empty((2, k))
+        fw = np.empty((2, k))
+        work = np.empty((2, k))
+        delta = np.empty((2, k))
+        pend = np.zeros((2, k))
         bm = np.empty(nb, dtype=np.int64)  # block maxima of the keys
         cand = np.empty(max(max_candidates, 1), dtype=np.int64)
+        sig = np.full(2, -1, dtype=np.int64)  # each lane's signal, -1 when idle
+        js = np.zeros(2, dtype=np.int64)  # each lane's next atom
+        cs = np.zeros(2)  # and its correlation
+        ss = np.zeros(2, dtype=np.int64)  # support sizes
         lo, hi = group_bounds(ch, nch, n, group)
         C, Ci = correlations(X, DT, lo, hi, group)
-        for i in range(lo, hi):
-            c = C[i - lo]
-            ci = Ci[i - lo]
-            z = Z[i]
-            Ii = I[i]
-            s = 0
-            st = DONE
-            energy = xnorm2[i]
-            while s < k and energy > tol2[i]:
-                j, cj = lazy_select(c, ci, mask, G, Ii, s, pend, mu, bm, cand)
-                if j < 0:  # too close to call: pay the largest deferred changes
-                    _pay(c, G, Ii, s, pend, mu, work, 0.25)
-                    j, cj = lazy_select(c, ci, mask, G, Ii, s, pend, mu, bm, cand)
-                if j < 0:  # still: pay all of it
-                    _pay(c, G, Ii, s, pend, mu, work, 0.0)
-                    j = select(ci, rule, mask)
-                    cj = np.float64(c[j])
-                s, st = omp_take(cj, j, S, is_gram, rule, False, thr[i], rtol, Ii, z, s, L,
-                                 GII, a0, fw, work, delta)
-                if st != RUNNING:
-                    break
-                energy = xnorm2[i] - dot(a0, z, s)
-                if s < k and energy > tol2[i]:
-                    axpy(c, G[j], c.dtype.type(delta[s - 1]))
-                    for m in range(s - 1):
-                        pend[m] += delta[m]
-                    for m in range(s):
-                        c[Ii[m]] = 0.0
-            for m in range(k):
-                pend[m] = 0.0
-            status[i] = st
+        nxt = lo
+        for u in range(2):
+            nxt = _lane_start(u, nxt, hi, lo, C, Ci, mask, G, I, mu, k, xnorm2, tol2,
+                              status, sig, js, cs, ss, pend, bm, cand, work)
+        while sig[0] >= 0 or sig[1] >= 0:
+            for u in range(2):
+                i = sig[u]
+                if i < 0:
+                    continue
+                c = C[i - lo]
+                Ii = I[i]
+                z = Z[i]
+                j = js[u]
+                s, st = omp_take(cs[u], j, S, is_gram, rule, False, thr[i], rtol, Ii, z,
+                                 ss[u], L[u], GII[u], a0[u], fw[u], work[u], delta[u])
+                ss[u] = s
+                go = st == RUNNING
+                if go:
+                    energy = xnorm2[i] - dot(a0[u], z, s)
+                    go = s < k and energy > tol2[i]
+                if not go:
+                    status[i] = st
+                    nxt = _lane_start(u, nxt, hi, lo, C, Ci, mask, G, I, mu, k, xnorm2,
+                                      tol2, status, sig, js, cs, ss, pend, bm, cand, work)
+                    continue
+                axpy(c, G[j], c.dtype.type(delta[u, s - 1]))
+                for m in range(s - 1):
+                    pend[u, m] += delta[u, m]
+                for m in range(s):
+                    c[Ii[m]] = 0.0
+                ahead = G[js[1 - u]] if sig[1 - u] >= 0 else G[0, :0]
+                js[u], cs[u] = _lazy_next(c, Ci[i - lo], mask, G, Ii, s, pend[u], mu, bm,
+                                          cand, work[u], ahead)
+
+
+@njit(cache=True)
+def _lane_start(u, nxt, hi, lo, C, Ci, mask, G, I, mu, k, xnorm2, tol2, status, sig, js,
+                cs, ss, pend, bm, cand, work):
+    """Give lane ``u`` of :func:`omp_gram_lazy` the next signal from ``nxt`` that needs a
+    step (those that need none are marked DONE) and select its first atom; the lane goes
+    idle (``sig[u] = -1``) when none is left.  Returns the new ``nxt``."""
+    for m in range(k):
+        pend[u, m] = 0.0
+    while nxt < hi:
+        i = nxt
+        nxt += 1
+        if k > 0 and xnorm2[i] > tol2[i]:
+            sig[u] = i
+            ss[u] = 0
+            js[u], cs[u] = _lazy_next(C[i - lo], Ci[i - lo], mask, G, I[i], 0, pend[u], mu,
+                                      bm, cand, work[u], G[0, :0])
+            return nxt
+        status[i] = DONE
+    sig[u] = -1
+    return nxt
 
 
 @njit(parallel=True, cache=True)
