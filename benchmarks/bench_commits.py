@@ -9,6 +9,7 @@ warm-up; the Gram matrix given, as in a training loop or a chunked encode):
          overhead)
     P2   d=384, 4096 atoms, 8192 signals, k=32:  omp, mp; and both on the no-Gram path
          (gram=False) on 512 of the signals
+    P3   d=768, 16384 atoms, 4096 signals, k=64: omp, mp (a 1 GiB Gram matrix)
     SAE  one MPSAE.partial_fit step (MP encoder, Adam, dead-atom bookkeeping) on batches of
          4096 signals of d=384, 4096 atoms, k=32
 
@@ -49,7 +50,8 @@ def med(fn, r=7):
         t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
     return float(np.median(ts))
 
-for name, (d, K, n, k) in {"P1": (64, 256, 20000, 8), "P2": (384, 4096, 8192, 32)}.items():
+for name, (d, K, n, k) in {"P1": (64, 256, 20000, 8), "P2": (384, 4096, 8192, 32),
+                           "P3": (768, 16384, 4096, 64)}.items():
     X, D, _ = make_sparse_signals(n, d, K, k, noise=0.01, random_state=0)
     X, D = X.astype(np.float32), D.astype(np.float32)
     G = sparsecode.gram(D)
@@ -57,7 +59,7 @@ for name, (d, K, n, k) in {"P1": (64, 256, 20000, 8), "P2": (384, 4096, 8192, 32
     out[f"{name} mp"] = med(lambda: sparsecode.mp(X, D, k=k, gram=G))
     if name == "P1":
         out["P1 omp 64 signals"] = med(lambda: sparsecode.omp(X[:64], D, k=k, gram=G), 51)
-    else:
+    elif name == "P2":
         # the no-Gram path: one correlation product per step
         out["P2 mp no-Gram 512 signals"] = med(lambda: sparsecode.mp(X[:512], D, k=k,
                                                                      gram=False))

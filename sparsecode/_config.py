@@ -58,7 +58,7 @@ PREFETCH_GRAM_BYTES = 16 << 20
 #: checked first, and the rest only while they could still win).
 LAZY_OMP_MIN_ATOMS = 1024
 LAZY_OMP_MIN_K = 8
-LAZY_OMP_CANDIDATES = 64
+LAZY_OMP_CANDIDATES = 32
 
 #: Relative tolerance below which a pivot of the incremental Cholesky factor counts as
 #: zero (the new atom is linearly dependent on the selected ones) and a correlation counts

@@ -297,23 +297,14 @@ def _pay(c, G, I, s, pend, mu, work, share):
         c[I[m]] = 0.0
 
 
-#: Deferred changes :func:`_lazy_next` pays one at a time, the one of largest bound
-#: first, before it pays all of them (at P4, 9.5 Gram rows per signal of 64 steps, where
-#: paying every change within a quarter of the largest bound read 30).
-PAY_ONE_ROUNDS = 8
-
-
 @njit(cache=True)
 def _lazy_next(c, ci, mask, G, I, s, pend, mu, bm, cand, work, ahead):
     """The next atom of one signal of :func:`omp_gram_lazy` and its exact correlation:
-    :func:`lazy_select`; when it cannot decide, the deferred change of largest bound is
-    paid (one Gram row) and the selection tried again, up to ``PAY_ONE_ROUNDS`` times,
-    then all of them are paid."""
+    :func:`lazy_select`, paying the largest deferred changes (a quarter of the largest
+    bound or more), then all of them, when it cannot decide."""
     j, cj = lazy_select(c, ci, mask, G, I, s, pend, mu, bm, cand, ahead)
-    for _ in range(PAY_ONE_ROUNDS):
-        if j >= 0:
-            break
-        _pay(c, G, I, s, pend, mu, work, 1.0)
+    if j < 0:  # too close to call: pay the largest deferred changes
+        _pay(c, G, I, s, pend, mu, work, 0.25)
         j, cj = lazy_select(c, ci, mask, G, I, s, pend, mu, bm, cand, G[0, :0])
     if j < 0:  # still: pay all of it
         _pay(c, G, I, s, pend, mu, work, 0.0)
