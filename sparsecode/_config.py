@@ -53,12 +53,14 @@ PREFETCH_GRAM_BYTES = 16 << 20
 
 #: OMP on the Gram path defers the update of the older coefficients (see
 #: ``omp_gram_lazy`` in :mod:`sparsecode.pursuit._omp_numba`) from this many atoms and
-#: this support size on; the update is paid once more than ``LAZY_OMP_CANDIDATES``
-#: atoms are too close to call without it (checking them costs little: the best are
-#: checked first, and the rest only while they could still win).
+#: this support size on; the update is paid once more than ``LAZY_OMP_CANDIDATES`` atoms
+#: per 4,096 atoms of the dictionary (at least one) are too close to call without it.
+#: Paying reads Gram rows of ``n_atoms`` entries, checking a candidate ``s`` entries (the
+#: best first, the rest only while they could still win), so wider dictionaries check
+#: more (measured: 16 best at 4,096 atoms, 64 at 16,384).
 LAZY_OMP_MIN_ATOMS = 1024
 LAZY_OMP_MIN_K = 8
-LAZY_OMP_CANDIDATES = 32
+LAZY_OMP_CANDIDATES = 16
 
 #: Relative tolerance below which a pivot of the incremental Cholesky factor counts as
 #: zero (the new atom is linearly dependent on the selected ones) and a correlation counts

@@ -555,12 +555,13 @@ def coherent_pairs(G, threshold):
         coh, dtype=G.dtype)
 
 
-def row_coherence(G):
-    """``mu[a]``: the largest ``|G[a, x]|`` over ``x != a``, one entry at a time (float64)."""
+def block_coherence(G, block):
+    """``mub[a, b]``: the largest ``|G[a, x]|`` over the atoms ``x != a`` of block ``b``
+    (atoms ``b block`` to ``(b + 1) block - 1``), one entry at a time (float64)."""
     K = G.shape[0]
-    mu = np.zeros(K)
+    mub = np.zeros((K, -(-G.shape[1] // block)))
     for a in range(K):
-        for x in range(K):
+        for x in range(G.shape[1]):
             if x != a:
-                mu[a] = max(mu[a], abs(float(G[a, x])))
-    return mu
+                mub[a, x // block] = max(mub[a, x // block], abs(float(G[a, x])))
+    return mub

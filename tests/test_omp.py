@@ -192,25 +192,35 @@ def test_omp_deferred_updates_give_the_plain_kernels_codes(candidates, rng, monk
 
 
 @pytest.mark.parametrize("storage", ["float32", "float64", "float16", "bfloat16"])
-def test_row_coherence_equals_a_loop_over_each_row(storage, rng):
-    # the deferred updates' bound, read from the rows as stored (16-bit rows as their bits)
+def test_block_coherence_bounds_a_loop_over_each_row(storage, rng):
+    # the deferred updates' bounds, read from the rows as stored (16-bit rows as their
+    # bits): exact, but float64 rows' maxima rounded up to float32
     from sparsecode._halves_numba import STORAGE, narrow, widen
-    from sparsecode.pursuit.omp import row_coherence
+    from sparsecode._pursuit_numba import SELECT_BLOCK
+    from sparsecode.pursuit.omp import block_coherence
 
-    G = rng.standard_normal((70, 70))
+    K = 2 * SELECT_BLOCK + 20  # a last block of 20 atoms
+    G = rng.standard_normal((K, K))
     G = G + G.T
-    np.fill_diagonal(G, 9.0)  # the largest entries: never part of the bound
+    np.fill_diagonal(G, 9.0)  # the largest entries: never part of a bound
     G[5, 6] = G[6, 5] = -7.5  # a negative largest off-diagonal entry
     if storage in STORAGE:
         rows = narrow(G.astype(np.float32), storage)
         values = widen(rows)
     else:
         rows = values = G.astype(storage)
-    np.testing.assert_array_equal(row_coherence(rows), naive.row_coherence(values))
+    mub = block_coherence(rows)
+    ref = naive.block_coherence(values, SELECT_BLOCK)
+    assert mub.dtype == np.float32 and mub.shape == ref.shape == (K, 3)
+    if storage == "float64":  # float32 rounded up
+        ref32 = ref.astype(np.float32)
+        ref = np.where(ref32 < ref, np.nextafter(ref32, np.float32(np.inf)), ref32)
+        assert np.all(mub.astype(np.float64) >= naive.block_coherence(values, SELECT_BLOCK))
+    np.testing.assert_array_equal(mub, ref)
 
 
-def test_row_coherence_is_computed_once_per_store(rng, monkeypatch):
-    # a whole Gram's coherence: once for a call's blocks, and kept by the GramRows store
+def test_block_coherence_is_computed_once_per_store(rng, monkeypatch):
+    # a whole Gram's bounds: once for a call's blocks, and kept by the GramRows store
     import importlib
 
     from sparsecode import _config
@@ -218,8 +228,8 @@ def test_row_coherence_is_computed_once_per_store(rng, monkeypatch):
     omp_module = importlib.import_module("sparsecode.pursuit.omp")  # not the function
     X, D, _ = planted(rng, 64, 96, 2048, 16, noise=0.02, dtype=np.float32)
     calls = []
-    real = omp_module.row_coherence
-    monkeypatch.setattr(omp_module, "row_coherence", lambda G: calls.append(1) or real(G))
+    real = omp_module.block_coherence
+    monkeypatch.setattr(omp_module, "block_coherence", lambda G: calls.append(1) or real(G))
     monkeypatch.setattr(_config, "LAZY_OMP_MIN_ATOMS", 1024)
     monkeypatch.setattr(_config, "BLOCK_BYTES", 16 * 2048 * 4)  # blocks of 16 signals
     plain = sparsecode.omp(X, D, k=16, gram=True)
@@ -228,6 +238,6 @@ def test_row_coherence_is_computed_once_per_store(rng, monkeypatch):
     first = sparsecode.omp(X, D, k=16, gram=store)
     second = sparsecode.omp(X[::-1], D, k=16, gram=store)
     assert len(calls) == 2
-    np.testing.assert_array_equal(store.derived["row_coherence"], real(store.rows))
+    np.testing.assert_array_equal(store.derived["block_coherence"][0], real(store.rows))
     np.testing.assert_array_equal(first.indices, plain.indices)
     np.testing.assert_array_equal(second.indices[::-1], plain.indices)

@@ -204,44 +204,49 @@ def _block_keys(ci, mask, bm, ahead):
 
 
 @njit(cache=True)
-def lazy_select(c, ci, mask, G, I, s, pend, mu, bm, cand, ahead):
+def lazy_select(c, ci, mask, G, I, s, pend, mub, eb, bm, cand, ahead):
     """OMP's selection (``argmax |c_j|``) when the correlations ``c`` still owe the
     deferred update ``-G[I]^T pend``.
 
-    Every atom off the support differs from its owed value by at most
-    ``e = sum_m |pend_m| mu[I_m]`` (``mu[a]``: the largest ``|G[a, x]|``, ``x != a``),
-    so only atoms within ``2 e`` of the largest ``|c|`` can win; their exact
-    correlations ``c_x - sum_m pend_m G[I_m, x]`` are computed (an entry of each support
-    row, as the update would subtract it) and the best taken, ties to the lowest index.
-    ``ahead`` (a Gram row or empty) is prefetched meanwhile.  Returns ``(j, c_j)``, or
-    ``(-1, 0)`` when more than ``len(cand)`` atoms are that close (the caller then
-    applies the update).
+    Every atom off the support in block ``b`` (``SELECT_BLOCK`` atoms) differs from its
+    owed value by at most ``eb[b] = sum_m |pend_m| mub[I_m, b]`` (``mub[a, b]``: the
+    largest ``|G[a, x]|`` over the atoms ``x != a`` of block ``b``).  The largest ``|c|``
+    less its block's bound is a lower bound ``low`` on the best exact value, so only the
+    atoms with ``|c_x| >= low - eb[b]`` can win; their exact correlations
+    ``c_x - sum_m pend_m G[I_m, x]`` are computed (an entry of each support row, as the
+    update would subtract it) and the best taken, ties to the lowest index.  ``ahead``
+    (a Gram row or empty) is prefetched meanwhile.  Returns ``(j, c_j)``, or ``(-1, 0)``
+    when more than ``len(cand)`` atoms are that close (the caller then applies the
+    update).  ``eb`` (float64, (n_blocks,)) is scratch.
     """
-    e = 0.0
+    nb = bm.shape[0]
+    eb[:] = 0.0
     for m in range(s):
-        e += abs(pend[m]) * mu[I[m]]
+        a = abs(pend[m])
+        row = mub[I[m]]
+        for b in range(nb):
+            eb[b] += a * np.float64(row[b])
     _block_keys(ci, mask, bm, ahead)
     top = bm[0]
-    for b in range(bm.shape[0]):
-        top = bm[b] if bm[b] > top else top
+    tb = 0
+    for b in range(nb):
+        if bm[b] > top:
+            top = bm[b]
+            tb = b
     n = c.shape[0]
-    best = np.float64(abs(c[0]))
-    for b in range(bm.shape[0]):
-        if bm[b] == top:
-            b0 = b * SELECT_BLOCK
-            best = np.float64(abs(c[b0 + first_key(ci[b0:min(b0 + SELECT_BLOCK, n)], top, ABS,
-                                                   mask)]))
-            break
-    lim = best - 2.0 * e
-    if lim <= 0.0:
-        return -1, 0.0
-    # the key of lim, rounded down (a relative 1e-6 below it, far beyond float32
-    # rounding) so that no candidate is lost
+    b0 = tb * SELECT_BLOCK
+    low = np.float64(abs(c[b0 + first_key(ci[b0:min(b0 + SELECT_BLOCK, n)], top, ABS,
+                                          mask)])) - eb[tb]
     tmp = np.empty(1, dtype=c.dtype)
-    tmp[0] = lim * (1.0 - 1e-6)
-    lim_key = int_view(tmp)[0]
     nc = 0
-    for b in range(bm.shape[0]):
+    for b in range(nb):
+        lim = low - eb[b]
+        if lim <= 0.0:
+            return -1, 0.0
+        # the key of lim, rounded down (a relative 1e-6 below it, far beyond float32
+        # rounding) so that no candidate is lost
+        tmp[0] = lim * (1.0 - 1e-6)
+        lim_key = int_view(tmp)[0]
         if bm[b] < lim_key:
             continue
         b0 = b * SELECT_BLOCK
@@ -251,16 +256,19 @@ def lazy_select(c, ci, mask, G, I, s, pend, mu, bm, cand, ahead):
                     return -1, 0.0
                 cand[nc] = x
                 nc += 1
-    # largest |c| first (insertion sort; ties by index): the exact value of an atom is
-    # within e of its |c|, so once |c_x| + e is below the best exact value found, no
-    # later candidate can win and their support entries are never read
+    # largest reach |c_x| + eb first (insertion sort; ties by index): once an atom's
+    # reach is below the best exact value found, no later candidate can win and their
+    # support entries are never read
     for q in range(1, nc):
         x = cand[q]
-        ax = abs(c[x])
+        rx = np.float64(abs(c[x])) + eb[x // SELECT_BLOCK]
         p = q
-        while p > 0 and (abs(c[cand[p - 1]]) < ax
-                         or (abs(c[cand[p - 1]]) == ax and cand[p - 1] > x)):
-            cand[p] = cand[p - 1]
+        while p > 0:
+            y = cand[p - 1]
+            ry = np.float64(abs(c[y])) + eb[y // SELECT_BLOCK]
+            if ry > rx or (ry == rx and y < x):
+                break
+            cand[p] = y
             p -= 1
         cand[p] = x
     bj = -1
@@ -268,7 +276,7 @@ def lazy_select(c, ci, mask, G, I, s, pend, mu, bm, cand, ahead):
     bv = 0.0
     for q in range(nc):
         x = cand[q]
-        if (np.float64(abs(c[x])) + e) * (1.0 + 1e-9) < bk:
+        if (np.float64(abs(c[x])) + eb[x // SELECT_BLOCK]) * (1.0 + 1e-9) < bk:
             break
         v = np.float64(c[x])
         for m in range(s):
@@ -298,14 +306,14 @@ def _pay(c, G, I, s, pend, mu, work, share):
 
 
 @njit(cache=True)
-def _lazy_next(c, ci, mask, G, I, s, pend, mu, bm, cand, work, ahead):
+def _lazy_next(c, ci, mask, G, I, s, pend, mu, mub, eb, bm, cand, work, ahead):
     """The next atom of one signal of :func:`omp_gram_lazy` and its exact correlation:
     :func:`lazy_select`, paying the largest deferred changes (a quarter of the largest
     bound or more), then all of them, when it cannot decide."""
-    j, cj = lazy_select(c, ci, mask, G, I, s, pend, mu, bm, cand, ahead)
+    j, cj = lazy_select(c, ci, mask, G, I, s, pend, mub, eb, bm, cand, ahead)
     if j < 0:  # too close to call: pay the largest deferred changes
         _pay(c, G, I, s, pend, mu, work, 0.25)
-        j, cj = lazy_select(c, ci, mask, G, I, s, pend, mu, bm, cand, G[0, :0])
+        j, cj = lazy_select(c, ci, mask, G, I, s, pend, mub, eb, bm, cand, G[0, :0])
     if j < 0:  # still: pay all of it
         _pay(c, G, I, s, pend, mu, work, 0.0)
         j = select(ci, ABS, mask)
@@ -314,8 +322,8 @@ def _lazy_next(c, ci, mask, G, I, s, pend, mu, bm, cand, work, ahead):
 
 
 @njit(parallel=True, cache=True)
-def omp_gram_lazy(nch, group, X, D, mask, G, S, is_gram, mu, rule, k, xnorm2, tol2, thr,
-                  rtol, I, Z, status, max_candidates):
+def omp_gram_lazy(nch, group, X, D, mask, G, S, is_gram, mu, mub, rule, k, xnorm2, tol2,
+                  thr, rtol, I, Z, status, max_candidates):
     """Batch-OMP (``positive=False``) on the Gram path with deferred updates.
 
     Each step subtracts the new atom's row at once (``c -= z_j G[j]``, as MP does) and
@@ -343,6 +351,7 @@ def omp_gram_lazy(nch, group, X, D, mask, G, S, is_gram, mu, rule, k, xnorm2, to
         delta = np.empty((2, k))
         pend = np.zeros((2, k))
         bm = np.empty(nb, dtype=np.int64)  # block maxima of the keys
+        eb = np.empty(nb)  # the deferred changes' bounds by block
         cand = np.empty(max(max_candidates, 1), dtype=np.int64)
         sig = np.full(2, -1, dtype=np.int64)  # each lane's signal, -1 when idle
         js = np.zeros(2, dtype=np.int64)  # each lane's next atom
@@ -352,8 +361,8 @@ def omp_gram_lazy(nch, group, X, D, mask, G, S, is_gram, mu, rule, k, xnorm2, to
         C, Ci = correlations(X, DT, lo, hi, group)
         nxt = lo
         for u in range(2):
-            nxt = _lane_start(u, nxt, hi, lo, C, Ci, mask, G, I, mu, k, xnorm2, tol2,
-                              status, sig, js, cs, ss, pend, bm, cand, work)
+            nxt = _lane_start(u, nxt, hi, lo, C, Ci, mask, G, I, mu, mub, eb, k, xnorm2,
+                              tol2, status, sig, js, cs, ss, pend, bm, cand, work)
         while sig[0] >= 0 or sig[1] >= 0:
             for u in range(2):
                 i = sig[u]
@@ -372,8 +381,9 @@ def omp_gram_lazy(nch, group, X, D, mask, G, S, is_gram, mu, rule, k, xnorm2, to
                     go = s < k and energy > tol2[i]
                 if not go:
                     status[i] = st
-                    nxt = _lane_start(u, nxt, hi, lo, C, Ci, mask, G, I, mu, k, xnorm2,
-                                      tol2, status, sig, js, cs, ss, pend, bm, cand, work)
+                    nxt = _lane_start(u, nxt, hi, lo, C, Ci, mask, G, I, mu, mub, eb, k,
+                                      xnorm2, tol2, status, sig, js, cs, ss, pend, bm, cand,
+                                      work)
                     continue
                 axpy(c, G[j], c.dtype.type(delta[u, s - 1]))
                 for m in range(s - 1):
@@ -381,13 +391,13 @@ def omp_gram_lazy(nch, group, X, D, mask, G, S, is_gram, mu, rule, k, xnorm2, to
                 for m in range(s):
                     c[Ii[m]] = 0.0
                 ahead = G[js[1 - u]] if sig[1 - u] >= 0 else G[0, :0]
-                js[u], cs[u] = _lazy_next(c, Ci[i - lo], mask, G, Ii, s, pend[u], mu, bm,
-                                          cand, work[u], ahead)
+                js[u], cs[u] = _lazy_next(c, Ci[i - lo], mask, G, Ii, s, pend[u], mu, mub,
+                                          eb, bm, cand, work[u], ahead)
 
 
 @njit(cache=True)
-def _lane_start(u, nxt, hi, lo, C, Ci, mask, G, I, mu, k, xnorm2, tol2, status, sig, js,
-                cs, ss, pend, bm, cand, work):
+def _lane_start(u, nxt, hi, lo, C, Ci, mask, G, I, mu, mub, eb, k, xnorm2, tol2, status,
+                sig, js, cs, ss, pend, bm, cand, work):
     """Give lane ``u`` of :func:`omp_gram_lazy` the next signal from ``nxt`` that needs a
     step (those that need none are marked DONE) and select its first atom; the lane goes
     idle (``sig[u] = -1``) when none is left.  Returns the new ``nxt``."""
@@ -400,7 +410,7 @@ def _lane_start(u, nxt, hi, lo, C, Ci, mask, G, I, mu, k, xnorm2, tol2, status, 
             sig[u] = i
             ss[u] = 0
             js[u], cs[u] = _lazy_next(C[i - lo], Ci[i - lo], mask, G, I[i], 0, pend[u], mu,
-                                      bm, cand, work[u], G[0, :0])
+                                      mub, eb, bm, cand, work[u], G[0, :0])
             return nxt
         status[i] = DONE
     sig[u] = -1
@@ -408,25 +418,27 @@ def _lane_start(u, nxt, hi, lo, C, Ci, mask, G, I, mu, k, xnorm2, tol2, status, 
 
 
 @njit(parallel=True, cache=True)
-def row_coherence_keys(Gi, mask):
-    """``key[a]``: the largest ``Gi[a, x] & mask`` over ``x != a``.
+def block_coherence_keys(Gi, mask):
+    """``key[a, b]``: the largest ``Gi[a, x] & mask`` over the atoms ``x != a`` of block
+    ``b`` (``SELECT_BLOCK`` atoms).
 
     ``Gi`` is the integer view of the Gram rows (int32 or int64 for float32 or float64
     rows, the 16-bit patterns themselves for 16-bit rows) and ``mask`` clears the sign
-    bit, so keys are ordered like ``|G|``.  Integer max reductions either side of the
-    diagonal vectorise: one read of ``G`` at memory speed.
+    bit, so keys are ordered like ``|G|``.  Integer max reductions that vectorise: one
+    read of ``G`` at memory speed.
     """
     K = Gi.shape[0]
-    keys = np.zeros(K, dtype=Gi.dtype)
+    nb = (Gi.shape[1] + SELECT_BLOCK - 1) // SELECT_BLOCK
+    keys = np.zeros((K, nb), dtype=Gi.dtype)
     for a in prange(K):
         row = Gi[a]
         T = type(mask)
-        m = T(0)
-        for x in range(a):
-            v = T(row[x] & mask)
-            m = v if v > m else m
-        for x in range(a + 1, K):
-            v = T(row[x] & mask)
-            m = v if v > m else m
-        keys[a] = m
+        for b in range(nb):
+            b0 = b * SELECT_BLOCK
+            b1 = min(b0 + SELECT_BLOCK, K)
+            m = T(0)
+            for x in range(b0, b1):
+                v = T(row[x] & mask)
+                m = v if (v > m and x != a) else m
+            keys[a, b] = m
     return keys

@@ -15,17 +15,22 @@ def _lazy(p):
             and p.width >= _config.LAZY_OMP_MIN_K)
 
 
-def row_coherence(G):
-    """The largest off-diagonal ``|G[a, x]|`` of each row of a whole Gram matrix, as the
-    rows store it (float32/float64, or the bits of 16-bit rows): float64, (n_atoms,)."""
+def block_coherence(G):
+    """The largest off-diagonal ``|G[a, x]|`` of each row of a whole Gram matrix by block
+    of ``SELECT_BLOCK`` atoms ``x``, as the rows store it (float32/float64, or the bits
+    of 16-bit rows): float32, (n_atoms, n_blocks), exact (a maximum of stored values
+    widened to float32 or, for float64 rows, rounded up)."""
     from sparsecode._halves_numba import STORAGE, widen
-    from sparsecode.pursuit._omp_numba import row_coherence_keys
+    from sparsecode.pursuit._omp_numba import block_coherence_keys
 
     if G.dtype in STORAGE.values():
-        return widen(row_coherence_keys(G, G.dtype.type(0x7FFF))).astype(np.float64)
+        return widen(block_coherence_keys(G, G.dtype.type(0x7FFF)))
     it = np.dtype(np.int32 if G.dtype == np.float32 else np.int64)
-    keys = row_coherence_keys(G.view(it), it.type(np.iinfo(it).max))
-    return keys.view(G.dtype).astype(np.float64)
+    mub = block_coherence_keys(G.view(it), it.type(np.iinfo(it).max)).view(G.dtype)
+    if G.dtype == np.float32:
+        return mub
+    up = mub.astype(np.float32)
+    return np.where(up < mub, np.nextafter(up, np.float32(np.inf)), up)
 
 
 def _lazy_block(Xb, G, p, out, exact_support):
@@ -33,13 +38,15 @@ def _lazy_block(Xb, G, p, out, exact_support):
     from sparsecode._parallel import n_group_chunks
     from sparsecode.pursuit._omp_numba import omp_gram_lazy
 
-    if "row_coherence" not in p.derived:  # once per Gram matrix
-        p.derived["row_coherence"] = row_coherence(G)
+    if "block_coherence" not in p.derived:  # once per Gram matrix
+        mub = block_coherence(G)
+        p.derived["block_coherence"] = mub, mub.max(axis=1).astype(np.float64)
+    mub, mu = p.derived["block_coherence"]
     S, is_gram = (p.D, False) if exact_support else (G, True)
     omp_gram_lazy(n_group_chunks(Xb.shape[0], p.group), p.group, Xb, p.D, p.int_view[1], G,
-                  S, is_gram, p.derived["row_coherence"], p.rule, p.width, out.xnorm2,
-                  out.tol2, out.thr, p.rtol, out.I, out.Z, out.status,
-                  int(_config.LAZY_OMP_CANDIDATES))
+                  S, is_gram, mu, mub, p.rule, p.width, out.xnorm2, out.tol2, out.thr,
+                  p.rtol, out.I, out.Z, out.status,
+                  max(1, int(_config.LAZY_OMP_CANDIDATES) * p.n_atoms // 4096))
 
 
 def _gram_block(Xb, G, p, out):
