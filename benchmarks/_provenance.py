@@ -28,3 +28,15 @@ def blas_env():
     """The BLAS variables in force (OpenBLAS picks other kernels under them)."""
     return {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                                             "OPENBLAS_NUM_THREADS")}
+
+
+def cpu_model():
+    """The processor's model name (timings move with it), or None where unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None

@@ -30,7 +30,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _provenance import blas_env  # noqa: E402
+from _provenance import blas_env, cpu_model  # noqa: E402
 
 CHILD = r"""
 import json, sys, time
@@ -111,7 +111,7 @@ def main(argv=None):
     row = {"before": commit_of(trees["before"]), "after": commit_of(trees["after"]),
            "threads": args.threads, "rounds": args.rounds,
            "load_average": round(os.getloadavg()[0], 2),
-           "blas_env": blas_env(),
+           "blas_env": blas_env(), "cpu": cpu_model(),
            "seconds": {}, "after_over_before": {}}
     print(f"{'':22s}{'before (s)':>12s}{'after (s)':>12s}{'after/before':>14s}")
     for key in runs["before"][0]:

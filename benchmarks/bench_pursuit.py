@@ -30,7 +30,12 @@ import time
 import _wide  # benchmarks/ is on sys.path
 import numba
 import numpy as np
-from _provenance import blas_env, load_average, package_commit  # benchmarks/ is on sys.path
+from _provenance import (  # benchmarks/ is on sys.path
+    blas_env,
+    cpu_model,
+    load_average,
+    package_commit,
+)
 from threadpoolctl import threadpool_limits
 
 import sparsecode
@@ -61,6 +66,7 @@ def emit(**row):
     row["commit"] = COMMIT
     row["loadavg_1min"] = load_average()
     row["blas_env"] = blas_env()
+    row["cpu"] = cpu_model()
     print(json.dumps(row), flush=True)
 
 
