@@ -71,8 +71,9 @@ class GramRows:
         dictionary only: a store of the same atoms may be given them.
     derived : dict
         What the pursuits derive from the rows of a complete store (the largest
-        off-diagonal ``|G[a, x]|`` of each row as stored, for OMP's deferred updates),
-        computed by the first call that needs it and kept for the next ones.
+        off-diagonal ``|G[a, x]|`` of each row by block of atoms, as stored, for OMP's
+        deferred updates), computed by the first call that needs it and kept for the
+        next ones.
     """
 
     def __init__(self, D, *, max_bytes=None, dtype=None, defer="auto"):
