@@ -335,9 +335,11 @@ def omp_gram_lazy(nch, group, X, D, mask, G, S, is_gram, mu, mub, rule, k, xnorm
     :func:`~sparsecode.pursuit._mp_numba.mp_gram_lanes`: while one selects, the other's
     next Gram row is prefetched; each signal's arithmetic is that of one signal alone.
     Arguments as :func:`omp_gram`, but ``D`` is the dictionary itself (unit-norm rows,
-    C-contiguous), plus ``mu`` (float64, (n_atoms,)): the largest off-diagonal
-    ``|G[a, x]|`` of each row, and ``S, is_gram``: where the support Gram entries come
-    from (``G, True``, or ``D, False`` for 16-bit rows: exact dot products).
+    C-contiguous), plus ``mub`` (float32, (n_atoms, n_blocks)): the largest off-diagonal
+    ``|G[a, x]|`` of each row by block of ``SELECT_BLOCK`` atoms (the selection's bounds),
+    ``mu`` (float64, (n_atoms,)): the same over each whole row (which owed changes to pay
+    first), and ``S, is_gram``: where the support Gram entries come from (``G, True``, or
+    ``D, False`` for 16-bit rows: exact dot products).
     """
     n = X.shape[0]
     DT = D.T
