@@ -75,9 +75,9 @@ def shared_memory(prob, extra_bytes, *, row=True):
     return use, extra_bytes + (row_bytes if use else 0)
 
 
-def launch(kernel, dtype, n_rows, threads, /, *, smem=0, grid=None, **args):
-    """Launch ``kernel`` (a name of ``_module.KERNELS``) for float ``dtype`` over
-    ``n_rows`` signals with ``threads`` threads per block.
+def launch(kernel, dtype, n_rows, threads, /, *, smem=0, grid=None, gram_dtype=None, **args):
+    """Launch ``kernel`` (a name of ``_module.KERNELS``) for float ``dtype`` (and Gram
+    rows of ``gram_dtype``) over ``n_rows`` signals with ``threads`` threads per block.
 
     ``args`` are the kernel's parameters by name, but for the queue counter, which is
     supplied here; :func:`sparsecode.gpu._module.arguments` orders them by the kernel
@@ -85,12 +85,13 @@ def launch(kernel, dtype, n_rows, threads, /, *, smem=0, grid=None, **args):
     """
     import cupy
 
-    fn = _module.get(kernel, dtype)
+    fn = _module.get(kernel, dtype, gram_dtype)
     if smem > DEFAULT_SMEM - STATIC_SMEM:
         fn.max_dynamic_shared_size_bytes = smem
     args["queue"] = cupy.zeros(1, dtype=np.int32)
     grid = grid_for(n_rows, threads) if grid is None else grid
-    fn((grid,), (threads,), _module.arguments(kernel, dtype, args), shared_mem=smem)
+    fn((grid,), (threads,), _module.arguments(kernel, dtype, args, gram_dtype),
+       shared_mem=smem)
 
 
 def row_stats(Xb, prob):

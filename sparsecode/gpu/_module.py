@@ -27,25 +27,26 @@ SOURCES = ("mp.cu", "gp.cu", "omp.cu", "mpsae.cu")
 
 #: Every kernel template of the module and its parameters, in order, as ``"type name"``
 #: (``const`` and ``__restrict__`` left out; ``T`` is the float type of the
-#: instantiation).  Each pursuit kernel ends with the queue counter, which
+#: instantiation, ``GT`` that of the Gram rows of a kernel taking them: ``T`` or 16 bits,
+#: see ``GRAM_TYPES``).  Each pursuit kernel ends with the queue counter, which
 #: :func:`sparsecode.gpu._driver.launch` supplies.
 KERNELS = {
     "row_norms2": "T* A, long long n, int m, double* out",
-    "mp_gram": "T* C, T* G, int n, int K, int rule, int k, int width, int use_shared, "
+    "mp_gram": "T* C, GT* G, int n, int K, int rule, int k, int width, int use_shared, "
                "double* xnorm2, double* tol2, double* thr, int* I, double* Z, int* queue",
     "mp_nogram_step": "T* C, int* rows, int n_active, T* R, T* D, int K, int d, int rule, "
                       "double* tol2, double* thr, int* I, double* Z, int width, int* ns, "
                       "signed char* status, int* queue",
-    "gp_gram": "T* C, T* G, int n, int K, int rule, int acgp, int positive, int k, "
-               "int max_steps, int use_shared, double* xnorm2, double* tol2, double* thr, "
-               "int* I, double* Z, double* work, int* queue",
+    "gp_gram": "T* C, GT* G, T* D, int d, int n, int K, int rule, int acgp, int positive, "
+               "int k, int max_steps, int use_shared, double* xnorm2, double* tol2, "
+               "double* thr, int* I, double* Z, double* work, int* queue",
     "gp_nogram_step": "T* C, int* rows, int n_active, T* R, T* D, int K, int d, int rule, "
                       "int acgp, int positive, int k, double* tol2, double* thr, int* I, "
                       "double* Z, int* ns, double* curv, double* work, signed char* status, "
                       "int* queue",
-    "omp_gram": "T* C, T* G, int n, int K, int rule, int positive, int k, int use_shared, "
-                "double rtol, double* xnorm2, double* tol2, double* thr, int* I, double* Z, "
-                "signed char* status, double* work, int* queue",
+    "omp_gram": "T* C, GT* G, T* D, int d, int n, int K, int rule, int positive, int k, "
+                "int use_shared, double rtol, double* xnorm2, double* tol2, double* thr, "
+                "int* I, double* Z, signed char* status, double* work, int* queue",
     "omp_nogram_step": "T* C, int* rows, int n_active, T* R, T* D, int K, int d, int rule, "
                        "int positive, int k, double rtol, double* tol2, double* thr, int* I, "
                        "double* Z, int* ns, double* work, signed char* status, int* queue",
@@ -67,6 +68,10 @@ CONSTANTS = {"SC_ABS": "ABS", "SC_POSITIVE": "POSITIVE", "SC_SIGNED": "SIGNED",
 
 #: The C type each kernel is instantiated for, per NumPy dtype.
 DTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+#: The Gram storage a kernel with a ``GT`` parameter is also instantiated for, beside
+#: ``T`` itself: float16 rows reach the kernels as their bits (``sc_half`` in
+#: ``kernels/common.cuh``).
+GRAM_TYPES = {np.dtype(np.float16): "sc_half"}
 
 #: NVRTC options.  None needed: CuPy adds the device's architecture (and its own flags),
 #: and the kernels are plain C++11 (NVRTC's default dialect is newer).
@@ -75,14 +80,33 @@ OPTIONS = ()
 _KERNEL_DIR = Path(__file__).parent / "kernels"
 
 
-def name_expression(kernel, dtype):
-    """``"mp_gram<float>"``: how CuPy names one instantiation."""
-    return f"{kernel}<{DTYPES[np.dtype(dtype)]}>"
+def takes_gram(kernel):
+    """Whether ``kernel`` reads Gram rows of their own type ``GT``."""
+    return any(ctype == "GT" for _, ctype, _ in parameters(kernel))
+
+
+def name_expression(kernel, dtype, gram_dtype=None):
+    """``"mp_gram<float, float>"``, ``"mp_nogram_step<float>"``: how CuPy names one
+    instantiation (the Gram rows of ``gram_dtype``, default ``dtype``, for a kernel
+    taking them)."""
+    t = DTYPES[np.dtype(dtype)]
+    if not takes_gram(kernel):
+        return f"{kernel}<{t}>"
+    gt = t if gram_dtype is None or np.dtype(gram_dtype) == np.dtype(dtype) \
+        else GRAM_TYPES[np.dtype(gram_dtype)]
+    return f"{kernel}<{t}, {gt}>"
 
 
 def name_expressions():
-    """Every instantiation of the table."""
-    return [name_expression(k, dt) for k in KERNELS for dt in DTYPES]
+    """Every instantiation of the table: each float type, and for the kernels taking Gram
+    rows each storage of ``GRAM_TYPES`` too."""
+    out = []
+    for k in KERNELS:
+        for dt in DTYPES:
+            out.append(name_expression(k, dt))
+            if takes_gram(k):
+                out.extend(name_expression(k, dt, g) for g in GRAM_TYPES)
+    return out
 
 
 @functools.cache
@@ -96,8 +120,9 @@ def parameters(kernel):
     return tuple(out)
 
 
-def arguments(kernel, dtype, args):
-    """The launch arguments of ``kernel`` for float ``dtype``, in the table's order, from
+def arguments(kernel, dtype, args, gram_dtype=None):
+    """The launch arguments of ``kernel`` for float ``dtype`` (and Gram rows of
+    ``gram_dtype``, default ``dtype``), in the table's order, from
     the mapping ``args`` of parameter name to value: scalars converted to the NumPy
     scalar type of their C type, arrays checked to have the dtype of theirs.
 
@@ -115,10 +140,11 @@ def arguments(kernel, dtype, args):
         raise TypeError(f"{kernel}: missing arguments {missing}, unknown arguments {extra} "
                         f"(its parameters: {', '.join(names)})")
     dtype = np.dtype(dtype)
+    types = {"T": dtype, "GT": dtype if gram_dtype is None else np.dtype(gram_dtype)}
     out = []
     for name, ctype, pointer in params:
         value = args[name]
-        want = dtype if ctype == "T" else CTYPES[ctype]
+        want = types[ctype] if ctype in types else CTYPES[ctype]
         is_array = getattr(value, "ndim", 0) > 0
         if pointer:
             if not is_array or value.dtype != want:
@@ -197,16 +223,17 @@ def _module(device_id):
 
 
 @functools.cache
-def _kernel(kernel, dtype, device_id):
-    return _module(device_id).get_function(name_expression(kernel, dtype))
+def _kernel(kernel, dtype, gram_dtype, device_id):
+    return _module(device_id).get_function(name_expression(kernel, dtype, gram_dtype))
 
 
-def get(kernel, dtype):
-    """The compiled ``kernel`` for ``dtype`` on the current device (compiled on first
-    use; CuPy also caches the binary on disk)."""
+def get(kernel, dtype, gram_dtype=None):
+    """The compiled ``kernel`` for ``dtype`` (and Gram rows of ``gram_dtype``) on the
+    current device (compiled on first use; CuPy also caches the binary on disk)."""
     import cupy
 
-    return _kernel(kernel, np.dtype(dtype), cupy.cuda.Device().id)
+    gram_dtype = None if gram_dtype is None else np.dtype(gram_dtype)
+    return _kernel(kernel, np.dtype(dtype), gram_dtype, cupy.cuda.Device().id)
 
 
 @functools.cache

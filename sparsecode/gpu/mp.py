@@ -23,14 +23,14 @@ from sparsecode.gpu import _driver, _module
 def launch_gram(C, prob, stats, I, Z):
     """The Gram-path pursuit of one block whose correlations are ``C`` (overwritten when
     the rows do not fit in shared memory); returns whether they did."""
-    kernel = _module.get("mp_gram", prob.dtype)
+    kernel = _module.get("mp_gram", prob.dtype, prob.G.dtype)
     threads = _driver.threads_for(kernel, prob.n_atoms)
     use_shared, smem = _driver.shared_memory(prob, 0)
     n = C.shape[0]
-    _driver.launch("mp_gram", prob.dtype, n, threads, smem=smem, C=C, G=prob.G, n=n,
-                   K=prob.n_atoms, rule=prob.rule, k=prob.k, width=prob.width,
-                   use_shared=use_shared, xnorm2=stats.xnorm2, tol2=stats.tol2, thr=stats.thr,
-                   I=I, Z=Z)
+    _driver.launch("mp_gram", prob.dtype, n, threads, smem=smem, gram_dtype=prob.G.dtype,
+                   C=C, G=prob.G, n=n, K=prob.n_atoms, rule=prob.rule, k=prob.k,
+                   width=prob.width, use_shared=use_shared, xnorm2=stats.xnorm2,
+                   tol2=stats.tol2, thr=stats.thr, I=I, Z=Z)
     return use_shared
 
 

@@ -35,14 +35,15 @@ def _gram_block(Xb, prob, stats, I, Z):
     k = prob.width
     per = _scratch_doubles(k, prob.positive)
     C = _driver.correlations(Xb, prob)
-    kernel = _module.get("omp_gram", prob.dtype)
+    kernel = _module.get("omp_gram", prob.dtype, prob.G.dtype)
     threads = _driver.threads_for(kernel, prob.n_atoms)
     use_shared, smem = _driver.shared_memory(prob, k * (prob.dtype.itemsize + 4))
     n = Xb.shape[0]
     grid = _driver.grid_for(n, threads, 8 * per)
     work = cupy.empty(grid * per, dtype=np.float64)
-    _driver.launch("omp_gram", prob.dtype, n, threads, smem=smem, grid=grid, C=C, G=prob.G,
-                   n=n, K=prob.n_atoms, rule=prob.rule, positive=prob.positive, k=k,
+    _driver.launch("omp_gram", prob.dtype, n, threads, smem=smem, grid=grid,
+                   gram_dtype=prob.G.dtype, C=C, G=prob.G, D=prob.D, d=prob.D.shape[1], n=n,
+                   K=prob.n_atoms, rule=prob.rule, positive=prob.positive, k=k,
                    use_shared=use_shared, rtol=prob.rtol, xnorm2=stats.xnorm2,
                    tol2=stats.tol2, thr=stats.thr, I=I, Z=Z, status=stats.status, work=work)
 

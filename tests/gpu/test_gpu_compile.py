@@ -1,7 +1,8 @@
 """Every kernel of the table compiles, on machines without a GPU.
 
 The module's source and the list of instantiations both come from
-``sparsecode.gpu._module`` (``KERNELS`` x ``DTYPES``), the same table CuPy compiles from.
+``sparsecode.gpu._module`` (``KERNELS`` x ``DTYPES``, and ``GRAM_TYPES`` for the kernels
+reading Gram rows), the same table CuPy compiles from.
 Two compilers: ``nvcc`` (explicit instantiations, ptxas included, warnings are errors,
 no register spills) and NVRTC through cuda-python (what CuPy runs: name expressions,
 no system headers).  Each skips when its compiler is missing.
@@ -34,25 +35,39 @@ def _nvcc():
     return None
 
 
+#: A kernel template's declaration: one float type, or one and the Gram rows' type.
+_TEMPLATE = r"template <typename T(?:, typename GT)?>\s*__global__ void (\w+)\("
+#: How the Itanium ABI spells each template argument of the table.
+_ABI = {"float": "f", "double": "d", "sc_half": "t"}  # sc_half is an unsigned short
+
+
 def _mangled(expr):
     """The part of the mangled symbol that names one instantiation, e.g.
-    ``mp_gram<float>`` -> ``7mp_gramIfE``."""
-    name, ctype = re.fullmatch(r"(\w+)<(\w+)>", expr).groups()
-    return f"{len(name)}{name}I{ {'float': 'f', 'double': 'd'}[ctype] }E".replace(" ", "")
+    ``mp_gram<float, sc_half>`` -> ``7mp_gramIftE``."""
+    name, *types = re.fullmatch(r"(\w+)<(\w+)(?:, (\w+))?>", expr).groups()
+    return f"{len(name)}{name}I{''.join(_ABI[t] for t in types if t)}E"
 
 
 def test_table_names_every_kernel_of_the_sources():
     # a kernel template in the .cu files but not in the table would never be compiled
-    templates = re.findall(r"template <typename T>\s*__global__ void (\w+)\(", _module.source())
+    templates = re.findall(_TEMPLATE, _module.source())
     assert sorted(templates) == sorted(_module.KERNELS)
-    assert len(_module.name_expressions()) == len(_module.KERNELS) * len(_module.DTYPES)
+    gram_kernels = {"mp_gram", "gp_gram", "omp_gram"}
+    assert {k for k in _module.KERNELS if _module.takes_gram(k)} == gram_kernels
+    per_dtype = len(_module.KERNELS) + len(gram_kernels) * len(_module.GRAM_TYPES)
+    assert len(set(_module.name_expressions())) == per_dtype * len(_module.DTYPES)
+    assert "mp_gram<float, sc_half>" in _module.name_expressions()
+    assert _module.name_expression("mp_gram", np.float64, np.float64) == "mp_gram<double, double>"
+    assert _module.name_expression("omp_gram", np.float32, np.float16) == \
+        "omp_gram<float, sc_half>"
+    assert _module.name_expression("mp_nogram_step", np.float32) == "mp_nogram_step<float>"
 
 
 def _cuda_signatures(source):
     """``{kernel: ((name, ctype, is_pointer), ...)}`` parsed from the ``template
     <typename T> __global__ void name(...)`` declarations of ``source``."""
     out = {}
-    for m in re.finditer(r"template <typename T>\s*__global__ void (\w+)\(([^)]*)\)", source):
+    for m in re.finditer(_TEMPLATE + r"([^)]*)\)", source):
         params = []
         for p in m.group(2).split(","):
             p = re.sub(r"\b(const|__restrict__)\b", " ", p)
@@ -70,7 +85,7 @@ def test_table_parameters_match_the_cuda_signatures():
     assert sorted(cuda) == sorted(_module.KERNELS)
     for kernel, params in cuda.items():
         assert _module.parameters(kernel) == params, kernel
-        assert {c for _, c, _ in params} <= {"T", *_module.CTYPES}, kernel
+        assert {c for _, c, _ in params} <= {"T", "GT", *_module.CTYPES}, kernel
 
 
 def test_constants_come_from_rules():
@@ -109,6 +124,18 @@ def test_arguments_are_ordered_converted_and_checked():
         _module.arguments("row_norms2", np.float32, {**args, "out": 1.0})
     with pytest.raises(TypeError, match=r"m is a int, not an array"):
         _module.arguments("row_norms2", np.float32, {**args, "m": np.zeros(2)})
+
+
+def test_gram_rows_arguments_take_their_own_dtype():
+    names = [name for name, _, _ in _module.parameters("mp_gram")]
+    args = {name: 1 for name in names}
+    args.update(C=np.zeros((2, 3), np.float32), G=np.zeros((3, 3), np.float16),
+                xnorm2=np.zeros(2), tol2=np.zeros(2), thr=np.zeros(2),
+                I=np.zeros((2, 1), np.int32), Z=np.zeros((2, 1)), queue=np.zeros(1, np.int32))
+    out = _module.arguments("mp_gram", np.float32, args, np.float16)
+    assert out[names.index("G")] is args["G"]
+    with pytest.raises(TypeError, match=r"G must be an array of float32 \(GT\*\); got float16"):
+        _module.arguments("mp_gram", np.float32, args)
 
 
 def _require_nvcc():

@@ -73,6 +73,26 @@ __device__ __forceinline__ bool vanished(T cj, double thr, int rule) {
   return fabs((double)cj) <= thr;
 }
 
+// ---- 16-bit Gram rows ---------------------------------------------------------------
+// A Gram matrix may be stored in float16 (half the bytes each update reads): its entries
+// reach the kernels as their bits (sc_half; NVRTC sees no cuda_fp16.h) and sc_wide()
+// widens them exactly, so every update runs in T as with rows of T.  sc_wide() of a T is
+// the value itself, so kernels built for rows of T compute what they computed before.
+
+typedef unsigned short sc_half;
+
+__device__ __forceinline__ float sc_wide(const float v) { return v; }
+__device__ __forceinline__ double sc_wide(const double v) { return v; }
+__device__ __forceinline__ float sc_wide(const sc_half h) {
+  const unsigned e = (h >> 10) & 0x1fu;
+  const unsigned m = h & 0x3ffu;
+  float f;
+  if (e == 0u) f = (float)m * 5.9604644775390625e-8f;  // zero, subnormal: m 2^-24, exact
+  else if (e == 31u) f = __int_as_float(0x7f800000u | (m << 13));  // inf, nan
+  else f = __int_as_float(((e + 112u) << 23) | (m << 13));
+  return (h & 0x8000u) ? -f : f;
+}
+
 // ---- warp and block reductions ---------------------------------------------------
 
 // Keep the better of two (key, index) pairs: the larger key, then the lower index.
@@ -240,8 +260,8 @@ __device__ __forceinline__ double warp_quad(const double* A, int k, int s, const
 // entry, as sub_rows on the CPU; zero changes skipped), fused with the next selection:
 // thread 0 stores the argmax of the rule's key in *sh_j and *sh_cj.  2 K s flops, s Gram
 // rows read.  The caller's __syncthreads() makes them visible.
-template <typename T>
-__device__ void sub_rows_select(T* c, const T* __restrict__ G, const int K, const int s,
+template <typename T, typename GT>
+__device__ void sub_rows_select(T* c, const GT* __restrict__ G, const int K, const int s,
                                 const T* s_delta, const int* s_I, const int rule,
                                 typename Key<T>::type* sk, int* si, int* sh_j, T* sh_cj) {
   typename Key<T>::type best = Key<T>::lowest();
@@ -250,7 +270,7 @@ __device__ void sub_rows_select(T* c, const T* __restrict__ G, const int K, cons
     T v = c[q];
     for (int m = 0; m < s; ++m) {
       const T dm = s_delta[m];
-      if (dm != (T)0) v -= dm * G[(long long)s_I[m] * K + q];
+      if (dm != (T)0) v -= dm * (T)sc_wide(G[(long long)s_I[m] * K + q]);
     }
     c[q] = v;
     better_of(best, bi, select_key(v, rule), q);
@@ -282,17 +302,49 @@ __device__ double sub_rows_energy(T* r, const T* __restrict__ D, const int d, co
 
 // Gram path: row s of the support Gram, G[j, Irow[m]] for m < s and G[j, j], written to
 // both triangles of the k x k matrix GII (warp 0).
-template <typename T>
+template <typename GT>
 __device__ __forceinline__ void support_gram_row_of_G(double* GII, const int k, const int s,
-                                                      const int* Irow, const T* __restrict__ G,
+                                                      const int* Irow, const GT* __restrict__ G,
                                                       const int K, const int j, const int lane) {
-  const T* gj = G + (long long)j * K;
+  const GT* gj = G + (long long)j * K;
   for (int m = lane; m < s; m += 32) {
-    const double v = (double)gj[Irow[m]];
+    const double v = (double)sc_wide(gj[Irow[m]]);
     GII[(long long)s * k + m] = v;
     GII[(long long)m * k + s] = v;
   }
-  if (lane == 0) GII[(long long)s * k + s] = (double)gj[j];
+  if (lane == 0) GII[(long long)s * k + s] = (double)sc_wide(gj[j]);
+}
+
+// Row s of the support Gram from the atoms, <d_j, d_Irow[m]> for m < s and <d_j, d_j>
+// (float64 sums, one entry at a time over the warp), written to both triangles of GII
+// (warp 0).  2 d (s + 1) flops.
+template <typename T>
+__device__ void support_gram_row_of_D(double* GII, const int k, const int s, const int* Irow,
+                                      const T* __restrict__ D, const int d, const int j,
+                                      const int lane) {
+  const T* dj = D + (long long)j * d;
+  for (int m = 0; m <= s; ++m) {
+    const T* dm = m < s ? D + (long long)Irow[m] * d : dj;
+    double acc = 0.0;
+    for (int q = lane; q < d; q += 32) acc += (double)dj[q] * (double)dm[q];
+    acc = warp_sum(acc);
+    if (lane == 0) {
+      GII[(long long)s * k + m] = acc;
+      GII[(long long)m * k + s] = acc;
+    }
+  }
+}
+
+// Gram path, warp 0: row s of the support Gram read from rows of T, or computed from the
+// atoms when the rows are 16-bit (the CPU kernels also take a 16-bit store's support
+// entries exact, so the small solves see no rounding of the rows).
+template <typename T, typename GT>
+__device__ __forceinline__ void support_gram_row_warp(double* GII, const int k, const int s,
+                                                      const int* Irow, const GT* __restrict__ G,
+                                                      const int K, const T* __restrict__ D,
+                                                      const int d, const int j, const int lane) {
+  if (sizeof(GT) < sizeof(T)) support_gram_row_of_D(GII, k, s, Irow, D, d, j, lane);
+  else support_gram_row_of_G(GII, k, s, Irow, G, K, j, lane);
 }
 
 // No-Gram path: row `snew` of the support Gram, <d_j, d_Irow[m]> for m < snew and

@@ -3,7 +3,7 @@
 // Every step of a signal (s = support size after the step's selection):
 //     select j = argmax key(c)                       (fused into the previous update)
 //     add j to the support: one row of the support Gram GII (s entries of G, or s dot
-//       products of atoms on the no-Gram path)
+//       products of atoms on the no-Gram path and when G is 16-bit)
 //     g = c[I]; direction d = g (ACGP: conjugate to the previous direction through GII);
 //       exact line search step = (d.g) / (d^T GII d), shortened at the boundary when
 //       positive; z += step d                      (warp 0, O(s^2) flops, float64)
@@ -119,8 +119,9 @@ __device__ int gp_step_warp(const T* c, const int s, const int k, const int* Iro
   return SC_RUNNING;
 }
 
-template <typename T>
-__global__ void gp_gram(T* __restrict__ C, const T* __restrict__ G, const int n, const int K,
+template <typename T, typename GT>
+__global__ void gp_gram(T* __restrict__ C, const GT* __restrict__ G, const T* __restrict__ D,
+                        const int d, const int n, const int K,
                         const int rule, const int acgp, const int positive, const int k,
                         const int max_steps, const int use_shared,
                         const double* __restrict__ xnorm2, const double* __restrict__ tol2,
@@ -164,7 +165,7 @@ __global__ void gp_gram(T* __restrict__ C, const T* __restrict__ G, const int n,
         if (warp0) {
           int s1 = s;
           if (find_in_support(Irow, s, j, lane) < 0) {
-            support_gram_row_of_G(w.GII, k, s, Irow, G, K, j, lane);
+            support_gram_row_warp(w.GII, k, s, Irow, G, K, D, d, j, lane);
             if (lane == 0) {
               Irow[s] = j;
               Zrow[s] = 0.0;

@@ -11,14 +11,16 @@
 // memory when it fits (use_shared), so device memory sees only the Gram row.  Two
 // __syncthreads() per step.
 //
+// G may hold T or float16 bits (sc_half, widened exactly to float; half the bytes read).
+//
 // mp_nogram_step: one step for the still-active signals, whose correlations
 // C = R[rows] D^T the caller recomputed with cuBLAS: select, update the code, then
 // r -= c_j d_j and ||r||^2 (O(n_features)).
 
 #include "common.cuh"
 
-template <typename T>
-__global__ void mp_gram(T* __restrict__ C, const T* __restrict__ G, const int n, const int K,
+template <typename T, typename GT>
+__global__ void mp_gram(T* __restrict__ C, const GT* __restrict__ G, const int n, const int K,
                         const int rule, const int k, const int width, const int use_shared,
                         const double* __restrict__ xnorm2, const double* __restrict__ tol2,
                         const double* __restrict__ thr, int* __restrict__ I,
@@ -58,12 +60,12 @@ __global__ void mp_gram(T* __restrict__ C, const T* __restrict__ G, const int n,
         energy -= (double)cj * (double)cj;
         // The positive rule stops once a step re-selects an atom of the support; the
         // update below is then wasted (once) but harmless, and sh_stop ends the loop.
-        const T* g = G + (long long)j * K;
+        const GT* g = G + (long long)j * K;
         key_t best = Key<T>::lowest();
         int bi = SC_INT_MAX;
 #pragma unroll 4
         for (int m = threadIdx.x; m < K; m += blockDim.x) {
-          const T v = c[m] - cj * g[m];
+          const T v = c[m] - cj * (T)sc_wide(g[m]);
           c[m] = v;
           better_of(best, bi, select_key(v, rule), m);
         }

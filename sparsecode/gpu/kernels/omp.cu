@@ -2,8 +2,9 @@
 //
 // Every step of a signal (s = support size before the step):
 //     select j = argmax key(c)                       (fused into the previous update)
-//     row s of the support Gram GII: s + 1 entries of G (Gram path), or s + 1 dot
-//       products of atoms (no-Gram path, the whole block)
+//     row s of the support Gram GII: s + 1 entries of G (Gram path; s + 1 dot products
+//       of atoms over warp 0 when G is 16-bit), or s + 1 dot products of atoms (no-Gram
+//       path, the whole block)
 //     grow the Cholesky factor L of GII by one row   (warp 0: s column sweeps, float64);
 //       a pivot below rtol * ||d_j||^2 means d_j is in the span of the support: the
 //       signal stops with status SC_DEPENDENT
@@ -250,8 +251,9 @@ __device__ int omp_step_warp(const T cj, const int j, const int s, const int k, 
   return SC_RUNNING;
 }
 
-template <typename T>
-__global__ void omp_gram(T* __restrict__ C, const T* __restrict__ G, const int n, const int K,
+template <typename T, typename GT>
+__global__ void omp_gram(T* __restrict__ C, const GT* __restrict__ G, const T* __restrict__ D,
+                        const int d, const int n, const int K,
                          const int rule, const int positive, const int k, const int use_shared,
                          const double rtol, const double* __restrict__ xnorm2,
                          const double* __restrict__ tol2, const double* __restrict__ thr,
@@ -296,7 +298,7 @@ __global__ void omp_gram(T* __restrict__ C, const T* __restrict__ G, const int n
           break;
         }
         if (warp0) {
-          support_gram_row_of_G(w.GII, k, s, Irow, G, K, j, lane);
+          support_gram_row_warp(w.GII, k, s, Irow, G, K, D, d, j, lane);
           __syncwarp();
           double e = 0.0;
           const int r = omp_step_warp(cj, j, s, k, Irow, Zrow, w, rtol, positive, x2, s_delta,

@@ -76,29 +76,35 @@ class _Runtime:
 
 cuda = types.SimpleNamespace(Device=_Device, runtime=_Runtime)
 
-_SIG = re.compile(r"template <typename T>\s*__global__ void (\w+)\(([^)]*)\)")
+_SIG = re.compile(r"template <typename T(?:, typename GT)?>\s*__global__ void (\w+)\(([^)]*)\)")
+_EXPR = re.compile(r"(\w+)<(\w+)(?:, (\w+))?>")
 _CTYPES = {"float": np.float32, "double": np.float64, "int": np.int32, "long long": np.int64,
-           "signed char": np.int8}
+           "signed char": np.int8, "sc_half": np.float16}
 _SCALARS = {np.float32: ctypes.c_float, np.float64: ctypes.c_double, np.int32: ctypes.c_int32,
             np.int64: ctypes.c_int64}
 
 
-def _params(signature, ctype):
-    """``[(base type, is pointer, name)]`` of a kernel's parameters, T replaced."""
+def _params(signature, ctype, gtype):
+    """``[(base type, is pointer, name)]`` of a kernel's parameters, T and GT replaced."""
     out = []
     for p in signature.split(","):
         p = re.sub(r"\s+", " ", p.replace("__restrict__", "").replace("const", "")).strip()
         base, name = p.rsplit(" ", 1)
         star = base.endswith("*")
         base = base.rstrip("* ").strip()
-        out.append((ctype if base == "T" else base, star, name))
+        out.append(({"T": ctype, "GT": gtype}.get(base, base), star, name))
     return out
 
 
-def _wrapper(name, ctype, params):
+def _symbol(name, ctype, gtype):
+    return f"emu_{name}_{ctype}" + (f"_{gtype}" if gtype else "")
+
+
+def _wrapper(name, ctype, gtype, params):
     args = ", ".join(f"*({b}{'*' if s else ''}*)a[{i}]" for i, (b, s, _) in enumerate(params))
-    return (f'extern "C" void emu_{name}_{ctype}(int g, int b, long long sm, void** a) '
-            f"{{ emu_launch(g, b, sm, [&] {{ {name}<{ctype}>({args}); }}); }}\n")
+    targs = ctype + (f", {gtype}" if gtype else "")
+    return (f'extern "C" void {_symbol(name, ctype, gtype)}(int g, int b, long long sm, '
+            f"void** a) {{ emu_launch(g, b, sm, [&] {{ {name}<{targs}>({args}); }}); }}\n")
 
 
 class RawModule:
@@ -108,8 +114,8 @@ class RawModule:
         assert "extern __shared__" not in src
         wrappers = ""
         for e in name_expressions:
-            n, t = re.fullmatch(r"(\w+)<(\w+)>", e).groups()
-            wrappers += _wrapper(n, t, _params(self.signatures[n], t))
+            n, t, g = _EXPR.fullmatch(e).groups()
+            wrappers += _wrapper(n, t, g, _params(self.signatures[n], t, g))
         full = f'#include "cuda_emu.h"\n{src}\n{wrappers}'
         with open(_HEADER, "rb") as f:
             key = hashlib.sha1(full.encode() + f.read()).hexdigest()[:16]
@@ -125,8 +131,9 @@ class RawModule:
         self.lib = ctypes.CDLL(so)
 
     def get_function(self, expr):
-        n, t = re.fullmatch(r"(\w+)<(\w+)>", expr).groups()
-        return RawKernel(getattr(self.lib, f"emu_{n}_{t}"), _params(self.signatures[n], t), expr)
+        n, t, g = _EXPR.fullmatch(expr).groups()
+        return RawKernel(getattr(self.lib, _symbol(n, t, g)), _params(self.signatures[n], t, g),
+                         expr)
 
 
 class RawKernel:
