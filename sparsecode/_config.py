@@ -76,6 +76,10 @@ SCALE_EXPONENT = {np.dtype(np.float32): 20, np.dtype(np.float64): 200}
 #: (its diagonal must equal the squared atom norms).
 GRAM_CHECK_RTOL = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-8}
 
+#: A float16 Gram matrix (read as it is) needs atoms whose squared norms, and its
+#: diagonal, are within this of 1 (two float16 steps below 1).
+HALF_GRAM_ATOL = 2.0**-10
+
 #: Atoms whose squared norm is within this of 1 take the unit-norm fast path.
 UNIT_NORM_ATOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-12}
 

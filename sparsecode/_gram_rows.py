@@ -76,7 +76,7 @@ class GramRows:
         next ones.
     """
 
-    def __init__(self, D, *, max_bytes=None, dtype=None, defer="auto"):
+    def __init__(self, D, *, max_bytes=None, dtype=None, defer="auto", _rows=None):
         from sparsecode._validation import check_array, float_dtype
 
         D = check_array(D, "D")
@@ -130,7 +130,9 @@ class GramRows:
             self.atom[:] = atoms
             self.slot[:] = atoms
             self.filled = K
-            if self.storage not in STORAGE:
+            if _rows is not None:  # from_gram: rows given, bits of self.storage
+                self.rows = _rows
+            elif self.storage not in STORAGE:
                 from sparsecode._parallel import gram_symmetric
 
                 self.rows = gram_symmetric(self.D)  # half the flops; = sparsecode.gram
@@ -139,6 +141,28 @@ class GramRows:
                 self.rows = np.empty((K, K), dtype=store)
                 self._compute(atoms, atoms)
             self.complete = True
+
+    @classmethod
+    def from_gram(cls, D, G):
+        """A complete store of float16 rows over the float16 Gram matrix ``G`` of the
+        unit-norm atoms ``D`` (not copied): what the pursuits run on when given
+        ``gram=G``, as the GPU reads it.
+
+        Parameters
+        ----------
+        D : ndarray of shape (n_atoms, n_features)
+            Unit-norm atoms, float32 or float64.
+        G : ndarray of float16, shape (n_atoms, n_atoms)
+            As :func:`sparsecode.gram` builds with ``dtype="float16"``.
+        """
+        from sparsecode._validation import check_array, check_half_gram, float_dtype
+
+        D = check_array(D, "D")
+        norms2 = np.einsum("ij,ij->i", D, D, dtype=np.float64)
+        G = check_half_gram(np.asarray(G), norms2)
+        K = D.shape[0]
+        return cls(D.astype(float_dtype(D), copy=False), max_bytes=K * K * 2,
+                   dtype="float16", defer=False, _rows=G.view(STORAGE["float16"]))
 
     @property
     def n_atoms(self):

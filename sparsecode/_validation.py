@@ -272,3 +272,28 @@ def check_gram(gram, norms2, dtype):
             "Build it with sparsecode.gram(D)."
         )
     return G
+
+
+def check_half_gram(gram, norms2):
+    """Validate a float16 Gram matrix, which the pursuits read as it is (16-bit rows):
+    shape ``(n_atoms, n_atoms)``, unit-norm atoms and a diagonal of ones.
+
+    Returns it C-contiguous (NumPy or CuPy, as given).
+    """
+    G = check_array(gram, "gram")
+    K = norms2.shape[0]
+    if G.shape != (K, K):
+        raise ValueError(
+            f"gram must have shape (n_atoms, n_atoms) = {(K, K)} to match D; got shape {G.shape}")
+    xp = array_module(G)
+    if bool(xp.any(xp.abs(norms2 - 1.0) > _config.HALF_GRAM_ATOL)):
+        raise ValueError("a float16 gram is read as it is, so D's atoms must have unit norm: "
+                         "normalise D, or pass a Gram matrix in D's dtype")
+    diag = G.diagonal().astype(np.float64)
+    bad = xp.flatnonzero(xp.abs(diag - 1.0) > _config.HALF_GRAM_ATOL)
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(f"gram does not match D: the diagonal of a float16 gram of unit atoms "
+                         f"must be 1; at atom {j} it is {float(diag[j]):.6g}. "
+                         "Build it with sparsecode.gram(D, dtype='float16').")
+    return xp.ascontiguousarray(G)

@@ -328,3 +328,50 @@ def test_block_encoder_builds_its_gram_once(gram, rng, monkeypatch):
     assert again._gram is None and len(made) == 1
     np.testing.assert_array_equal(again(X[:48]).indices, first.indices)
     assert len(made) == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gram_in_float16_rounds_the_products(dtype, rng):
+    D = rng.standard_normal((50, 12)).astype(dtype)
+    G16 = sparsecode.gram(D, dtype="float16")
+    assert G16.dtype == np.float16 and G16.shape == (50, 50)
+    exact = D.astype(np.float64) @ D.T.astype(np.float64)
+    # round to nearest from the dtype's product: half a float16 step and the product's error
+    assert np.all(np.abs(G16 - exact) <= 2.0**-11 * np.abs(exact) + 1e-5 * np.abs(exact).max())
+    assert np.any(G16 != exact.astype(dtype))  # it does round
+    with pytest.raises(ValueError, match="dtype must be one of 'float16'"):
+        sparsecode.gram(D, dtype="bfloat16")
+
+
+@pytest.mark.parametrize("kw", [{}, {"positive": True}])
+@pytest.mark.parametrize("solver", ["mp", "omp", "gp"])
+def test_a_float16_gram_is_read_as_16_bit_rows(solver, kw, rng):
+    # gram= a float16 matrix runs what a whole float16 store runs, on the same rows:
+    # the same bits (the GPU reads it the same way)
+    if solver == "mp" and kw:
+        kw = {"selection": "positive"}
+    X, D, _ = planted(rng, 60, 48, 200, 4, noise=0.01, dtype=np.float32)
+    store = GramRows(D, dtype="float16")
+    G16 = store.rows.view(np.float16)
+    fn = getattr(sparsecode, solver)
+    codes = fn(X, D, k=4, gram=G16, **kw)
+    same = fn(X, D, k=4, gram=store, **kw)
+    np.testing.assert_array_equal(codes.indices, same.indices)
+    np.testing.assert_array_equal(codes.values, same.values)
+    ref = fn(X, D, k=4, gram=True, **kw)  # and not the float32 Gram's bits
+    assert np.any(codes.values != ref.values)
+
+
+def test_bad_float16_grams_are_refused(rng):
+    X, D, _ = planted(rng, 5, 16, 32, 3, dtype=np.float32)
+    G16 = sparsecode.gram(D, dtype="float16")
+    with pytest.raises(ValueError, match="must have unit norm"):
+        sparsecode.mp(X, 2 * D, k=3, gram=G16)
+    bad = G16.copy()
+    bad[3, 3] = 0.5
+    with pytest.raises(ValueError, match="at atom 3 it is 0.5"):
+        sparsecode.omp(X, D, k=3, gram=bad)
+    with pytest.raises(ValueError, match="shape"):
+        sparsecode.gp(X, D, k=3, gram=G16[:31, :31])
+    with pytest.raises(ValueError, match="must have unit norm"):
+        GramRows.from_gram(2 * D, G16)

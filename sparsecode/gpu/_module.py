@@ -45,8 +45,9 @@ KERNELS = {
                       "double* Z, int* ns, double* curv, double* work, signed char* status, "
                       "int* queue",
     "omp_gram": "T* C, GT* G, T* D, int d, int n, int K, int rule, int positive, int k, "
-                "int use_shared, double rtol, double* xnorm2, double* tol2, double* thr, "
-                "int* I, double* Z, signed char* status, double* work, int* queue",
+                "int exact, int use_shared, double rtol, double* xnorm2, double* tol2, "
+                "double* thr, int* I, double* Z, signed char* status, double* work, "
+                "int* queue",
     "omp_nogram_step": "T* C, int* rows, int n_active, T* R, T* D, int K, int d, int rule, "
                        "int positive, int k, double rtol, double* tol2, double* thr, int* I, "
                        "double* Z, int* ns, double* work, signed char* status, int* queue",

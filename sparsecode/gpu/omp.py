@@ -29,6 +29,14 @@ def _scratch_doubles(k, positive):
     return 2 * k * k + 2 * k + (k * k + 4 * k if positive else 0)
 
 
+def _exact_support(prob):
+    """Whether the support Gram entries come from the atoms: on 16-bit rows, unless the
+    CPU would run its deferred-update kernel, which reads them from the rows."""
+    from sparsecode.pursuit.omp import deferred_updates
+
+    return prob.G.dtype != prob.dtype and not deferred_updates(prob)
+
+
 def _gram_block(Xb, prob, stats, I, Z):
     import cupy
 
@@ -44,8 +52,9 @@ def _gram_block(Xb, prob, stats, I, Z):
     _driver.launch("omp_gram", prob.dtype, n, threads, smem=smem, grid=grid,
                    gram_dtype=prob.G.dtype, C=C, G=prob.G, D=prob.D, d=prob.D.shape[1], n=n,
                    K=prob.n_atoms, rule=prob.rule, positive=prob.positive, k=k,
-                   use_shared=use_shared, rtol=prob.rtol, xnorm2=stats.xnorm2,
-                   tol2=stats.tol2, thr=stats.thr, I=I, Z=Z, status=stats.status, work=work)
+                   exact=_exact_support(prob), use_shared=use_shared, rtol=prob.rtol,
+                   xnorm2=stats.xnorm2, tol2=stats.tol2, thr=stats.thr, I=I, Z=Z,
+                   status=stats.status, work=work)
 
 
 def _nogram_block(Xb, prob, stats, I, Z):

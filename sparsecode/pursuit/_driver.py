@@ -36,6 +36,7 @@ from sparsecode._validation import (
     check_array,
     check_choice,
     check_gram,
+    check_half_gram,
     check_k_tol,
     check_on_backend,
     check_signals_and_dictionary,
@@ -178,24 +179,40 @@ class BlockOutput:
     status: np.ndarray  # int8, why each signal stopped
 
 
-def gram(D):
+def gram(D, dtype=None):
     """Gram matrix ``G = D D^T`` of a dictionary, for reuse across calls.
 
     Parameters
     ----------
     D : array-like of shape (n_atoms, n_features)
+        NumPy or CuPy (then computed on the device).
+    dtype : {None, "float16"}
+        None: ``D``'s float dtype.  ``"float16"``: rounded to float16, half the memory of
+        float32; the pursuits read it as it is (16-bit rows widened exactly, updates in
+        the signals' dtype) on the CPU and the GPU alike.  Needs unit-norm atoms.
 
     Returns
     -------
     G : ndarray of shape (n_atoms, n_atoms)
-        In ``D``'s float dtype.  Pass it as ``gram=G`` to :func:`sparsecode.mp`,
-        :func:`sparsecode.omp` or :func:`sparsecode.gp` with signals of the same dtype.
+        Pass it as ``gram=G`` to :func:`sparsecode.mp`, :func:`sparsecode.omp` or
+        :func:`sparsecode.gp` with signals of ``D``'s dtype.
     """
     from sparsecode._parallel import gram_symmetric
     from sparsecode._validation import float_dtype
 
+    if dtype is not None:
+        check_choice(dtype, "dtype", ("float16",))
     D = check_array(D, "D")
-    return gram_symmetric(D.astype(float_dtype(D), copy=False))
+    D = D.astype(float_dtype(D), copy=False)
+    if dtype is None and not is_cupy(D):
+        return gram_symmetric(D)
+    xp = array_module(D)
+    K = D.shape[0]
+    out = xp.empty((K, K), dtype=D.dtype if dtype is None else np.float16)
+    tile = max(1, _config.GRAM_BUDGET_BYTES // (8 * K * D.dtype.itemsize))
+    for t0 in range(0, K, tile):  # float32/64 products, rounded tile by tile
+        out[t0:t0 + tile] = D[t0:t0 + tile] @ D.T
+    return out
 
 
 def decide_gram(gram, n_samples, k, D, rows_per_signal=None):
@@ -318,6 +335,12 @@ def prepare(X, D, *, k, tol, gram, backend, rule, positive=False, acgp=False,
     if isinstance(gram, GramRows):
         G = _checked_rows(gram, norms2, dt, per_signal)
         derived = gram.derived
+    elif want is None and getattr(gram, "dtype", None) == np.float16:
+        # read as it is: 16-bit rows on the GPU, a complete 16-bit store on the CPU
+        G = check_half_gram(gram, norms2)
+        if not on_gpu:
+            G = GramRows.from_gram(D, G)
+            derived = G.derived
     elif want is None:
         G = check_gram(gram, norms2, dt)
         if scale is not None:

@@ -7,8 +7,11 @@ from sparsecode._validation import check_bool
 from sparsecode.pursuit import _driver
 
 
-def _lazy(p):
-    """Whether the deferred-update kernel runs (see ``omp_gram_lazy``)."""
+def deferred_updates(p):
+    """Whether the deferred-update kernel runs (see ``omp_gram_lazy``) on the prepared
+    problem ``p`` with a whole Gram matrix.  On 16-bit rows it reads the support Gram
+    entries from the rows, where the other kernels take them exact from the atoms; the
+    GPU kernels follow the same rule."""
     from sparsecode import _config
 
     return (not p.positive and p.n_atoms >= _config.LAZY_OMP_MIN_ATOMS
@@ -53,7 +56,7 @@ def _gram_block(Xb, G, p, out):
     from sparsecode._parallel import n_group_chunks
     from sparsecode.pursuit._omp_numba import omp_gram
 
-    if _lazy(p):
+    if deferred_updates(p):
         _lazy_block(Xb, G, p, out, exact_support=False)
         return
     omp_gram(n_group_chunks(Xb.shape[0], p.group), p.group, Xb, p.D.T, p.int_view[1], G,
@@ -80,7 +83,7 @@ def _rows_block(Xb, store, p, out):
     from sparsecode.pursuit._omp_numba import omp_scratch_size
     from sparsecode.pursuit._rows_numba import omp_rows_round
 
-    if store.complete and _lazy(p):  # a whole 16-bit Gram: the per-signal kernel
+    if store.complete and deferred_updates(p):  # a whole 16-bit Gram: the per-signal kernel
         # support Gram entries from float16 rows (errors under 2.5e-4 for |G| <= 0.5), or
         # exact from the atoms for bfloat16's 8 bits (a dot of n_features per entry:
         # 2.6x the time at P4)

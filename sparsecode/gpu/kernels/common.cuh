@@ -335,15 +335,17 @@ __device__ void support_gram_row_of_D(double* GII, const int k, const int s, con
   }
 }
 
-// Gram path, warp 0: row s of the support Gram read from rows of T, or computed from the
-// atoms when the rows are 16-bit (the CPU kernels also take a 16-bit store's support
-// entries exact, so the small solves see no rounding of the rows).
+// Gram path, warp 0: row s of the support Gram, computed from the atoms when `exact`, read
+// from the rows otherwise.  On 16-bit rows the kernels choose as the CPU's do: GP and
+// OMP take the entries exact, but for the rows OMP's deferred-update kernel would read
+// (sparsecode.pursuit.omp.deferred_updates; float16 errors under 2.5e-4 for |G| <= 0.5).
 template <typename T, typename GT>
 __device__ __forceinline__ void support_gram_row_warp(double* GII, const int k, const int s,
                                                       const int* Irow, const GT* __restrict__ G,
                                                       const int K, const T* __restrict__ D,
-                                                      const int d, const int j, const int lane) {
-  if (sizeof(GT) < sizeof(T)) support_gram_row_of_D(GII, k, s, Irow, D, d, j, lane);
+                                                      const int d, const bool exact,
+                                                      const int j, const int lane) {
+  if (exact) support_gram_row_of_D(GII, k, s, Irow, D, d, j, lane);
   else support_gram_row_of_G(GII, k, s, Irow, G, K, j, lane);
 }
 

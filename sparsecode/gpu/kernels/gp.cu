@@ -137,6 +137,7 @@ __global__ void gp_gram(T* __restrict__ C, const GT* __restrict__ G, const T* __
   __shared__ double sh_dec;
   const int lane = threadIdx.x & 31;
   const bool warp0 = threadIdx.x < 32;
+  const bool exact = sizeof(GT) < sizeof(T);  // support Gram entries from D (16-bit rows)
   T* s_delta = reinterpret_cast<T*>(sc_smem) + (use_shared ? K : 0);
   int* s_I = reinterpret_cast<int*>(s_delta + k);
   const GPScratch w = gp_scratch(work + (long long)blockIdx.x * ((long long)k * k + 3LL * k), k);
@@ -165,7 +166,7 @@ __global__ void gp_gram(T* __restrict__ C, const GT* __restrict__ G, const T* __
         if (warp0) {
           int s1 = s;
           if (find_in_support(Irow, s, j, lane) < 0) {
-            support_gram_row_warp(w.GII, k, s, Irow, G, K, D, d, j, lane);
+            support_gram_row_warp(w.GII, k, s, Irow, G, K, D, d, exact, j, lane);
             if (lane == 0) {
               Irow[s] = j;
               Zrow[s] = 0.0;

@@ -3,8 +3,8 @@
 // Every step of a signal (s = support size before the step):
 //     select j = argmax key(c)                       (fused into the previous update)
 //     row s of the support Gram GII: s + 1 entries of G (Gram path; s + 1 dot products
-//       of atoms over warp 0 when G is 16-bit), or s + 1 dot products of atoms (no-Gram
-//       path, the whole block)
+//       of atoms over warp 0 with `exact`, where the CPU takes them exact from 16-bit
+//       rows), or s + 1 dot products of atoms (no-Gram path, the whole block)
 //     grow the Cholesky factor L of GII by one row   (warp 0: s column sweeps, float64);
 //       a pivot below rtol * ||d_j||^2 means d_j is in the span of the support: the
 //       signal stops with status SC_DEPENDENT
@@ -254,7 +254,8 @@ __device__ int omp_step_warp(const T cj, const int j, const int s, const int k, 
 template <typename T, typename GT>
 __global__ void omp_gram(T* __restrict__ C, const GT* __restrict__ G, const T* __restrict__ D,
                         const int d, const int n, const int K,
-                         const int rule, const int positive, const int k, const int use_shared,
+                         const int rule, const int positive, const int k, const int exact,
+                         const int use_shared,
                          const double rtol, const double* __restrict__ xnorm2,
                          const double* __restrict__ tol2, const double* __restrict__ thr,
                          int* __restrict__ I, double* __restrict__ Z,
@@ -298,7 +299,7 @@ __global__ void omp_gram(T* __restrict__ C, const GT* __restrict__ G, const T* _
           break;
         }
         if (warp0) {
-          support_gram_row_warp(w.GII, k, s, Irow, G, K, D, d, j, lane);
+          support_gram_row_warp(w.GII, k, s, Irow, G, K, D, d, exact, j, lane);
           __syncwarp();
           double e = 0.0;
           const int r = omp_step_warp(cj, j, s, k, Irow, Zrow, w, rtol, positive, x2, s_delta,
