@@ -7,6 +7,11 @@ Three parts (``--parts``; each skips its anchor with a message when it is not in
            batched PyTorch OMP, ``alg="v0"``) at O1 d=256, 1024 atoms, 65536 signals, k=32
            and O2 d=768, 16384 atoms, 16384 signals, k=64 (target >= 3x).  k-sparse signals
            of the dictionary plus 1% noise; supports are compared on 512 signals.
+``wide``   the SAE widths of bench_pursuit.py on the device (P4: d=2304, 16384 atoms, 8192
+           signals; P5: 65536 atoms, 2048 signals; k=64, Zipf-like supports from
+           benchmarks/_wide.py): MP and OMP with a whole float32 Gram and a float16 one
+           (``gram(D, dtype="float16")``), each over the one GEMM ``X D^T``, and the
+           Gram's build time (once per model, reported apart).
 ``train``  MPSAE training steps (update="adam", MP encoder) against overcomplete's
            ``MpSAE`` (Adam, the same k) at T1 d=768, 16384 atoms, k=64, batch 8192:
            steps per second after warm-up (target >= 10x).
@@ -37,7 +42,7 @@ Every timing is the median of ``--repeats`` (>= 5) runs after one warm-up, each 
 a device synchronisation.  TF32 is off for both (PyTorch's and CuPy's default).  Output:
 one JSON object per line.
 
-    python benchmarks/bench_gpu.py [--parts mp omp train] [--problems G1 G2]
+    python benchmarks/bench_gpu.py [--parts mp omp wide train] [--problems G1 G2]
                                    [--repeats 5] [--quick]
 """
 
@@ -272,6 +277,40 @@ def bench_omp(name, p, repeats, cupy, torch):
              speedup=None if t_anchor is None else t_anchor / t, support_agreement=agree)
 
 
+def bench_wide_gpu(name, p, repeats, cupy, torch):
+    import _wide  # benchmarks/ is on sys.path
+
+    import sparsecode
+    from sparsecode.datasets import support_recovery
+
+    X, _, D, truth, p = _wide.data(name.removesuffix("-quick"), "zipf")
+    n = p["n_samples"] if not name.endswith("-quick") else p["n_samples"] // 16
+    X, truth = cupy.asarray(X[:n]), truth[:n]
+    D = cupy.asarray(D)
+    k = p["k"]
+    base = dict(problem=name, n_samples=n, n_features=D.shape[1], n_atoms=D.shape[0], k=k,
+                usage="zipf", dtype="float32", device=device_name(cupy))
+    sync = cupy.cuda.Device().synchronize
+    t_gemm = median_time(lambda: X @ D.T, repeats, sync)
+    emit(**base, solver="cupy gemm X D^T", seconds=t_gemm)
+    for storage in (None, "float16"):
+        t_build = median_time(lambda s=storage: sparsecode.gram(D, dtype=s), repeats, sync)
+        G = sparsecode.gram(D, dtype=storage)
+        emit(**base, solver="sparsecode.gram", gram=storage or "float32", seconds=t_build,
+             gram_GB=G.nbytes / 1e9)
+        for solver in ("mp", "omp"):
+            fn = getattr(sparsecode, solver)
+            t = median_time(lambda f=fn, g=G: f(X, D, k=k, gram=g), repeats, sync)
+            codes = fn(X, D, k=k, gram=G)
+            host = sparsecode.SparseCodes(codes.indices.get(), codes.values.get(),
+                                          codes.n_atoms)
+            emit(**base, solver=f"sparsecode.{solver} (Gram given)",
+                 gram=storage or "float32", seconds=t, x_gemm=t / t_gemm,
+                 support_recovery=support_recovery(host, truth))
+        del G
+        cupy.get_default_memory_pool().free_all_blocks()
+
+
 def bench_train(name, p, repeats, cupy, torch):
     from sparsecode import MPSAE
 
@@ -314,8 +353,8 @@ def import_overcomplete():
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--parts", nargs="+", default=["mp", "omp", "train"],
-                    choices=["mp", "omp", "train"])
+    ap.add_argument("--parts", nargs="+", default=["mp", "omp", "wide", "train"],
+                    choices=["mp", "omp", "wide", "train"])
     ap.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS),
                     help="MP problems")
     ap.add_argument("--repeats", type=int, default=5)
@@ -347,10 +386,12 @@ def main(argv=None):
         runs += [(bench_problem, name, PROBLEMS[name]) for name in args.problems]
     if "omp" in args.parts:
         runs += [(bench_omp, name, p) for name, p in OMP_PROBLEMS.items()]
+    if "wide" in args.parts:
+        runs += [(bench_wide_gpu, name, {}) for name in ("P4", "P5")]
     if "train" in args.parts:
         runs += [(bench_train, name, p) for name, p in TRAIN_PROBLEMS.items()]
     for fn, name, p in runs:
-        p = quick(p) if args.quick else p
+        p = quick(p) if args.quick and p else p
         fn(name + ("-quick" if args.quick else ""), p, args.repeats, cupy, torch)
         cupy.get_default_memory_pool().free_all_blocks()
 
