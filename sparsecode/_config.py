@@ -9,6 +9,11 @@ import numpy as np
 #: Largest Gram matrix ``G = D D^T`` that ``gram="auto"`` will build, in bytes.
 GRAM_BUDGET_BYTES = 1 << 30
 
+#: Largest Gram matrix ``gram="auto"`` builds on a GPU, in bytes; None: a quarter of
+#: the device's memory (20 GB of an 80 GB device: the float32 Gram of 65,536 atoms, 17 GB,
+#: fits).  The GPU has no cached path: over this budget, "auto" takes no Gram.
+GPU_GRAM_BUDGET_BYTES = None
+
 #: Memory for the Gram rows kept by the cached Gram path (``gram="cached"``, and
 #: ``"auto"`` when the whole Gram matrix is over ``GRAM_BUDGET_BYTES``), in bytes: rows
 #: of the selected atoms, computed on demand and evicted least used first (see

@@ -14,7 +14,7 @@ import importlib
 _LAZY = {"mp_gpu": "mp", "omp_gpu": "omp", "gp_gpu": "gp", "batch_grad_gpu": "mpsae"}
 
 __all__ = ["INSTALL_HINT", "GPUUnavailableError", "available", "batch_grad_gpu", "gp_gpu",
-           "mp_gpu", "omp_gpu", "require", "row_norms2"]
+           "gram_budget", "mp_gpu", "omp_gpu", "require", "row_norms2"]
 
 
 def __getattr__(name):
@@ -74,3 +74,17 @@ def row_norms2(a):
     from sparsecode.gpu._module import row_norms2 as kernel
 
     return kernel(a)
+
+
+def gram_budget():
+    """Bytes ``gram="auto"`` may spend on a whole Gram matrix on the current device:
+    ``_config.GPU_GRAM_BUDGET_BYTES``, or a quarter of the device's memory when that is
+    None (the same on every call on one device, so the choice, and the codes, do not
+    depend on what else is allocated)."""
+    from sparsecode import _config
+
+    if _config.GPU_GRAM_BUDGET_BYTES is not None:
+        return int(_config.GPU_GRAM_BUDGET_BYTES)
+    from sparsecode.gpu._module import total_memory
+
+    return total_memory() // 4

@@ -244,6 +244,20 @@ def _device_attributes(device_id):
     return cupy.cuda.Device(device_id).attributes
 
 
+@functools.cache
+def _total_memory(device_id):
+    import cupy
+
+    return int(cupy.cuda.Device(device_id).mem_info[1])
+
+
+def total_memory():
+    """Bytes of memory of the current device, cached."""
+    import cupy
+
+    return _total_memory(cupy.cuda.Device().id)
+
+
 def device_attribute(name):
     """An attribute of the current device (``"MultiProcessorCount"``, ...), cached."""
     import cupy

@@ -236,10 +236,11 @@ def decide_gram(gram, n_samples, k, D, rows_per_signal=None):
     -------
     True, False, "cached" or None
         ``gram`` itself for a bool or ``"cached"``.  For ``"auto"``: True (the whole
-        ``G``) when it fits in ``GRAM_BUDGET_BYTES`` and the pursuit does at least as
-        much correlation work as building it; else ``"cached"`` when the atoms have at
-        least ``CACHED_MIN_FEATURES`` features and ``GRAM_CACHE_BYTES`` holds the rows
-        one signal needs; else False.  None when ``gram`` is an array or a GramRows
+        ``G``) when it fits in ``GRAM_BUDGET_BYTES`` (for CuPy atoms:
+        :func:`sparsecode.gpu.gram_budget`) and the pursuit does at least as much
+        correlation work as building it; else, on the CPU, ``"cached"`` when the atoms
+        have at least ``CACHED_MIN_FEATURES`` features and ``GRAM_CACHE_BYTES`` holds the
+        rows one signal needs; else False.  None when ``gram`` is an array or a GramRows
         (the caller validates it).
     """
     K, n_features = D.shape
@@ -248,11 +249,19 @@ def decide_gram(gram, n_samples, k, D, rows_per_signal=None):
         if gram == "cached":
             return gram
         row = K * D.dtype.itemsize
-        fits = K * row <= _config.GRAM_BUDGET_BYTES
+        if is_cupy(D):
+            from sparsecode.gpu import gram_budget
+
+            budget = gram_budget()
+        else:
+            budget = _config.GRAM_BUDGET_BYTES
+        fits = K * row <= budget
         # building G costs n_atoms^2 n_features; it pays once the pursuit does more
         # correlation work than that (n_samples * k updates of n_atoms entries each).
         if fits and n_samples * k >= K:
             return True
+        if is_cupy(D):
+            return False  # no cached rows on the GPU
         # cached rows cost what they are used for: at most one row (n_atoms n_features)
         # per step and signal, the no-Gram path's GEMM work, and far less when signals
         # share atoms

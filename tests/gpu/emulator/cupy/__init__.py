@@ -66,6 +66,7 @@ class _Device:
     def __init__(self, device=None):
         self.id = 0 if device is None else int(device)
         self.attributes = {"MultiProcessorCount": 3, "MaxSharedMemoryPerBlockOptin": 232448}
+        self.mem_info = (1 << 33, 1 << 34)  # (free, total): a 16 GiB device
 
 
 class _Runtime:
