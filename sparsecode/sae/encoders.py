@@ -70,8 +70,9 @@ class Encoder:
 
     def _gram_for(self, Xc, D, k, solver):
         """The Gram of the pursuits on ``D`` (unit atoms): built once and kept until the
-        atoms change — the whole matrix when it fits the budget, else a
-        :class:`~sparsecode.GramRows` store — or False.  With ``use_gram`` None a call
+        atoms change — the whole matrix when it fits the budget (on the GPU a device
+        matrix within the device's budget), else a :class:`~sparsecode.GramRows` store
+        (CPU) — or False.  With ``use_gram`` None a call
         of few signals recomputes correlations (and decides again next call)."""
         from sparsecode.pursuit import model_gram
 
@@ -80,15 +81,15 @@ class Encoder:
         G = self._gram
         if self.use_gram is False:
             return False
-        if array_module(D) is not np:
-            return "auto"  # on the GPU: the pursuit decides (its Gram is a device GEMM)
-        if G is None:
+        if G is not None and array_module(G) is not array_module(D):
+            G = None  # the atoms moved between host and device
+        if G is None:  # on the GPU a whole Gram (device GEMMs) or none
             n = Xc.shape[0] if self.use_gram is None else 1 << 62
             G = model_gram(D, n, steps, rows)
             if G is False:
                 return False
             self._gram = G
-        if not isinstance(G, np.ndarray) and G.capacity < rows:
+        if getattr(G, "capacity", rows) < rows:
             return False  # a store too small for this pursuit's supports
         return G
 

@@ -153,3 +153,20 @@ def test_classic_updates_on_gpu_data_say_what_to_do():
         MPSAE(16, 3, update="mod", progress=False).fit(cp.asarray(X))
     with pytest.raises(ValueError, match="solver='omp'"):
         MPSAE(16, 3, solver="omp", progress=False).fit(cp.asarray(X))
+
+
+def test_transform_on_the_gpu_builds_the_gram_once_per_model(monkeypatch):
+    import sparsecode.pursuit._driver as driver
+
+    X, _, _ = planted(np.random.default_rng(39), 400, 16, 40, 3, noise=0.05)
+    cpu = _model(unit_atoms=True).fit(X)
+    gpu = _model(unit_atoms=True).fit(cp.asarray(X))
+    built = []
+    gram = driver.gram
+    monkeypatch.setattr(driver, "gram", lambda D, *a: built.append(type(D)) or gram(D, *a))
+    for i in range(0, 400, 100):
+        codes = gpu.transform(cp.asarray(X[i:i + 100]), solver="omp")
+        np.testing.assert_array_equal(codes.indices.get(),
+                                      cpu.transform(X[i:i + 100], solver="omp").indices)
+    assert len(built) == 2  # one device Gram for four batches (and one for the CPU model)
+    assert sum(t.__module__.startswith("cupy") for t in built) == 1
