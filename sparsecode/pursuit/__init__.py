@@ -1,6 +1,6 @@
 """Sparse coding solvers: matching pursuit, orthogonal matching pursuit, gradient pursuit."""
 
-from sparsecode.pursuit._driver import decide_gram, gram, model_gram
+from sparsecode.pursuit._gram import decide_gram, gram, model_gram
 from sparsecode.pursuit.gp import gp
 from sparsecode.pursuit.mp import mp
 from sparsecode.pursuit.omp import omp

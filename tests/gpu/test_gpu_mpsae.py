@@ -156,7 +156,7 @@ def test_classic_updates_on_gpu_data_say_what_to_do():
 
 
 def test_transform_on_the_gpu_builds_the_gram_once_per_model(monkeypatch):
-    import sparsecode.pursuit._driver as driver
+    import sparsecode.pursuit._gram as driver
 
     X, _, _ = planted(np.random.default_rng(39), 400, 16, 40, 3, noise=0.05)
     cpu = _model(unit_atoms=True).fit(X)
