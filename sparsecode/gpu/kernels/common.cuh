@@ -316,14 +316,15 @@ __device__ __forceinline__ void support_gram_row_of_G(double* GII, const int k, 
 }
 
 // Row s of the support Gram from the atoms, <d_j, d_Irow[m]> for m < s and <d_j, d_j>
-// (float64 sums, one entry at a time over the warp), written to both triangles of GII
-// (warp 0).  2 d (s + 1) flops.
+// (float64 sums), written to both triangles of the k x k matrix GII: warp w0 computes
+// entry w0, then every nw-th (one warp per entry).  2 d (s + 1) flops.
 template <typename T>
-__device__ void support_gram_row_of_D(double* GII, const int k, const int s, const int* Irow,
-                                      const T* __restrict__ D, const int d, const int j,
-                                      const int lane) {
+__device__ void support_gram_dots(double* GII, const int k, const int s, const int* Irow,
+                                  const int j, const T* __restrict__ D, const int d,
+                                  const int w0, const int nw) {
+  const int lane = threadIdx.x & 31;
   const T* dj = D + (long long)j * d;
-  for (int m = 0; m <= s; ++m) {
+  for (int m = w0; m <= s; m += nw) {
     const T* dm = m < s ? D + (long long)Irow[m] * d : dj;
     double acc = 0.0;
     for (int q = lane; q < d; q += 32) acc += (double)dj[q] * (double)dm[q];
@@ -345,29 +346,16 @@ __device__ __forceinline__ void support_gram_row_warp(double* GII, const int k, 
                                                       const int K, const T* __restrict__ D,
                                                       const int d, const bool exact,
                                                       const int j, const int lane) {
-  if (exact) support_gram_row_of_D(GII, k, s, Irow, D, d, j, lane);
+  if (exact) support_gram_dots(GII, k, s, Irow, j, D, d, 0, 1);
   else support_gram_row_of_G(GII, k, s, Irow, G, K, j, lane);
 }
 
-// No-Gram path: row `snew` of the support Gram, <d_j, d_Irow[m]> for m < snew and
-// <d_j, d_j>, one warp per entry (the whole block), written to both triangles of the
-// k x k matrix GII.  2 d (snew + 1) flops.
+// No-Gram path: row `snew` of the support Gram, one warp per entry (the whole block):
+// support_gram_dots over every warp.
 template <typename T>
 __device__ void support_gram_row(double* GII, const int k, const int snew, const int* Irow,
                                  const int j, const T* __restrict__ D, const int d) {
-  const int lane = threadIdx.x & 31;
-  const int nw = blockDim.x >> 5;
-  const T* dj = D + (long long)j * d;
-  for (int m = threadIdx.x >> 5; m <= snew; m += nw) {
-    const T* dm = m < snew ? D + (long long)Irow[m] * d : dj;
-    double acc = 0.0;
-    for (int q = lane; q < d; q += 32) acc += (double)dj[q] * (double)dm[q];
-    acc = warp_sum(acc);
-    if (lane == 0) {
-      GII[(long long)snew * k + m] = acc;
-      GII[(long long)m * k + snew] = acc;
-    }
-  }
+  support_gram_dots(GII, k, snew, Irow, j, D, d, threadIdx.x >> 5, blockDim.x >> 5);
 }
 
 #endif  // SPARSECODE_GPU_COMMON_CUH
