@@ -160,9 +160,15 @@ class GramRows:
         D = check_array(D, "D")
         norms2 = np.einsum("ij,ij->i", D, D, dtype=np.float64)
         G = check_half_gram(np.asarray(G), norms2)
+        return cls.over_checked(D.astype(float_dtype(D), copy=False), G)
+
+    @classmethod
+    def over_checked(cls, D, G):
+        """:meth:`from_gram` for ``D`` (float32 or float64) and ``G`` already checked
+        (``sparsecode._validation.check_half_gram``): no pass over the matrix."""
         K = D.shape[0]
-        return cls(D.astype(float_dtype(D), copy=False), max_bytes=K * K * 2,
-                   dtype="float16", defer=False, _rows=G.view(STORAGE["float16"]))
+        return cls(D, max_bytes=K * K * 2, dtype="float16", defer=False,
+                   _rows=G.view(STORAGE["float16"]))
 
     @property
     def n_atoms(self):

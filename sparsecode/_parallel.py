@@ -72,6 +72,12 @@ def aligned_rows(n):
     return max(g, -(-int(n) // g) * g)
 
 
+def threads_rows():
+    """int: one row group per thread, the fewest rows with which no thread repeats
+    another's correlation GEMM."""
+    return numba.get_num_threads() * row_group()
+
+
 def block_rows(n):
     """int: ``n`` rounded down so that blocks of that many rows start at group bounds:
     a multiple of the group when ``n`` is at least one group, else a power of two (which

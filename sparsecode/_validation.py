@@ -88,12 +88,35 @@ def check_array(x, name, *, ndim=2):
                 "minimum of 1 is required."
             )
         raise ValueError(f"{name} must not be empty; got {describe(a)}")
-    if a.dtype.kind == "f" and not bool(xp.isfinite(a).all()):
+    if a.dtype.kind == "f" and not _all_finite(a, xp):
         bad = xp.argwhere(~xp.isfinite(a))[0]
         raise ValueError(
             f"{name} must be finite; got NaN or inf, first at index {tuple(int(i) for i in bad)}"
         )
     return a
+
+
+#: Bytes of an array checked for NaN and inf at a time: the check's temporaries stay this
+#: small whatever the array (an 8 GiB float16 Gram matrix took 4 GiB checked whole).
+FINITE_CHUNK_BYTES = 16 << 20
+_HALF_EXPONENT = np.uint16(0x7C00)  # all ones in a float16's exponent: inf or nan
+
+
+def _all_finite(a, xp):
+    """Whether the float array ``a`` holds no NaN or inf.  NumPy arrays are checked a
+    chunk of rows at a time, float16 through its bits (NumPy's float16 ``isfinite``
+    widens every entry)."""
+    if xp is not np:
+        return bool(xp.isfinite(a).all())
+    rows = max(1, FINITE_CHUNK_BYTES // max(1, a[:1].nbytes))
+    for r0 in range(0, a.shape[0], rows):
+        part = a[r0:r0 + rows]
+        if a.dtype == np.float16:
+            if bool(((part.view(np.uint16) & _HALF_EXPONENT) == _HALF_EXPONENT).any()):
+                return False
+        elif not bool(np.isfinite(part).all()):
+            return False
+    return True
 
 
 def check_on_backend(a, name, on_gpu):

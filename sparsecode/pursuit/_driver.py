@@ -233,7 +233,7 @@ def prepare(X, D, *, k, tol, gram, backend, rule, positive=False, acgp=False,
         # read as it is: 16-bit rows on the GPU, a complete 16-bit store on the CPU
         G = check_half_gram(gram, norms2)
         if not on_gpu:
-            G = GramRows.from_gram(D, G)
+            G = GramRows.over_checked(D, G)  # checked once
             derived = G.derived
     elif want is None:
         G = check_gram(gram, norms2, dt)
@@ -291,12 +291,15 @@ def _checked_rows(store, norms2, dt, per_signal):
 
 def _rows_per_block(prob, extra_bytes_per_row=0, budget=None):
     """Signals per block: as many as the budget allows (``_config.BLOCK_BYTES`` by
-    default), cut at row-group bounds."""
-    from sparsecode._parallel import block_rows
+    default), cut at row-group bounds, and at least one row group per thread, past the
+    budget if need be: a block of fewer groups than threads has threads repeating each
+    other's correlation GEMMs (see :func:`sparsecode._parallel.n_group_chunks`), which
+    doubled the time of the GEMM at 65,536 atoms on two threads."""
+    from sparsecode._parallel import block_rows, threads_rows
 
     per_row = prob.n_atoms * prob.dtype.itemsize + extra_bytes_per_row
     budget = _config.BLOCK_BYTES if budget is None else budget
-    return block_rows(max(_config.MIN_BLOCK_ROWS, budget // max(per_row, 1)))
+    return block_rows(max(_config.MIN_BLOCK_ROWS, budget // max(per_row, 1), threads_rows()))
 
 
 def run(X, prob, pursuit):
