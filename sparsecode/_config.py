@@ -29,6 +29,11 @@ CACHED_MIN_FEATURES = 128
 #: encoded block by block; a block is at least ``MIN_BLOCK_ROWS`` signals.
 BLOCK_BYTES = 128 << 20
 MIN_BLOCK_ROWS = 16
+#: ... and of at least this many row groups (``ROW_GROUP``) per thread, past
+#: ``BLOCK_BYTES`` if need be: a block of fewer groups than threads has threads repeating
+#: each other's correlation GEMMs (at 65,536 atoms and two threads that was twice the
+#: GEMM's time).
+BLOCK_GROUPS_PER_THREAD = 1
 #: The same on the cached Gram path (a GramRows store short of the whole matrix): signals
 #: that defer missing rows settle them with products of the block's payers with ``D``,
 #: each reading all of ``D``, so larger blocks make fewer and larger products.

@@ -132,10 +132,11 @@ class GramRows:
             self.filled = K
             if _rows is not None:  # from_gram: rows given, bits of self.storage
                 self.rows = _rows
-            elif self.storage not in STORAGE:
+            elif self.storage != "bfloat16":
                 from sparsecode._parallel import gram_symmetric
 
-                self.rows = gram_symmetric(self.D)  # half the flops; = sparsecode.gram
+                # half the flops; = sparsecode.gram(D, dtype) (float16: its bits)
+                self.rows = gram_symmetric(self.D, half=self.storage == "float16")
                 self.rows_computed = K
             else:
                 self.rows = np.empty((K, K), dtype=store)

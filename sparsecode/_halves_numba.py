@@ -5,7 +5,8 @@ rows reach the kernels as their bit patterns: ``uint16`` holds float16 bits, ``i
 holds bfloat16 bits.  :func:`wide` reads one entry of any row as a float: the value
 itself for float32/float64 rows (no cost: the kernels compile one version per row type),
 a float16 or bfloat16 widened to float32 (exact) for 16-bit rows.  :func:`narrow` writes
-float32 values into either 16-bit form, rounding to nearest even.
+float32 values into either 16-bit form, rounding to nearest even; :func:`entry` writes
+one value into float16 bits in jitted code.
 """
 
 import numpy as np
@@ -52,6 +53,33 @@ def _wide(v):
         return lambda v: _half_to_float(v)
     if v == types.int16:
         return lambda v: _bf16_to_float(v)
+    return None
+
+
+@intrinsic
+def _to_half(typingctx, v):
+    sig = types.uint16(v)
+
+    def codegen(context, builder, signature, args):
+        # one rounding to nearest even from float32 or float64, as NumPy's astype
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return sig, codegen
+
+
+def entry(v, G):
+    """``v`` (float32 or float64) as an entry of the array ``G``: itself for float
+    arrays, its float16 bits, rounded to nearest even, for ``uint16`` arrays (jitted code
+    only)."""
+    raise NotImplementedError
+
+
+@overload(entry, inline="always")
+def _entry(v, G):
+    if isinstance(G.dtype, types.Float):
+        return lambda v, G: v
+    if G.dtype == types.uint16:
+        return lambda v, G: _to_half(v)
     return None
 
 

@@ -20,6 +20,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from sparsecode._halves_numba import entry
+
 
 def n_chunks(n):
     """Chunks for a parallel loop over ``n`` rows: a few per thread for load balance;
@@ -73,9 +75,11 @@ def aligned_rows(n):
 
 
 def threads_rows():
-    """int: one row group per thread, the fewest rows with which no thread repeats
-    another's correlation GEMM."""
-    return numba.get_num_threads() * row_group()
+    """int: ``_config.BLOCK_GROUPS_PER_THREAD`` row groups per thread: one is the fewest
+    rows with which no thread repeats another's correlation GEMM."""
+    from sparsecode import _config
+
+    return int(_config.BLOCK_GROUPS_PER_THREAD) * numba.get_num_threads() * row_group()
 
 
 def block_rows(n):
@@ -132,7 +136,8 @@ def gram_tiles(D, B, G):
     ``G[i, j]`` and, transposed, to ``G[j, i]`` (a diagonal tile's lower triangle is
     mirrored), so ``G`` is exactly symmetric whatever the BLAS.  Half the flops of a
     general product (``n_atoms^2 n_features``), every core busy, no BLAS thread pool (the
-    caller holds BLAS to one thread)."""
+    caller holds BLAS to one thread).  A ``uint16`` ``G`` receives the products' float16
+    bits, each rounded once from ``D``'s dtype."""
     K = D.shape[0]
     nb = (K + B - 1) // B
     n_tiles = nb * (nb + 1) // 2
@@ -152,15 +157,15 @@ def gram_tiles(D, B, G):
             # P[i, j] and P[j, i] differently): its lower triangle is mirrored
             for i in range(i1 - i0):
                 for j in range(i + 1):
-                    G[i0 + i, j0 + j] = P[i, j]
-                    G[j0 + j, i0 + i] = P[i, j]
+                    G[i0 + i, j0 + j] = entry(P[i, j], G)
+                    G[j0 + j, i0 + i] = entry(P[i, j], G)
         else:
             for i in range(i1 - i0):
                 for j in range(j1 - j0):
-                    G[i0 + i, j0 + j] = P[i, j]
+                    G[i0 + i, j0 + j] = entry(P[i, j], G)
             for j in range(j1 - j0):
                 for i in range(i1 - i0):
-                    G[j0 + j, i0 + i] = P[i, j]
+                    G[j0 + j, i0 + i] = entry(P[i, j], G)
 
 
 def correlations_by_group(X, D):
@@ -189,7 +194,7 @@ def correlations_by_group(X, D):
     return C
 
 
-def gram_symmetric(D):
+def gram_symmetric(D, half=False):
     """``D D^T`` from its tiles on and below the diagonal (half the flops of a general
     product, ``n_atoms^2 n_features``), one single-threaded GEMM per tile of
     ``_config.GRAM_TILE`` atoms on every Numba thread, each tile also written transposed:
@@ -198,15 +203,19 @@ def gram_symmetric(D):
     Parameters
     ----------
     D : ndarray of shape (n_atoms, n_features), float32 or float64
+    half : bool
+        Round each product to float16 once: the result is ``gram_symmetric(D)`` cast to
+        float16, bit for bit, without the float32/64 matrix.
 
     Returns
     -------
     G : ndarray of shape (n_atoms, n_atoms), C-contiguous
+        ``D``'s dtype, or ``uint16`` holding float16 bits with ``half``.
     """
     from sparsecode import _config
     from sparsecode._blas import one_blas_thread
 
-    G = np.empty((D.shape[0], D.shape[0]), dtype=D.dtype)
+    G = np.empty((D.shape[0], D.shape[0]), dtype=np.uint16 if half else D.dtype)
     with one_blas_thread():
         gram_tiles(np.ascontiguousarray(D), int(_config.GRAM_TILE), G)
     return G

@@ -26,3 +26,4 @@ def small_blocks(monkeypatch):
 
     monkeypatch.setattr(_config, "BLOCK_BYTES", 1)
     monkeypatch.setattr(_config, "MIN_BLOCK_ROWS", 3)
+    monkeypatch.setattr(_config, "BLOCK_GROUPS_PER_THREAD", 0)

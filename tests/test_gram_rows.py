@@ -343,6 +343,49 @@ def test_gram_in_float16_rounds_the_products(dtype, rng):
         sparsecode.gram(D, dtype="bfloat16")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gram_in_float16_is_the_symmetric_gram_rounded_once(dtype, rng):
+    from sparsecode._parallel import gram_symmetric
+
+    D = rng.standard_normal((600, 20)).astype(dtype)  # several tiles of GRAM_TILE atoms
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    G16 = sparsecode.gram(D, dtype="float16")
+    # the products of gram(D), each rounded once to float16, as NumPy rounds
+    np.testing.assert_array_equal(G16.view(np.uint16),
+                                  gram_symmetric(D).astype(np.float16).view(np.uint16))
+    np.testing.assert_array_equal(G16, G16.T)
+    # a complete float16 store holds the same bits
+    np.testing.assert_array_equal(GramRows(D, dtype="float16").rows, G16.view(np.uint16))
+
+
+def test_jitted_float16_rounding_is_numpys(rng):
+    from numba import njit
+
+    from sparsecode._halves_numba import entry
+
+    @njit
+    def to_bits(x, out):
+        for i in range(x.shape[0]):
+            out[i] = entry(x[i], out)
+
+    # every kind of float32: random bit patterns (subnormals, overflow to inf, signs) and
+    # the ties and edges of float16's range
+    bits = rng.integers(0, 2**32, size=200000, dtype=np.uint64).astype(np.uint32)
+    edges = [65504, 65519.99, 65520, 2.0**-24, 2.0**-25, 3 * 2.0**-26, 1 + 2.0**-11,
+             1 + 3 * 2.0**-11, np.inf, -np.inf, 0.0, -0.0, -1 - 2.0**-11]
+    # float64 between float32's values too: one rounding, not two through float32
+    wide = rng.standard_normal(200000) * np.exp2(rng.uniform(-30, 17, 200000))
+    for dtype in (np.float32, np.float64):
+        x = np.concatenate([bits.view(np.float32), np.array(edges, np.float32)]).astype(dtype)
+        if dtype == np.float64:
+            x = np.concatenate([x, wide, 1 + 2.0**-11 + np.array([2.0**-40, -2.0**-40])])
+        x = x[~np.isnan(x)]
+        out = np.empty(x.size, np.uint16)
+        to_bits(x, out)
+        with np.errstate(over="ignore"):
+            np.testing.assert_array_equal(out, x.astype(np.float16).view(np.uint16))
+
+
 @pytest.mark.parametrize("kw", [{}, {"positive": True}])
 @pytest.mark.parametrize("solver", ["mp", "omp", "gp"])
 def test_a_float16_gram_is_read_as_16_bit_rows(solver, kw, rng):

@@ -232,6 +232,7 @@ def test_block_coherence_is_computed_once_per_store(rng, monkeypatch):
     monkeypatch.setattr(omp_module, "block_coherence", lambda G: calls.append(1) or real(G))
     monkeypatch.setattr(_config, "LAZY_OMP_MIN_ATOMS", 1024)
     monkeypatch.setattr(_config, "BLOCK_BYTES", 16 * 2048 * 4)  # blocks of 16 signals
+    monkeypatch.setattr(_config, "BLOCK_GROUPS_PER_THREAD", 0)
     plain = sparsecode.omp(X, D, k=16, gram=True)
     assert len(calls) == 1
     store = sparsecode.GramRows(D)

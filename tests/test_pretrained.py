@@ -253,6 +253,7 @@ def test_codes_do_not_depend_on_the_split(monkeypatch):
             _codes_equal(sae.encode(X[lo:hi]), whole[lo:hi])
         with monkeypatch.context() as patch:
             patch.setattr(_config, "BLOCK_BYTES", 256 * M * 4)  # blocks of one group
+            patch.setattr(_config, "BLOCK_GROUPS_PER_THREAD", 0)
             _codes_equal(sae.encode(X), whole)
         for solver in ("omp", "mp"):
             full = sae.encode(X, solver=solver, k=4)

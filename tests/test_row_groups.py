@@ -134,3 +134,21 @@ def test_block_sizes_keep_group_bounds():
     # blocks smaller than a group divide it; larger ones are whole groups
     assert [block_rows(n) for n in (1, 5, 16, 31, 40)] == [1, 4, 16, 16, 32]
     assert all(GROUP % block_rows(n) == 0 for n in range(1, GROUP))
+
+
+def test_a_block_holds_a_row_group_per_thread(monkeypatch):
+    # a budget of one group's correlations: the block still gives every thread a group of
+    # its own (with fewer groups than threads, threads would multiply the same group)
+    from types import SimpleNamespace
+
+    from sparsecode.pursuit._driver import _rows_per_block
+
+    prob = SimpleNamespace(n_atoms=1000, dtype=np.dtype(np.float32))
+    monkeypatch.setattr(_config, "BLOCK_BYTES", GROUP * 1000 * 4)
+    threads = numba.get_num_threads()
+    assert _rows_per_block(prob) == threads * GROUP
+    monkeypatch.setattr(_config, "BLOCK_GROUPS_PER_THREAD", 0)
+    assert _rows_per_block(prob) == GROUP
+    monkeypatch.setattr(_config, "BLOCK_BYTES", 5 * GROUP * 1000 * 4)  # the budget rules
+    monkeypatch.setattr(_config, "BLOCK_GROUPS_PER_THREAD", 1)
+    assert _rows_per_block(prob) == max(5, threads) * GROUP

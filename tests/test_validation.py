@@ -120,3 +120,19 @@ def test_float64_atoms_whose_squared_norm_underflows_are_too_small_not_zero(rng)
     D[1] *= 1e-200
     with pytest.raises(ValueError, match="too small to normalise in float64"):
         sparsecode.omp(X, D, k=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_entries_are_found_in_any_chunk(dtype, bad, monkeypatch):
+    from sparsecode import _validation
+
+    monkeypatch.setattr(_validation, "FINITE_CHUNK_BYTES", 64)  # chunks of a few rows
+    a = np.ones((40, 8), dtype=dtype)
+    assert _validation.check_array(a, "X") is a
+    a[37, 5] = bad  # in the last chunk
+    with pytest.raises(ValueError, match=r"X must be finite; got NaN or inf, first at "
+                                         r"index \(37, 5\)"):
+        _validation.check_array(a, "X")
+    # the largest finite float16 is no inf
+    assert _validation.check_array(np.full((3, 3), 65504, np.float16), "X").shape == (3, 3)

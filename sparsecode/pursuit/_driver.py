@@ -291,10 +291,9 @@ def _checked_rows(store, norms2, dt, per_signal):
 
 def _rows_per_block(prob, extra_bytes_per_row=0, budget=None):
     """Signals per block: as many as the budget allows (``_config.BLOCK_BYTES`` by
-    default), cut at row-group bounds, and at least one row group per thread, past the
-    budget if need be: a block of fewer groups than threads has threads repeating each
-    other's correlation GEMMs (see :func:`sparsecode._parallel.n_group_chunks`), which
-    doubled the time of the GEMM at 65,536 atoms on two threads."""
+    default), cut at row-group bounds, and at least a row group per thread, past the
+    budget if need be (``_config.BLOCK_GROUPS_PER_THREAD``; see
+    :func:`sparsecode._parallel.n_group_chunks`)."""
     from sparsecode._parallel import block_rows, threads_rows
 
     per_row = prob.n_atoms * prob.dtype.itemsize + extra_bytes_per_row
