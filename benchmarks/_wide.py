@@ -4,11 +4,13 @@ proportion to ``r^-1``, as SAE codes are heavy-tailed) and uniformly (the worst 
 reported apart.
 
 Every solver is timed over the one-GEMM floor ``X D^T`` of the same signals.  The Gram
-rows are built once per model: a whole Gram matrix (P4) or a GramRows store (P5) warmed
-by a first batch of other signals from the same distribution, then timed on the batch
-(``excluding a Gram computed once per model``); its build time, the atoms' coherence (the
-bound of the deferred rows, also once per model), and the rows computed and payments
-made for the timed batch are reported too.  Peak memory beyond the inputs is the growth of the
+rows are built once per model: a whole Gram matrix (P4), a GramRows store of 1 GiB of
+cached rows (P5) warmed by a first batch of other signals from the same distribution, or
+at P5 also the whole float16 Gram matrix (8 GiB, ``sparsecode.gram(D, dtype="float16")``
+wrapped once by ``GramRows.from_gram``), then timed on the batch (``excluding a Gram
+computed once per model``); its build time, the atoms' coherence (the bound of the
+deferred rows, also once per model), and the rows computed and payments made for the
+timed batch are reported too.  Peak memory beyond the inputs is the growth of the
 process's resident high-water mark (reset before each call).
 """
 
@@ -79,8 +81,39 @@ def data(name, usage_kind):
     return X[:n], X[n:], D, truth, p
 
 
+def _available_bytes():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _whole_half(D, base, floor, emit):
+    """A whole float16 Gram matrix, built and wrapped once per model (an input of every
+    call after that), or None when it would not fit in memory with room to spare."""
+    K = D.shape[0]
+    if _available_bytes() < K * K * 2 + (4 << 30):
+        emit(**base, solver="gram float16 whole", skipped="not enough memory",
+             bytes=K * K * 2)
+        return None
+    t_build, G16, _ = timed(lambda: sparsecode.gram(D, dtype="float16"))
+    emit(**base, solver="gram float16 whole (once per model)", seconds=t_build,
+         bytes=G16.nbytes, ratio_time_vs_gemm=t_build / floor)
+    t_wrap, store, _ = timed(lambda: sparsecode.GramRows.from_gram(D, G16))
+    emit(**base, solver="gram float16 whole: checked and wrapped (once per model)",
+         seconds=t_wrap, ratio_time_vs_gemm=t_wrap / floor)
+    return store
+
+
 def bench_wide(name, usage_kind, emit, with_anchors=True, solvers=("mp", "omp"),
-               storages=("float32", "float16")):
+               storages=("float32", "float16", "float16 whole"), repeats=3):
+    """Time ``solvers`` on ``name`` (P4 or P5) with each Gram storage: ``"float32"`` and
+    ``"float16"`` are GramRows stores of ``_config.GRAM_CACHE_BYTES`` (complete at P4,
+    cached rows at P5); ``"float16 whole"`` is ``sparsecode.gram(D, dtype="float16")``
+    wrapped once (8 GiB at P5; skipped where the float16 store is already complete).  A
+    call on a complete store is timed ``repeats`` times (median); a call on cached rows
+    once, as a second call would find the first one's rows."""
     warm, X, D, truth, p = data(name, usage_kind)
     n, k, K = X.shape[0], p["k"], p["n_atoms"]
     true_rows = type(truth)(truth.indices[n:], truth.values[n:], K)
@@ -90,11 +123,18 @@ def bench_wide(name, usage_kind, emit, with_anchors=True, solvers=("mp", "omp"),
     floor = min(timed(lambda: X @ D.T)[0] for _ in range(3))
     emit(**base, solver="gemm X D^T", seconds=floor)
     shared = None  # the coherence, shared by the stores of the same atoms
+    half_complete = False
     for storage in storages:
-        t_build, store, _ = timed(lambda s=storage: sparsecode.GramRows(D, dtype=s))
-        emit(**base, solver=f"gram rows {storage}", seconds=t_build,
-             rows_held=store.capacity, complete=store.complete,
-             ratio_time_vs_gemm=t_build / floor)
+        if storage == "float16 whole":
+            store = None if half_complete else _whole_half(D, base, floor, emit)
+            if store is None:
+                continue
+        else:
+            t_build, store, _ = timed(lambda s=storage: sparsecode.GramRows(D, dtype=s))
+            emit(**base, solver=f"gram rows {storage}", seconds=t_build,
+                 rows_held=store.capacity, complete=store.complete,
+                 ratio_time_vs_gemm=t_build / floor)
+            half_complete |= storage == "float16" and store.complete
         if not store.complete:  # once per model, as the rows: the deferred path's bound
             if shared is None:
                 t_mu, _, _ = timed(store.coherence)
@@ -106,8 +146,13 @@ def bench_wide(name, usage_kind, emit, with_anchors=True, solvers=("mp", "omp"),
             fn = getattr(sparsecode, solver)
             fn(warm, D, k=k, gram=store)  # the rows of the frequent atoms
             before, paid = store.rows_computed, store.payments
-            t, codes, peak = timed(lambda f=fn, s=store: f(X, D, k=k, gram=s))
+            runs = [timed(lambda f=fn, s=store: f(X, D, k=k, gram=s))
+                    for _ in range(repeats if store.complete else 1)]
+            t = float(np.median([r[0] for r in runs]))
+            codes = runs[0][1]
+            peak = max((r[2] for r in runs if r[2] is not None), default=None)
             emit(**base, solver=f"sparsecode.{solver}", gram=storage, seconds=t,
+                 runs_seconds=[r[0] for r in runs],
                  ratio_time_vs_gemm=t / floor, rows_computed=store.rows_computed - before,
                  payments=store.payments - paid, peak_bytes_beyond_inputs=peak,
                  support_recovery=support_recovery(codes, true_rows))

@@ -20,6 +20,7 @@ Output: one JSON object per line; ratios are anchor time / sparsecode time per s
 
     python benchmarks/bench_pursuit.py [--problems P1 P2 P3] [--threads 1 2] [--repeats 5]
     python benchmarks/bench_pursuit.py --problems P4 P5 [--usage zipf uniform]
+        [--storages float32 float16 "float16 whole"]
 """
 
 import argparse
@@ -173,6 +174,9 @@ def main(argv=None):
     ap.add_argument("--usage", nargs="+", default=["zipf", "uniform"],
                     choices=["zipf", "uniform"], help="P4/P5: atom usage of the supports")
     ap.add_argument("--solvers", nargs="+", default=["mp", "omp"], help="P4/P5 solvers")
+    ap.add_argument("--storages", nargs="+", default=["float32", "float16", "float16 whole"],
+                    choices=["float32", "float16", "float16 whole"],
+                    help="P4/P5 Gram storages (see _wide.bench_wide)")
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--overcomplete", nargs="*", default=["P2"],
@@ -184,7 +188,8 @@ def main(argv=None):
             numba.set_num_threads(2)
             with threadpool_limits(limits=2):
                 for usage in args.usage:
-                    _wide.bench_wide(name, usage, emit, solvers=args.solvers)
+                    _wide.bench_wide(name, usage, emit, solvers=args.solvers,
+                                     storages=args.storages)
             continue
         for threads in args.threads:
             bench_problem(name, threads, args.repeats, name in args.overcomplete)
