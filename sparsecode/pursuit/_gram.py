@@ -29,7 +29,14 @@ def gram(D, dtype=None):
     -------
     G : ndarray of shape (n_atoms, n_atoms)
         Pass it as ``gram=G`` to :func:`sparsecode.mp`, :func:`sparsecode.omp` or
-        :func:`sparsecode.gp` with signals of ``D``'s dtype.
+        :func:`sparsecode.gp` with signals of ``D``'s dtype; for many calls on a float16
+        ``G``, pass ``GramRows.from_gram(D, G)`` instead, which checks it once.
+
+    Notes
+    -----
+    On the CPU: ``n_atoms^2 n_features`` flops (the tiles on and below the diagonal,
+    mirrored: exactly symmetric), each product rounded once to float16 for
+    ``dtype="float16"``, written straight into the result (no float32 copy).
     """
     from sparsecode._parallel import gram_symmetric
     from sparsecode._validation import float_dtype
