@@ -149,6 +149,10 @@ def test_a_block_holds_a_row_group_per_thread(monkeypatch):
     assert _rows_per_block(prob) == threads * GROUP
     monkeypatch.setattr(_config, "BLOCK_GROUPS_PER_THREAD", 0)
     assert _rows_per_block(prob) == GROUP
-    monkeypatch.setattr(_config, "BLOCK_BYTES", 5 * GROUP * 1000 * 4)  # the budget rules
+    # a budget of 5 groups: as many groups for every thread, within the budget (5 groups
+    # on 2 threads ran 3 on one), or one per thread
+    monkeypatch.setattr(_config, "BLOCK_BYTES", 5 * GROUP * 1000 * 4)
     monkeypatch.setattr(_config, "BLOCK_GROUPS_PER_THREAD", 1)
-    assert _rows_per_block(prob) == max(5, threads) * GROUP
+    assert _rows_per_block(prob) == max(5 // threads, 1) * threads * GROUP
+    monkeypatch.setattr(_config, "BLOCK_GROUPS_PER_THREAD", 0)  # the budget alone
+    assert _rows_per_block(prob) == 5 * GROUP

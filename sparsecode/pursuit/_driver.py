@@ -292,13 +292,16 @@ def _checked_rows(store, norms2, dt, per_signal):
 def _rows_per_block(prob, extra_bytes_per_row=0, budget=None):
     """Signals per block: as many as the budget allows (``_config.BLOCK_BYTES`` by
     default), cut at row-group bounds, and at least a row group per thread, past the
-    budget if need be (``_config.BLOCK_GROUPS_PER_THREAD``; see
-    :func:`sparsecode._parallel.n_group_chunks`)."""
+    budget if need be, in as many groups for every thread
+    (``_config.BLOCK_GROUPS_PER_THREAD``; see :func:`sparsecode._parallel.n_group_chunks`)."""
     from sparsecode._parallel import block_rows, threads_rows
 
     per_row = prob.n_atoms * prob.dtype.itemsize + extra_bytes_per_row
     budget = _config.BLOCK_BYTES if budget is None else budget
-    return block_rows(max(_config.MIN_BLOCK_ROWS, budget // max(per_row, 1), threads_rows()))
+    even = threads_rows()
+    rows = block_rows(max(_config.MIN_BLOCK_ROWS, budget // max(per_row, 1), even))
+    # whole row groups per thread: 5 groups on 2 threads ran 3 on one (the GEMMs 20% longer)
+    return rows // even * even if even else rows
 
 
 def run(X, prob, pursuit):
